@@ -1,0 +1,106 @@
+//! The simple channel protocol of cadsock and FrankenPHP realtime:
+//! `{"action":"subscribe"|"unsubscribe","channel":NAME}` in, the published payload out.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::channels::valid_name;
+
+/// What a client asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request {
+    Subscribe(String),
+    Unsubscribe(String),
+    Ping,
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    action: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    channel: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Parses one client message; the error is the text sent back in `{"event":"error"}`.
+pub fn parse(text: &str) -> Result<Request, String> {
+    let wire: Wire = serde_json::from_str(text).map_err(|_| {
+        "messages must be JSON objects like {\"action\":\"subscribe\",\"channel\":\"news\"}"
+            .to_string()
+    })?;
+    let action = wire.action.ok_or("missing \"action\"")?;
+    let channel = || -> Result<String, String> {
+        let name = wire.channel.as_deref().ok_or("missing \"channel\"")?;
+        if !valid_name(name) {
+            return Err(format!(
+                "invalid channel name \"{}\": use 1-200 characters of A-Z a-z 0-9 _ - = @ , . ;",
+                name.chars().take(210).collect::<String>()
+            ));
+        }
+        Ok(name.to_string())
+    };
+    match action.as_ref() {
+        "subscribe" => Ok(Request::Subscribe(channel()?)),
+        "unsubscribe" => Ok(Request::Unsubscribe(channel()?)),
+        "ping" => Ok(Request::Ping),
+        other => Err(format!(
+            "unknown action \"{}\": expected subscribe, unsubscribe or ping",
+            other.chars().take(64).collect::<String>()
+        )),
+    }
+}
+
+pub fn subscribed(channel: &str, socket_id: &str) -> String {
+    json!({"event": "subscribed", "channel": channel, "socket_id": socket_id}).to_string()
+}
+
+pub fn unsubscribed(channel: &str) -> String {
+    json!({"event": "unsubscribed", "channel": channel}).to_string()
+}
+
+pub fn pong(socket_id: &str) -> String {
+    json!({"event": "pong", "socket_id": socket_id}).to_string()
+}
+
+pub fn error(message: &str) -> String {
+    json!({"event": "error", "message": message}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_actions() {
+        assert_eq!(
+            parse(r#"{"action":"subscribe","channel":"orders"}"#),
+            Ok(Request::Subscribe("orders".into()))
+        );
+        assert_eq!(
+            parse(r#"{"channel":"a\u0062","action":"unsubscribe"}"#),
+            Ok(Request::Unsubscribe("ab".into()))
+        );
+        assert_eq!(parse(r#"{"action":"ping"}"#), Ok(Request::Ping));
+    }
+
+    #[test]
+    fn errors_are_explained() {
+        assert!(parse("nope").unwrap_err().contains("JSON"));
+        assert!(
+            parse(r#"{"action":"dance"}"#)
+                .unwrap_err()
+                .contains("unknown action")
+        );
+        assert!(
+            parse(r#"{"action":"subscribe"}"#)
+                .unwrap_err()
+                .contains("missing")
+        );
+        assert!(
+            parse(r#"{"action":"subscribe","channel":"a b"}"#)
+                .unwrap_err()
+                .contains("invalid channel")
+        );
+        assert!(parse(r#"{"action":5}"#).is_err());
+    }
+}

@@ -1,0 +1,471 @@
+//! Layered configuration: flags > environment (`FERROCAST_*`) > JSON file > embedded defaults.
+//!
+//! Every layer is merged as JSON into the serialized defaults and the result is deserialized once,
+//! so a wrong type or an unknown key is reported the same way whichever layer it came from, with the
+//! key's path in the message.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The whole configuration. Field names are the JSON keys; `FERROCAST_<KEY>` overrides each one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to bind (a name is resolved once at start).
+    pub host: String,
+    pub port: u16,
+    /// When the port is taken, try the next ones (up to +1000), as CarbonPHP's
+    /// `--autoAssignAnyOpenPort` does.
+    pub auto_port: bool,
+    /// URL prefix under which every endpoint lives, e.g. `/realtime` behind a proxy. Empty = root.
+    pub path: String,
+    /// The global broadcast FIFO.
+    pub fifo: PathBuf,
+    /// Octal permission bits of the FIFOs we create. Never world-writable.
+    pub fifo_mode: String,
+    /// `*`, exact origins (`https://app.example.com`) or wildcard subdomains (`https://*.example.com`).
+    pub allowed_origins: Vec<String>,
+    /// Largest HTTP request head accepted (431 past it).
+    pub max_request_bytes: usize,
+    /// Largest WebSocket message accepted after reassembly (close 1009 past it).
+    pub max_message_bytes: usize,
+    /// Largest FIFO line; longer lines are dropped with one log line.
+    pub max_fifo_line_bytes: usize,
+    /// Silence after which the server pings a client.
+    pub ping_interval_secs: u64,
+    /// Silence after which a client is disconnected.
+    pub activity_timeout_secs: u64,
+    /// Time allowed to send a complete HTTP request head.
+    pub handshake_timeout_secs: u64,
+    /// 0 = unlimited.
+    pub max_connections: usize,
+    /// Bytes queued for one client before it is considered a slow consumer and closed.
+    pub outbound_queue_bytes: usize,
+    /// How long a SIGTERM waits for queued messages to drain.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            auto_port: false,
+            path: String::new(),
+            fifo: default_fifo_path(),
+            fifo_mode: "0660".into(),
+            allowed_origins: vec!["*".into()],
+            max_request_bytes: 10_000,
+            max_message_bytes: 10_000,
+            max_fifo_line_bytes: 64 * 1024,
+            ping_interval_secs: 30,
+            activity_timeout_secs: 120,
+            handshake_timeout_secs: 10,
+            max_connections: 0,
+            outbound_queue_bytes: 1024 * 1024,
+            shutdown_timeout_secs: 5,
+        }
+    }
+}
+
+/// `$RUNTIME_DIRECTORY` (systemd's `RuntimeDirectory=`), else `$XDG_RUNTIME_DIR`, else `/tmp/ferrocast-$UID`.
+pub fn default_fifo_path() -> PathBuf {
+    let dir = std::env::var_os("RUNTIME_DIRECTORY")
+        // systemd passes several directories separated by ':'; the first is ours.
+        .and_then(|v| {
+            v.to_str()
+                .and_then(|s| s.split(':').next())
+                .map(PathBuf::from)
+        })
+        .or_else(|| std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/ferrocast-{}", nix::unistd::getuid())));
+    dir.join("broadcast.fifo")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid JSON: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: the configuration must be a JSON object")]
+    NotObject { path: PathBuf },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+    #[error("{var}: {message}")]
+    Env { var: String, message: String },
+    #[error("--set {arg}: {message}")]
+    Set { arg: String, message: String },
+}
+
+/// Where the configuration comes from: kept so that SIGHUP can rebuild it from the same sources.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    /// `key=value` pairs from flags, applied last (explicit flags are turned into these too).
+    pub overrides: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// Builds the effective configuration from defaults, file, environment and flags.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("FERROCAST_"))
+            .collect();
+        self.load_with_env(&env)
+    }
+
+    pub fn load_with_env(&self, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let defaults = serde_json::to_value(Config::default()).expect("defaults serialize");
+        let mut merged = defaults.clone();
+        let origin = match &self.file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let file: Value = serde_json::from_str(&text).map_err(|e| ConfigError::Syntax {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                if !file.is_object() {
+                    return Err(ConfigError::NotObject { path: path.clone() });
+                }
+                merge(&mut merged, file);
+                path.display().to_string()
+            }
+            None => "configuration".to_string(),
+        };
+        for (var, raw) in env {
+            let key = var.trim_start_matches("FERROCAST_").to_ascii_lowercase();
+            // Variables that are not configuration keys (FERROCAST_SOCKET_ID given to workers,
+            // say) are ignored rather than refused: the environment is shared with other tools.
+            let Some(default) = lookup(&defaults, &key) else {
+                continue;
+            };
+            let value = parse_scalar(default, raw).map_err(|message| ConfigError::Env {
+                var: var.clone(),
+                message,
+            })?;
+            set_path(&mut merged, &key, value);
+        }
+        for (key, raw) in &self.overrides {
+            let arg = format!("{key}={raw}");
+            let default = lookup(&defaults, key).ok_or_else(|| ConfigError::Set {
+                arg: arg.clone(),
+                message: format!("unknown key \"{key}\""),
+            })?;
+            let value = parse_scalar(default, raw).map_err(|message| ConfigError::Set {
+                arg: arg.clone(),
+                message,
+            })?;
+            set_path(&mut merged, key, value);
+        }
+        let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let message = match unknown_field(&inner) {
+                Some(key) if path == "." => format!("unknown key \"{key}\""),
+                Some(key) => format!("{path}: unknown key \"{key}\""),
+                None => format!("{path}: {inner}"),
+            };
+            ConfigError::Invalid {
+                origin: origin.clone(),
+                message,
+            }
+        })?;
+        config
+            .validate()
+            .map_err(|message| ConfigError::Invalid { origin, message })?;
+        Ok(config)
+    }
+}
+
+/// serde says "unknown field `x`, expected one of …"; users think in keys.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), String> {
+        if !self.path.is_empty() && !self.path.starts_with('/') {
+            return Err(format!("path: \"{}\" must start with '/'", self.path));
+        }
+        let mode = self.fifo_mode_bits()?;
+        if mode & 0o002 != 0 {
+            return Err(format!(
+                "fifo_mode: {:o} would let any local user broadcast; use 0660 and a shared group",
+                mode
+            ));
+        }
+        if self.ping_interval_secs == 0 {
+            return Err("ping_interval_secs: must be at least 1".into());
+        }
+        if self.activity_timeout_secs < self.ping_interval_secs {
+            return Err(format!(
+                "activity_timeout_secs ({}) must not be shorter than ping_interval_secs ({})",
+                self.activity_timeout_secs, self.ping_interval_secs
+            ));
+        }
+        if self.handshake_timeout_secs == 0 {
+            return Err("handshake_timeout_secs: must be at least 1".into());
+        }
+        if self.max_message_bytes == 0 || self.max_request_bytes < 64 {
+            return Err("max_message_bytes must be > 0 and max_request_bytes ≥ 64".into());
+        }
+        if self.outbound_queue_bytes < 1024 {
+            return Err("outbound_queue_bytes: must be at least 1024".into());
+        }
+        if self.fifo.as_os_str().is_empty() {
+            return Err("fifo: must not be empty".into());
+        }
+        Ok(())
+    }
+
+    pub fn fifo_mode_bits(&self) -> Result<u32, String> {
+        u32::from_str_radix(self.fifo_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                format!(
+                    "fifo_mode: \"{}\" is not an octal mode like 0660",
+                    self.fifo_mode
+                )
+            })
+    }
+
+    /// The path prefix without a trailing slash ("" for root).
+    pub fn prefix(&self) -> &str {
+        self.path.trim_end_matches('/')
+    }
+
+    /// The configuration as JSON with every secret replaced, for `ferrocast config` and logs.
+    pub fn masked_json(&self) -> Value {
+        let mut value = serde_json::to_value(self).expect("config serializes");
+        mask_secrets(&mut value);
+        value
+    }
+
+    /// Settings a SIGHUP cannot change in a running process.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.host != new.host || self.port != new.port || self.auto_port != new.auto_port {
+            changed.push("host/port");
+        }
+        if self.path != new.path {
+            changed.push("path");
+        }
+        if self.fifo != new.fifo || self.fifo_mode != new.fifo_mode {
+            changed.push("fifo");
+        }
+        changed
+    }
+}
+
+pub fn mask_secrets(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let secret = key == "secret"
+                    || key == "token"
+                    || key == "password"
+                    || key.ends_with("_secret")
+                    || key.ends_with("_token");
+                if secret && v.is_string() && !v.as_str().unwrap_or("").is_empty() {
+                    *v = Value::String("********".into());
+                } else {
+                    mask_secrets(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_secrets),
+        _ => {}
+    }
+}
+
+/// Recursively merges `overlay` into `base`: objects merge key by key, anything else replaces.
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) if slot.is_object() && v.is_object() => merge(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Finds a key (dotted for nested objects, or with `_` joining nested keys as env vars do).
+fn lookup<'a>(defaults: &'a Value, key: &str) -> Option<&'a Value> {
+    let mut node = defaults;
+    for part in key.split('.') {
+        node = node.as_object()?.get(part)?;
+    }
+    Some(node)
+}
+
+fn set_path(root: &mut Value, key: &str, value: Value) {
+    let mut node = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for part in &parts[..parts.len() - 1] {
+        if !node.get(*part).is_some_and(Value::is_object) {
+            node[*part] = Value::Object(Map::new());
+        }
+        node = &mut node[*part];
+    }
+    node[parts[parts.len() - 1]] = value;
+}
+
+/// Parses a flag or environment value by the type of the key's default.
+fn parse_scalar(default: &Value, raw: &str) -> Result<Value, String> {
+    let raw = raw.trim();
+    match default {
+        Value::Bool(_) => match raw.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(Value::Bool(true)),
+            "0" | "false" | "no" | "off" => Ok(Value::Bool(false)),
+            _ => Err(format!("expected true or false, got \"{raw}\"")),
+        },
+        Value::Number(_) => raw
+            .parse::<u64>()
+            .map(Value::from)
+            .map_err(|_| format!("expected a whole number, got \"{raw}\"")),
+        Value::Array(_) if raw.starts_with('[') => {
+            serde_json::from_str(raw).map_err(|e| format!("not a JSON array: {e}"))
+        }
+        Value::Array(_) => Ok(Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        )),
+        Value::Object(_) => {
+            serde_json::from_str(raw).map_err(|e| format!("not a JSON object: {e}"))
+        }
+        Value::String(_) => Ok(Value::String(raw.to_string())),
+        Value::Null => Ok(serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.into()))),
+    }
+}
+
+/// Reads only the file layer, for `ferrocast config --check FILE`.
+pub fn check_file(path: &Path) -> Result<Config, ConfigError> {
+    Sources {
+        file: Some(path.to_path_buf()),
+        overrides: Vec::new(),
+    }
+    .load_with_env(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempdir::Dir, PathBuf) {
+        let dir = tempdir::Dir::new();
+        let path = dir.0.join("c.json");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Dir {
+                use std::sync::atomic::{AtomicUsize, Ordering};
+                static N: AtomicUsize = AtomicUsize::new(0);
+                let p = std::env::temp_dir().join(format!(
+                    "ferrocast-cfg-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let (_d, path) = write(r#"{"port": 9000, "max_connections": 5}"#);
+        let sources = Sources {
+            file: Some(path),
+            overrides: vec![("max_connections".into(), "7".into())],
+        };
+        let env = vec![
+            ("FERROCAST_PORT".to_string(), "9100".to_string()),
+            ("FERROCAST_MAX_CONNECTIONS".to_string(), "6".to_string()),
+            ("FERROCAST_SOCKET_ID".to_string(), "1.2".to_string()),
+        ];
+        let c = sources.load_with_env(&env).unwrap();
+        assert_eq!(c.port, 9100);
+        assert_eq!(c.max_connections, 7);
+        assert_eq!(c.host, "127.0.0.1");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let (_d, path) = write(r#"{"prot": 1}"#);
+        let err = check_file(&path).unwrap_err().to_string();
+        assert!(err.contains("unknown key \"prot\""), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let (_d, path) = write(r#"{"port": "x"}"#);
+        let err = check_file(&path).unwrap_err().to_string();
+        assert!(err.contains("port"), "{err}");
+        assert!(err.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn env_lists_split_on_commas() {
+        let env = vec![(
+            "FERROCAST_ALLOWED_ORIGINS".to_string(),
+            "http://a, http://b".to_string(),
+        )];
+        let c = Sources::default().load_with_env(&env).unwrap();
+        assert_eq!(c.allowed_origins, vec!["http://a", "http://b"]);
+    }
+
+    #[test]
+    fn bad_env_number_is_reported() {
+        let env = vec![("FERROCAST_PORT".to_string(), "eighty".to_string())];
+        let err = Sources::default()
+            .load_with_env(&env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("FERROCAST_PORT"), "{err}");
+    }
+
+    #[test]
+    fn world_writable_fifo_refused() {
+        let env = vec![("FERROCAST_FIFO_MODE".to_string(), "0666".to_string())];
+        assert!(Sources::default().load_with_env(&env).is_err());
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let mut v = serde_json::json!({"apps":[{"key":"k","secret":"s"}],"token":"t","x":"y"});
+        mask_secrets(&mut v);
+        assert_eq!(v["apps"][0]["secret"], "********");
+        assert_eq!(v["apps"][0]["key"], "k");
+        assert_eq!(v["token"], "********");
+        assert_eq!(v["x"], "y");
+    }
+}

@@ -1,0 +1,365 @@
+//! Named pipes: the global broadcast FIFO (and, later, per-user FIFOs).
+//!
+//! The server opens its FIFO `O_RDWR | O_NONBLOCK`: holding a write end itself means the read
+//! side never sees EOF when the last script closes its end, so the poll loop never spins on it.
+//! An exclusive `flock` on the FIFO marks it as served: a second server refuses to start, and
+//! because the kernel drops the lock when a process dies, a FIFO left behind by a `kill -9`'d
+//! server is simply reused.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// How much a pipe may buffer. The default 64 KiB fills in a few milliseconds of a burst; a
+/// larger pipe lets the loop drain a burst in one wake-up (and batch the writes that follow).
+const PIPE_SIZE: libc::c_int = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FifoError {
+    #[error("{path} exists and is not a FIFO; remove it or choose another `fifo` path")]
+    NotAFifo { path: PathBuf },
+    #[error(
+        "another ferrocast server is already reading {path}; stop it or choose another `fifo` path"
+    )]
+    AlreadyServed { path: PathBuf },
+    #[error("cannot create the FIFO directory {path}: {source}")]
+    Dir { path: PathBuf, source: io::Error },
+    #[error("cannot create FIFO {path}: {source}")]
+    Create { path: PathBuf, source: nix::Error },
+    #[error("cannot open FIFO {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("no ferrocast server is reading {path}")]
+    NoReader { path: PathBuf },
+    #[error("cannot write to FIFO {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// A FIFO this server reads, with the line it is in the middle of.
+pub struct Fifo {
+    path: PathBuf,
+    file: Flock<File>,
+    dev_ino: (u64, u64),
+    mode: u32,
+    /// Bytes of a line whose newline has not arrived yet.
+    partial: Vec<u8>,
+    /// The current line went over the limit: drop bytes until its newline.
+    discarding: bool,
+}
+
+/// What one read pass found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    pub bytes: usize,
+    pub lines: usize,
+    /// Lengths of lines dropped for exceeding the limit.
+    pub dropped: Vec<usize>,
+}
+
+impl Fifo {
+    /// Creates the FIFO if absent (with `mode`), opens it and takes the server lock.
+    pub fn open(path: &Path, mode: u32) -> Result<Fifo, FifoError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(|source| FifoError::Dir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+                // Traversable by the FIFO's group (so the web server can reach the FIFO), closed
+                // to everyone else.
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750));
+            }
+        }
+        let created = match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_fifo() => false,
+            Ok(_) => return Err(FifoError::NotAFifo { path: path.into() }),
+            Err(_) => {
+                match nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(mode)) {
+                    Ok(()) => true,
+                    // Lost a race with another process creating it: fine, it's a FIFO or we'll see.
+                    Err(nix::Error::EEXIST) => false,
+                    Err(source) => {
+                        return Err(FifoError::Create {
+                            path: path.into(),
+                            source,
+                        });
+                    }
+                }
+            }
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|source| FifoError::Open {
+                path: path.into(),
+                source,
+            })?;
+        let meta = file.metadata().map_err(|source| FifoError::Open {
+            path: path.into(),
+            source,
+        })?;
+        if !meta.file_type().is_fifo() {
+            return Err(FifoError::NotAFifo { path: path.into() });
+        }
+        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|_| FifoError::AlreadyServed { path: path.into() })?;
+        if created {
+            // mkfifo applied the umask; the configured mode is what the operator asked for.
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+        }
+        // SAFETY: F_SETPIPE_SZ on a pipe fd we own; failure (e.g. over /proc/sys/fs/pipe-max-size)
+        // just leaves the default size.
+        unsafe {
+            libc::fcntl(file.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE);
+        }
+        Ok(Fifo {
+            path: path.into(),
+            dev_ino: (meta.dev(), meta.ino()),
+            file,
+            mode,
+            partial: Vec::new(),
+            discarding: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// True when the path no longer names the FIFO we hold (deleted or replaced).
+    pub fn is_detached(&self) -> bool {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) => (meta.dev(), meta.ino()) != self.dev_ino,
+            Err(_) => true,
+        }
+    }
+
+    /// Re-creates the FIFO at our path, for when someone deleted it while we run.
+    pub fn reopen(&self) -> Result<Fifo, FifoError> {
+        Fifo::open(&self.path, self.mode)
+    }
+
+    /// Reads until the pipe is empty, calling `on_line` for every complete line (without its
+    /// newline or a trailing `\r`). Lines over `max_line` bytes are dropped and counted.
+    pub fn read_lines(
+        &mut self,
+        scratch: &mut [u8],
+        max_line: usize,
+        mut on_line: impl FnMut(&[u8]),
+    ) -> io::Result<ReadStats> {
+        let mut stats = ReadStats::default();
+        loop {
+            let n = match (&*self.file).read(scratch) {
+                Ok(0) => return Ok(stats),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(stats),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            stats.bytes += n;
+            self.split_lines(&scratch[..n], max_line, &mut stats, &mut on_line);
+        }
+    }
+
+    fn split_lines(
+        &mut self,
+        mut data: &[u8],
+        max_line: usize,
+        stats: &mut ReadStats,
+        on_line: &mut impl FnMut(&[u8]),
+    ) {
+        while !data.is_empty() {
+            match memchr(b'\n', data) {
+                Some(nl) => {
+                    let piece = &data[..nl];
+                    data = &data[nl + 1..];
+                    if self.discarding {
+                        self.discarding = false;
+                        continue;
+                    }
+                    let total = self.partial.len() + piece.len();
+                    if total > max_line {
+                        stats.dropped.push(total);
+                        self.partial.clear();
+                        continue;
+                    }
+                    stats.lines += 1;
+                    if self.partial.is_empty() {
+                        on_line(trim_cr(piece));
+                    } else {
+                        self.partial.extend_from_slice(piece);
+                        on_line(trim_cr(&self.partial));
+                        self.partial.clear();
+                    }
+                }
+                None => {
+                    if !self.discarding {
+                        if self.partial.len() + data.len() > max_line {
+                            stats.dropped.push(self.partial.len() + data.len());
+                            self.partial = Vec::new();
+                            self.discarding = true;
+                        } else {
+                            self.partial.extend_from_slice(data);
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+        if self.partial.is_empty() && self.partial.capacity() > 64 * 1024 {
+            self.partial = Vec::new();
+        }
+    }
+
+    /// Deletes the FIFO from the file system if it is still ours (clean shutdown).
+    pub fn remove(&self) {
+        if !self.is_detached() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+/// Writes one message line to a FIFO for `ferrocast broadcast`: fails at once, instead of
+/// blocking, when no server reads it. A line of up to PIPE_BUF (4096) bytes is written atomically,
+/// so concurrent writers never interleave.
+pub fn write_line(path: &Path, line: &[u8]) -> Result<(), FifoError> {
+    let meta = std::fs::metadata(path).map_err(|_| FifoError::NoReader { path: path.into() })?;
+    if !meta.file_type().is_fifo() {
+        return Err(FifoError::NotAFifo { path: path.into() });
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::ENXIO) => FifoError::NoReader { path: path.into() },
+            _ => FifoError::Open {
+                path: path.into(),
+                source,
+            },
+        })?;
+    // The server holds a write end itself, so an open reader does not prove a server: check
+    // its lock too (a stray `cat` reading the pipe would swallow our line).
+    let probe = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    if let Ok(probe) = probe {
+        if let Ok(unlocked) = Flock::lock(probe, FlockArg::LockSharedNonblock) {
+            drop(unlocked);
+            return Err(FifoError::NoReader { path: path.into() });
+        }
+    }
+    // Blocking from here: a full pipe means a busy server, and waiting is right for a CLI.
+    let flags = nix::fcntl::fcntl(file.as_fd(), nix::fcntl::FcntlArg::F_GETFL).map_err(|e| {
+        FifoError::Write {
+            path: path.into(),
+            source: e.into(),
+        }
+    })?;
+    let mut flags = nix::fcntl::OFlag::from_bits_truncate(flags);
+    flags.remove(nix::fcntl::OFlag::O_NONBLOCK);
+    nix::fcntl::fcntl(file.as_fd(), nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(|e| {
+        FifoError::Write {
+            path: path.into(),
+            source: e.into(),
+        }
+    })?;
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line);
+    buf.push(b'\n');
+    (&file).write_all(&buf).map_err(|source| FifoError::Write {
+        path: path.into(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fifo_for_split() -> Fifo {
+        let dir = std::env::temp_dir().join(format!("ferrocast-fifo-unit-{}", std::process::id()));
+        let path = dir.join(format!("{}.fifo", rand_suffix()));
+        Fifo::open(&path, 0o600).unwrap()
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn split(f: &mut Fifo, chunks: &[&[u8]], max: usize) -> (Vec<String>, Vec<usize>) {
+        let mut lines = Vec::new();
+        let mut stats = ReadStats::default();
+        for c in chunks {
+            f.split_lines(c, max, &mut stats, &mut |l: &[u8]| {
+                lines.push(String::from_utf8_lossy(l).into_owned())
+            });
+        }
+        (lines, stats.dropped)
+    }
+
+    #[test]
+    fn lines_split_across_reads_and_crlf() {
+        let mut f = fifo_for_split();
+        let (lines, dropped) = split(&mut f, &[b"hel", b"lo\r\nwor", b"ld\n\n"], 100);
+        assert_eq!(lines, vec!["hello", "world", ""]);
+        assert!(dropped.is_empty());
+        f.remove();
+    }
+
+    #[test]
+    fn oversize_line_dropped_next_kept() {
+        let mut f = fifo_for_split();
+        let long = vec![b'x'; 30];
+        let (lines, dropped) = split(&mut f, &[&long, &long, b"\nok\n"], 40);
+        assert_eq!(lines, vec!["ok"]);
+        assert_eq!(dropped, vec![60]);
+        let (lines, dropped) = split(&mut f, &[&[b'y'; 50], b"\nfine\n"], 40);
+        assert_eq!(lines, vec!["fine"]);
+        assert_eq!(dropped, vec![50]);
+        f.remove();
+    }
+
+    #[test]
+    fn second_open_refused_and_write_line_roundtrip() {
+        let mut f = fifo_for_split();
+        match Fifo::open(f.path(), 0o600) {
+            Err(FifoError::AlreadyServed { .. }) => {}
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("second open succeeded"),
+        }
+        write_line(f.path(), b"hi there").unwrap();
+        let mut scratch = vec![0; 1024];
+        let mut got = Vec::new();
+        f.read_lines(&mut scratch, 100, |l| got.push(l.to_vec()))
+            .unwrap();
+        assert_eq!(got, vec![b"hi there".to_vec()]);
+        let path = f.path().to_path_buf();
+        f.remove();
+        drop(f);
+        assert!(matches!(
+            write_line(&path, b"x"),
+            Err(FifoError::NoReader { .. })
+        ));
+    }
+}

@@ -1,0 +1,291 @@
+//! HTTP/1.1 request heads on the WebSocket port: parsing with a size limit, the upgrade checks of
+//! RFC 6455 §4.2.1, and plain responses.
+//!
+//! Parsing borrows from the connection's buffer (httparse, a fixed header array on the stack): no
+//! allocation per header.
+
+use std::fmt::Write as _;
+
+use base64::Engine;
+
+/// Most headers accepted in one request; more is answered 431.
+pub const MAX_HEADERS: usize = 64;
+
+/// A parsed request head, borrowing the connection's read buffer.
+pub struct Request<'b> {
+    pub method: &'b str,
+    /// Path and query as sent.
+    pub target: &'b str,
+    pub headers: Vec<(&'b str, &'b [u8])>,
+    /// Bytes of the head, including the blank line; what follows is body or WebSocket frames.
+    pub head_len: usize,
+}
+
+impl<'b> Request<'b> {
+    pub fn header(&self, name: &str) -> Option<&'b str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .map(str::trim)
+    }
+
+    pub fn path(&self) -> &'b str {
+        self.target.split('?').next().unwrap_or("")
+    }
+
+    pub fn query(&self) -> &'b str {
+        self.target.split_once('?').map(|(_, q)| q).unwrap_or("")
+    }
+
+    /// Whether a comma-separated header contains `token` (case-insensitive), as `Connection:
+    /// keep-alive, Upgrade` does.
+    pub fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    pub fn content_length(&self) -> Option<usize> {
+        self.header("content-length").and_then(|v| v.parse().ok())
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Head larger than the limit or too many headers: 431.
+    TooLarge,
+    /// Not HTTP: 400.
+    Malformed,
+}
+
+/// Parses the request head at the front of `buf`. `Ok(None)` means more bytes are needed.
+pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Option<Request<'_>>, ParseError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(head_len)) => {
+            if head_len > max_bytes {
+                return Err(ParseError::TooLarge);
+            }
+            if req.version != Some(1) {
+                return Err(ParseError::Malformed);
+            }
+            Ok(Some(Request {
+                method: req.method.unwrap_or(""),
+                target: req.path.unwrap_or(""),
+                headers: req.headers.iter().map(|h| (h.name, h.value)).collect(),
+                head_len,
+            }))
+        }
+        Ok(httparse::Status::Partial) if buf.len() >= max_bytes => Err(ParseError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(ParseError::TooLarge),
+        Err(_) => Err(ParseError::Malformed),
+    }
+}
+
+/// Why an upgrade request is refused, with the status it gets.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    BadRequest(&'static str),
+    VersionUnsupported,
+    OriginForbidden,
+}
+
+impl Refusal {
+    pub fn response(&self) -> Vec<u8> {
+        match self {
+            Refusal::BadRequest(why) => response(400, &[], &error_body(why)),
+            Refusal::VersionUnsupported => response(
+                426,
+                &[("Sec-WebSocket-Version", "13")],
+                &error_body("only WebSocket version 13 is supported"),
+            ),
+            Refusal::OriginForbidden => response(403, &[], &error_body("origin not allowed")),
+        }
+    }
+}
+
+/// Is this request asking for a WebSocket? (Upgrade: websocket present at all.)
+pub fn wants_upgrade(req: &Request) -> bool {
+    req.header_has_token("upgrade", "websocket")
+}
+
+/// Checks an upgrade request and returns the `Sec-WebSocket-Accept` value.
+pub fn check_upgrade(req: &Request, allowed_origins: &[String]) -> Result<String, Refusal> {
+    if req.method != "GET" {
+        return Err(Refusal::BadRequest("WebSocket upgrades must use GET"));
+    }
+    if !req.header_has_token("connection", "upgrade") {
+        return Err(Refusal::BadRequest("missing \"Connection: Upgrade\""));
+    }
+    let key = req
+        .header("sec-websocket-key")
+        .ok_or(Refusal::BadRequest("missing Sec-WebSocket-Key"))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .map_err(|_| Refusal::BadRequest("Sec-WebSocket-Key is not base64"))?;
+    if decoded.len() != 16 {
+        return Err(Refusal::BadRequest(
+            "Sec-WebSocket-Key must encode 16 bytes",
+        ));
+    }
+    if req.header("sec-websocket-version") != Some("13") {
+        return Err(Refusal::VersionUnsupported);
+    }
+    if let Some(origin) = req.header("origin") {
+        if !origin_allowed(origin, allowed_origins) {
+            return Err(Refusal::OriginForbidden);
+        }
+    }
+    Ok(tungstenite::handshake::derive_accept_key(key.as_bytes()))
+}
+
+/// `*` allows all; `https://*.example.com` allows subdomains; anything else must match exactly
+/// (case-insensitive). Requests without `Origin` come from non-browser clients, which could send
+/// any Origin they like, so refusing them protects nothing.
+pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+    allowed.iter().any(|pattern| {
+        if pattern == "*" {
+            return true;
+        }
+        if let Some((scheme, rest)) = pattern.split_once("://*.") {
+            let Some((o_scheme, o_host)) = origin.split_once("://") else {
+                return false;
+            };
+            return o_scheme.eq_ignore_ascii_case(scheme)
+                && o_host.len() > rest.len() + 1
+                && o_host[o_host.len() - rest.len()..].eq_ignore_ascii_case(rest)
+                && o_host.as_bytes()[o_host.len() - rest.len() - 1] == b'.';
+        }
+        pattern.eq_ignore_ascii_case(origin)
+    })
+}
+
+pub fn switching_protocols(accept: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+pub fn error_body(message: &str) -> String {
+    serde_json::json!({ "error": message }).to_string()
+}
+
+/// A complete response that closes the connection after it.
+pub fn response(status: u16, extra_headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reason_phrase(status),
+        body.len()
+    );
+    for (name, value) in extra_headers {
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://a.test\r\n\r\n";
+
+    fn origins(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn accepts_rfc_example() {
+        let req = parse(GOOD.as_bytes(), 10_000).unwrap().unwrap();
+        assert!(wants_upgrade(&req));
+        // RFC 6455 §1.3 example key and accept value.
+        assert_eq!(
+            check_upgrade(&req, &origins(&["*"])).unwrap(),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let cases = [
+            (GOOD.replace("GET", "POST"), "400"),
+            (GOOD.replace("keep-alive, Upgrade", "keep-alive"), "400"),
+            (
+                GOOD.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
+                "400",
+            ),
+            (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="), "400"),
+            (GOOD.replace("Version: 13", "Version: 8"), "426"),
+            (GOOD.replace("http://a.test", "http://evil.test"), "403"),
+        ];
+        for (text, status) in cases {
+            let req = parse(text.as_bytes(), 10_000).unwrap().unwrap();
+            let refusal = check_upgrade(&req, &origins(&["http://a.test"])).unwrap_err();
+            let resp = String::from_utf8(refusal.response()).unwrap();
+            assert!(resp.starts_with(&format!("HTTP/1.1 {status}")), "{resp}");
+            if status == "426" {
+                assert!(resp.contains("Sec-WebSocket-Version: 13\r\n"));
+            }
+        }
+    }
+
+    #[test]
+    fn size_limits() {
+        assert_eq!(
+            parse(GOOD.as_bytes(), 100).err(),
+            Some(ParseError::TooLarge)
+        );
+        assert!(parse(&GOOD.as_bytes()[..50], 10_000).unwrap().is_none());
+        assert_eq!(parse(&[b'a'; 200], 100).err(), Some(ParseError::TooLarge));
+        assert_eq!(
+            parse(b"\x00\x01 nonsense\r\n\r\n", 100).err(),
+            Some(ParseError::Malformed)
+        );
+        let many: String = (0..70).map(|i| format!("X-{i}: v\r\n")).collect();
+        let text = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(
+            parse(text.as_bytes(), 10_000).err(),
+            Some(ParseError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn origin_patterns() {
+        let list = origins(&["https://*.example.com", "http://exact.test:8080"]);
+        assert!(origin_allowed("https://app.example.com", &list));
+        assert!(origin_allowed("https://a.b.example.com", &list));
+        assert!(!origin_allowed("https://example.com", &list));
+        assert!(!origin_allowed("https://badexample.com", &list));
+        assert!(!origin_allowed("http://app.example.com", &list));
+        assert!(origin_allowed("HTTP://EXACT.test:8080", &list));
+        assert!(!origin_allowed("http://exact.test", &list));
+    }
+}

@@ -1,0 +1,17 @@
+//! ferrocast: a self-hosted realtime WebSocket server.
+//!
+//! One `mio` poll loop on one thread multiplexes the listening socket, every client, the global
+//! broadcast FIFO and the signals. Read `server.rs` first: it is the loop, and every other module
+//! is one of the things it drives.
+
+pub mod channel_protocol;
+pub mod channels;
+pub mod config;
+pub mod conn;
+pub mod fifo;
+pub mod http;
+pub mod listener;
+pub mod message;
+pub mod server;
+pub mod timers;
+pub mod ws;

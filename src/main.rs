@@ -1,0 +1,252 @@
+//! The `ferrocast` command line: parse, load the configuration, hand over to the library.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use ferrocast::config::{self, Sources};
+use ferrocast::fifo;
+use ferrocast::server::Server;
+use log::error;
+
+#[derive(Parser)]
+#[command(
+    name = "ferrocast",
+    version,
+    about = "Self-hosted realtime WebSocket server: broadcast to browsers from any script through a FIFO",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the WebSocket server (embedded defaults; no configuration file needed).
+    Websocket(ConfigArgs),
+    /// Publish one message through the server's FIFO.
+    ///
+    /// With --channel, writes {"channel":…,"data":DATA} so the channel's subscribers receive DATA;
+    /// without, DATA goes verbatim to every connected client. DATA `-` reads standard input, one
+    /// message per line.
+    Broadcast(BroadcastArgs),
+    /// Print the effective configuration as JSON (secrets masked), or check a file.
+    Config(ConfigCommand),
+}
+
+/// Where the configuration comes from. Flags beat FERROCAST_* variables, which beat the file.
+#[derive(Args, Clone, Default)]
+struct ConfigArgs {
+    /// JSON configuration file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on; 0 lets the system choose [default: 8080].
+    #[arg(long, short = 'p')]
+    port: Option<u16>,
+    /// If the port is taken, try the next ones (up to +1000) and log the one chosen.
+    #[arg(long)]
+    auto_port: bool,
+    /// URL prefix for every endpoint, e.g. /realtime.
+    #[arg(long, value_name = "PREFIX")]
+    path: Option<String>,
+    /// The broadcast FIFO [default: $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR or /tmp/ferrocast-$UID, + /broadcast.fifo].
+    #[arg(long, value_name = "PATH")]
+    fifo: Option<PathBuf>,
+    /// Set any configuration key, e.g. --set max_connections=1000 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl ConfigArgs {
+    fn sources(&self) -> Result<Sources, String> {
+        let mut overrides = Vec::new();
+        for kv in &self.set {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("--set {kv}: expected KEY=VALUE"))?;
+            overrides.push((k.trim().to_string(), v.to_string()));
+        }
+        let mut flag = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                overrides.push((k.to_string(), v));
+            }
+        };
+        flag("host", self.host.clone());
+        flag("port", self.port.map(|p| p.to_string()));
+        flag("path", self.path.clone());
+        flag("fifo", self.fifo.as_ref().map(|p| p.display().to_string()));
+        flag("auto_port", self.auto_port.then(|| "true".to_string()));
+        Ok(Sources {
+            file: self.config.clone(),
+            overrides,
+        })
+    }
+}
+
+#[derive(Args)]
+struct BroadcastArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Channel to publish to (repeatable); without it the message goes to every client.
+    #[arg(long = "channel", short = 'C', value_name = "NAME")]
+    channels: Vec<String>,
+    /// Event name (Pusher clients bind to it) [default: message].
+    #[arg(long, short = 'e')]
+    event: Option<String>,
+    /// Socket id of a connection to leave out (the one that caused the event).
+    #[arg(long, value_name = "ID")]
+    socket_id: Option<String>,
+    /// DATA is JSON: embed it as a value instead of as a string.
+    #[arg(long)]
+    json: bool,
+    /// The message, or - to read one message per line from standard input.
+    #[arg(value_name = "DATA")]
+    data: String,
+}
+
+#[derive(Args)]
+struct ConfigCommand {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Only validate: print "configuration OK" or the first error, and set the exit status.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Websocket(args) => websocket(args),
+        Command::Broadcast(args) => broadcast(args),
+        Command::Config(args) => config_command(args),
+    }
+}
+
+fn websocket(args: ConfigArgs) -> ExitCode {
+    let sources = match args.sources() {
+        Ok(s) => s,
+        Err(e) => return fail(&e, 2),
+    };
+    let cfg = match sources.load() {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string(), 2),
+    };
+    let server = match Server::bind(sources, cfg) {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string(), 1),
+    };
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("event loop failed: {e}"), 1),
+    }
+}
+
+fn broadcast(args: BroadcastArgs) -> ExitCode {
+    let cfg = match args
+        .config
+        .sources()
+        .and_then(|s| s.load().map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => return fail(&e, 2),
+    };
+    let messages: Vec<String> = if args.data == "-" {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            eprintln!("reading messages from standard input, one per line (Ctrl-D to end)");
+        }
+        let mut lines = Vec::new();
+        for line in stdin.lock().lines() {
+            match line {
+                Ok(l) => lines.push(l),
+                Err(e) => return fail(&format!("reading standard input: {e}"), 1),
+            }
+        }
+        lines
+    } else {
+        vec![args.data.clone()]
+    };
+    for data in messages {
+        let line = match build_line(&args, &data) {
+            Ok(l) => l,
+            Err(e) => return fail(&e, 2),
+        };
+        if let Err(e) = fifo::write_line(&cfg.fifo, line.as_bytes()) {
+            return fail(&e.to_string(), 1);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn build_line(args: &BroadcastArgs, data: &str) -> Result<String, String> {
+    if args.channels.is_empty() {
+        if data.contains('\n') {
+            return Err("a global message cannot contain a newline".into());
+        }
+        if args.event.is_some() || args.socket_id.is_some() {
+            return Err("--event and --socket-id need --channel".into());
+        }
+        return Ok(data.to_string());
+    }
+    let value = if args.json {
+        serde_json::from_str::<serde_json::Value>(data)
+            .map_err(|e| format!("--json: DATA is not JSON: {e}"))?
+    } else {
+        serde_json::Value::String(data.to_string())
+    };
+    let mut line = serde_json::Map::new();
+    if args.channels.len() == 1 {
+        line.insert("channel".into(), args.channels[0].clone().into());
+    } else {
+        line.insert("channels".into(), args.channels.clone().into());
+    }
+    if let Some(e) = &args.event {
+        line.insert("event".into(), e.clone().into());
+    }
+    line.insert("data".into(), value);
+    if let Some(s) = &args.socket_id {
+        line.insert("socket_id".into(), s.clone().into());
+    }
+    Ok(serde_json::Value::Object(line).to_string())
+}
+
+fn config_command(args: ConfigCommand) -> ExitCode {
+    let sources = match args.config.sources() {
+        Ok(s) => s,
+        Err(e) => return fail(&e, 2),
+    };
+    let result = if args.check {
+        match &sources.file {
+            Some(path) => config::check_file(path).and_then(|_| sources.load()),
+            None => sources.load(),
+        }
+    } else {
+        sources.load()
+    };
+    match result {
+        Ok(_) if args.check => {
+            println!("configuration OK");
+            ExitCode::SUCCESS
+        }
+        Ok(cfg) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&cfg.masked_json()).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string(), 2),
+    }
+}
+
+fn fail(message: &str, code: u8) -> ExitCode {
+    error!("{message}");
+    eprintln!("ferrocast: {message}");
+    ExitCode::from(code)
+}

@@ -1,0 +1,1093 @@
+//! The poll loop: one `mio::Poll` on one thread owns every socket, the FIFO and the signals.
+//!
+//! Each turn: wait for readiness, handle every event (reading as much as is there, queueing what
+//! must be written), then flush every connection that got output in one `writev` each, so a burst
+//! of broadcasts costs one syscall per recipient rather than one per message.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::channel_protocol as proto;
+use crate::channels::Channels;
+use crate::config::{Config, Sources};
+use crate::conn::{Conn, Flushed, Mode, Phase};
+use crate::fifo::Fifo;
+use crate::http;
+use crate::listener;
+use crate::message::{self, Line};
+use crate::timers::{Entry, Wheel};
+use crate::ws::{self, Frame, Inbound, MessageRef, Parsed, close};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const FIFO: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Reads per readiness event before a connection yields to the others.
+const READ_BUDGET: usize = 16;
+/// Accepts per turn before the loop serves the connections it has.
+const ACCEPT_BUDGET: usize = 256;
+/// How long a closing connection may linger waiting for the peer's EOF.
+const LINGER_SECS: u32 = 3;
+/// Pause after EMFILE/ENFILE before accepting again.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
+const SCRATCH_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Listen(#[from] listener::ListenError),
+    #[error(transparent)]
+    Fifo(#[from] crate::fifo::FifoError),
+    #[error("cannot set up the event loop: {0}")]
+    Poll(io::Error),
+}
+
+/// Counters for `/up` (and later `/metrics`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections_opened: u64,
+    pub connections_closed: u64,
+    pub messages_in: u64,
+    pub frames_out: u64,
+    pub write_calls: u64,
+    pub fifo_lines: u64,
+    pub fifo_dropped: u64,
+    pub slow_consumers: u64,
+}
+
+pub struct Server {
+    poll: Poll,
+    cfg: Config,
+    sources: Sources,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    fifo: Fifo,
+    signals: Signals,
+    conns: Slab<Conn>,
+    /// Open WebSocket sessions (for `max_connections`).
+    sessions: usize,
+    channels: Channels,
+    timers: Wheel,
+    fired: Vec<Entry>,
+    started: Instant,
+    now: u32,
+    scratch: Vec<u8>,
+    /// Connections with queued output, flushed at the end of the turn.
+    dirty: Vec<usize>,
+    /// Connections over their queue limit, closed at the end of the turn.
+    overflowed: Vec<usize>,
+    /// Connections that used their read budget and have more to read.
+    read_again: Vec<usize>,
+    accept_again: bool,
+    accept_paused_until: Option<Instant>,
+    emfile_logged: bool,
+    next_conn_id: u64,
+    /// First half of every socket id: distinguishes this process from others (and restarts).
+    process_id: u32,
+    shutdown_deadline: Option<Instant>,
+    ping: Frame,
+    pub stats: Stats,
+}
+
+impl Server {
+    pub fn bind(sources: Sources, cfg: Config) -> Result<Server, StartError> {
+        let poll = Poll::new().map_err(StartError::Poll)?;
+        let mut listener = listener::bind(&cfg)?;
+        let local_addr = listener.local_addr().map_err(StartError::Poll)?;
+        let fifo = Fifo::open(&cfg.fifo, cfg.fifo_mode_bits().unwrap_or(0o660))?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(StartError::Poll)?;
+        let registry = poll.registry();
+        registry
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(StartError::Poll)?;
+        registry
+            .register(&mut SourceFd(&fifo.raw_fd()), FIFO, Interest::READABLE)
+            .map_err(StartError::Poll)?;
+        registry
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(StartError::Poll)?;
+        let process_id = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0)
+            ^ ((std::process::id() as u64) << 20)) as u32
+            % 1_000_000_000;
+        Ok(Server {
+            poll,
+            sources,
+            listener: Some(listener),
+            local_addr,
+            fifo,
+            signals,
+            conns: Slab::new(),
+            sessions: 0,
+            channels: Channels::default(),
+            timers: Wheel::new(0),
+            fired: Vec::new(),
+            started: Instant::now(),
+            now: 0,
+            scratch: vec![0; SCRATCH_BYTES],
+            dirty: Vec::new(),
+            overflowed: Vec::new(),
+            read_again: Vec::new(),
+            accept_again: false,
+            accept_paused_until: None,
+            emfile_logged: false,
+            next_conn_id: 1,
+            process_id,
+            shutdown_deadline: None,
+            ping: ws::encode(ws::OP_PING, b"").into(),
+            stats: Stats::default(),
+            cfg,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Runs until SIGTERM/SIGINT and the shutdown drain finish.
+    pub fn run(mut self) -> io::Result<()> {
+        let scheme = "ws";
+        info!(
+            "ferrocast {} listening on {scheme}://{}{}/, FIFO {}",
+            env!("CARGO_PKG_VERSION"),
+            self.local_addr,
+            self.cfg.prefix(),
+            self.fifo.path().display()
+        );
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.now = self.started.elapsed().as_secs() as u32;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    FIFO => self.read_fifo(),
+                    SIGNALS => self.handle_signals(),
+                    Token(key) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read_conn(key);
+                        }
+                        if event.is_writable() {
+                            self.mark_dirty(key);
+                        }
+                    }
+                }
+            }
+            self.retry_deferred();
+            self.tick();
+            self.close_overflowed();
+            self.flush_dirty();
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() || Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+        let left = self.conns.len();
+        if left > 0 {
+            warn!(
+                "shutdown timeout reached with {left} connection(s) still flushing; closing them"
+            );
+        }
+        self.fifo.remove();
+        info!("ferrocast stopped");
+        Ok(())
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        if !self.read_again.is_empty() || self.accept_again {
+            return Duration::ZERO;
+        }
+        // Wake at the next second boundary for timers.
+        let elapsed = self.started.elapsed();
+        let mut timeout = Duration::from_secs(elapsed.as_secs() + 1) - elapsed;
+        if let Some(until) = self.accept_paused_until {
+            timeout = timeout.min(until.saturating_duration_since(Instant::now()));
+        }
+        if self.shutdown_deadline.is_some() {
+            timeout = timeout.min(Duration::from_millis(100));
+        }
+        timeout
+    }
+
+    // ---- accepting -------------------------------------------------------------------------
+
+    fn accept(&mut self) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        self.accept_again = false;
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.add_conn(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_fd_exhaustion(&e) => {
+                    // Retrying at once would spin: the pending connection stays in the backlog
+                    // until a descriptor frees up.
+                    if !self.emfile_logged {
+                        warn!(
+                            "cannot accept connections: {e}; pausing accepts (raise the open file limit, e.g. LimitNOFILE=)"
+                        );
+                        self.emfile_logged = true;
+                    }
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                    return;
+                }
+                // The peer gave up before we got to it; nothing to do.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    error!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+        self.accept_again = true;
+    }
+
+    fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        // Small frames must leave at once: latency matters more than packet count here, and
+        // batching happens in writev anyway.
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            error!("cannot register connection from {peer}: {e}");
+            return;
+        }
+        let id = self.next_conn_id;
+        self.next_conn_id += 1;
+        let mut conn = Conn::new(stream, peer, id, self.now);
+        conn.timer_due =
+            self.timers
+                .schedule(key, id, self.now + self.cfg.handshake_timeout_secs as u32);
+        entry.insert(conn);
+        self.stats.connections_opened += 1;
+        debug!("connection {key} from {peer}");
+    }
+
+    // ---- reading ---------------------------------------------------------------------------
+
+    fn read_conn(&mut self, key: usize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for _ in 0..READ_BUDGET {
+            let Some(conn) = self.conns.get_mut(key) else {
+                break;
+            };
+            let n = match conn.stream.read(&mut scratch) {
+                Ok(0) => {
+                    self.close_now(key, "peer closed");
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("connection {key}: read error: {e}");
+                    self.close_now(key, "read error");
+                    break;
+                }
+            };
+            conn.last_seen = self.now;
+            match conn.phase {
+                Phase::Request => {
+                    conn.inbuf.extend_from_slice(&scratch[..n]);
+                    self.handle_request(key);
+                }
+                Phase::Open => {
+                    if conn.inbuf.is_empty() {
+                        let used = self.handle_frames(key, &mut scratch[..n]);
+                        self.keep_unconsumed(key, &scratch[used..n]);
+                    } else {
+                        let mut buf = std::mem::take(&mut conn.inbuf);
+                        buf.extend_from_slice(&scratch[..n]);
+                        let used = self.handle_frames(key, &mut buf);
+                        buf.drain(..used);
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.inbuf = buf;
+                            conn.trim_buffers();
+                        }
+                    }
+                }
+                // Waiting for the peer's EOF: input is discarded.
+                Phase::Closing => {}
+            }
+            if n < scratch.len() {
+                // A short read means the socket is drained; skip the WouldBlock round trip.
+                break;
+            }
+            if !self.conns.contains(key) {
+                break;
+            }
+        }
+        self.scratch = scratch;
+        if let Some(conn) = self.conns.get(key) {
+            if conn.phase != Phase::Closing && self.read_again.last() != Some(&key) {
+                // The budget ran out with data possibly left (edge-triggered: no new event would
+                // come); or we stopped on a short read, in which case the retry finds WouldBlock.
+                if conn.inbuf.len() >= SCRATCH_BYTES {
+                    self.read_again.push(key);
+                }
+            }
+        }
+    }
+
+    fn keep_unconsumed(&mut self, key: usize, rest: &[u8]) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.phase == Phase::Open && !rest.is_empty() {
+                conn.inbuf.extend_from_slice(rest);
+            }
+        }
+    }
+
+    fn retry_deferred(&mut self) {
+        if self.accept_again {
+            self.accept();
+        }
+        for key in std::mem::take(&mut self.read_again) {
+            self.read_conn(key);
+        }
+    }
+
+    /// Parses frames from `buf`, handles every complete message; returns the bytes consumed.
+    fn handle_frames(&mut self, key: usize, buf: &mut [u8]) -> usize {
+        let mut used = 0;
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return used;
+            };
+            if conn.phase != Phase::Open {
+                return buf.len();
+            }
+            let parsed = ws::parse_frame(
+                &mut buf[used..],
+                &mut conn.fragments,
+                self.cfg.max_message_bytes,
+            );
+            let (consumed, message) = match parsed {
+                Ok(Parsed::Incomplete) => return used,
+                Ok(Parsed::Frame { consumed, message }) => (consumed, message),
+                Err(v) => {
+                    info!(
+                        "connection {key} from {}: {} (close {})",
+                        conn.peer, v.reason, v.code
+                    );
+                    self.close_with(key, v.code, v.reason);
+                    return buf.len();
+                }
+            };
+            let frame_start = used;
+            used += consumed;
+            let Some(msg) = message else { continue };
+            let reassembled = match msg {
+                MessageRef::Reassembled { .. } => conn.fragments.take(),
+                MessageRef::InBuf { .. } => None,
+            };
+            let inbound = ws::view(&buf[frame_start..], reassembled.as_deref(), msg);
+            match inbound {
+                Ok(m) => self.on_message(key, m),
+                Err(v) => {
+                    info!("connection {key}: {} (close {})", v.reason, v.code);
+                    self.close_with(key, v.code, v.reason);
+                    return buf.len();
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, key: usize, msg: Inbound<'_>) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match msg {
+            Inbound::Ping(payload) => {
+                conn.push(ws::encode(ws::OP_PONG, payload).into());
+                self.mark_dirty(key);
+            }
+            Inbound::Pong => {}
+            Inbound::Close(code, _reason) => {
+                // Echo the peer's code, as RFC 6455 §5.5.1 suggests.
+                let code = code.unwrap_or(close::NORMAL);
+                self.close_with(key, code, "");
+            }
+            Inbound::Text(text) => {
+                self.stats.messages_in += 1;
+                match conn.mode {
+                    Mode::Channel => self.on_channel_message(key, text),
+                    Mode::Raw => self.on_raw_message(key, text),
+                    Mode::Http => {}
+                }
+            }
+            Inbound::Binary(bytes) => {
+                self.stats.messages_in += 1;
+                match conn.mode {
+                    Mode::Channel => {
+                        self.reply(
+                            key,
+                            &proto::error("binary messages are not supported; send JSON text"),
+                        );
+                    }
+                    _ => debug!(
+                        "connection {key}: ignored a binary message of {} bytes",
+                        bytes.len()
+                    ),
+                }
+            }
+        }
+    }
+
+    fn on_raw_message(&mut self, key: usize, text: &str) {
+        if text == "ping" {
+            self.reply(key, "pong");
+        } else {
+            debug!(
+                "connection {key}: no application router configured; ignored a {}-byte message",
+                text.len()
+            );
+        }
+    }
+
+    fn on_channel_message(&mut self, key: usize, text: &str) {
+        let socket_id = match self.conns.get(key) {
+            Some(c) => c.socket_id(self.process_id),
+            None => return,
+        };
+        match proto::parse(text) {
+            Ok(proto::Request::Subscribe(name)) => {
+                self.subscribe(key, &name);
+                self.reply(key, &proto::subscribed(&name, &socket_id));
+            }
+            Ok(proto::Request::Unsubscribe(name)) => {
+                self.unsubscribe(key, &name);
+                self.reply(key, &proto::unsubscribed(&name));
+            }
+            Ok(proto::Request::Ping) => self.reply(key, &proto::pong(&socket_id)),
+            Err(message) => self.reply(key, &proto::error(&message)),
+        }
+    }
+
+    fn subscribe(&mut self, key: usize, name: &str) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Some(id) = self.channels.lookup(name) {
+            if conn.subs.contains(&id) {
+                return;
+            }
+        }
+        let id = self.channels.subscribe(name, key);
+        conn.subs.push(id);
+        debug!("connection {key} subscribed to {name}");
+    }
+
+    fn unsubscribe(&mut self, key: usize, name: &str) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(id) = self.channels.lookup(name) else {
+            return;
+        };
+        if let Some(pos) = conn.subs.iter().position(|&c| c == id) {
+            conn.subs.swap_remove(pos);
+            self.channels.unsubscribe(id, key);
+        }
+    }
+
+    /// Sends one text message to one connection (replies are not subject to the queue limit:
+    /// they answer something the client just sent).
+    fn reply(&mut self, key: usize, text: &str) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.push(ws::text(text.as_bytes()));
+            self.mark_dirty(key);
+        }
+    }
+
+    // ---- HTTP ------------------------------------------------------------------------------
+
+    fn handle_request(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let inbuf = std::mem::take(&mut conn.inbuf);
+        let decision = match http::parse(&inbuf, self.cfg.max_request_bytes) {
+            Ok(None) => {
+                conn.inbuf = inbuf;
+                return;
+            }
+            Err(http::ParseError::TooLarge) => Decision::Respond(http::response(
+                431,
+                &[],
+                &http::error_body("request head too large"),
+            )),
+            Err(http::ParseError::Malformed) => Decision::Respond(http::response(
+                400,
+                &[],
+                &http::error_body("malformed HTTP request"),
+            )),
+            Ok(Some(req)) => self.route(&req),
+        };
+        match decision {
+            Decision::Respond(bytes) => self.respond_and_close(key, bytes),
+            Decision::Upgrade {
+                mode,
+                accept,
+                head_len,
+            } => {
+                let Some(conn) = self.conns.get_mut(key) else {
+                    return;
+                };
+                conn.push(http::switching_protocols(&accept).into());
+                conn.phase = Phase::Open;
+                conn.mode = mode;
+                self.sessions += 1;
+                let due = self.now + self.cfg.ping_interval_secs as u32;
+                conn.timer_due = self.timers.schedule(key, conn.id, due);
+                self.mark_dirty(key);
+                debug!("connection {key} upgraded ({mode:?})");
+                // Frames sent right behind the request head (pipelined) are already here.
+                let mut rest = inbuf[head_len..].to_vec();
+                if !rest.is_empty() {
+                    let used = self.handle_frames(key, &mut rest);
+                    self.keep_unconsumed(key, &rest[used..]);
+                }
+            }
+        }
+    }
+
+    fn route(&self, req: &http::Request) -> Decision {
+        let path = req.path();
+        let prefix = self.cfg.prefix();
+        let Some(rel) = path
+            .strip_prefix(prefix)
+            .filter(|r| r.is_empty() || r.starts_with('/'))
+        else {
+            return Decision::Respond(not_found());
+        };
+        let rel = if rel.is_empty() { "/" } else { rel };
+        if !http::wants_upgrade(req) {
+            return match (req.method, rel) {
+                ("GET" | "HEAD", "/up") => {
+                    Decision::Respond(http::response(200, &[], &self.health()))
+                }
+                _ => Decision::Respond(not_found()),
+            };
+        }
+        let accept = match http::check_upgrade(req, &self.cfg.allowed_origins) {
+            Ok(accept) => accept,
+            Err(refusal) => return Decision::Respond(refusal.response()),
+        };
+        if self.cfg.max_connections > 0 && self.sessions >= self.cfg.max_connections {
+            return Decision::Respond(http::response(
+                503,
+                &[("Retry-After", "5")],
+                &http::error_body("server at max_connections"),
+            ));
+        }
+        let mode = if rel == "/ws" {
+            Mode::Channel
+        } else if rel.starts_with("/app/") {
+            // Reserved for the Pusher protocol.
+            return Decision::Respond(not_found());
+        } else {
+            Mode::Raw
+        };
+        Decision::Upgrade {
+            mode,
+            accept,
+            head_len: req.head_len,
+        }
+    }
+
+    fn health(&self) -> String {
+        serde_json::json!({
+            "status": if self.shutdown_deadline.is_some() { "stopping" } else { "ok" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "connections": self.sessions,
+            "channels": self.channels.len(),
+            "uptime_secs": self.started.elapsed().as_secs(),
+        })
+        .to_string()
+    }
+
+    fn respond_and_close(&mut self, key: usize, bytes: Vec<u8>) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.push(bytes.into());
+        self.begin_closing(key);
+    }
+
+    // ---- publishing ------------------------------------------------------------------------
+
+    fn read_fifo(&mut self) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        let result = self
+            .fifo
+            .read_lines(&mut scratch, self.cfg.max_fifo_line_bytes, |line| {
+                lines.push(line.to_vec())
+            });
+        self.scratch = scratch;
+        match result {
+            Ok(stats) => {
+                for len in &stats.dropped {
+                    warn!(
+                        "dropped a FIFO line of {len} bytes: over max_fifo_line_bytes ({})",
+                        self.cfg.max_fifo_line_bytes
+                    );
+                }
+                self.stats.fifo_dropped += stats.dropped.len() as u64;
+            }
+            Err(e) => error!("reading FIFO {}: {e}", self.fifo.path().display()),
+        }
+        for line in &lines {
+            self.publish_line(line);
+        }
+    }
+
+    fn publish_line(&mut self, line: &[u8]) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        self.stats.fifo_lines += 1;
+        match message::parse_line(line) {
+            Line::Global(bytes) => {
+                let frame = ws::text(bytes);
+                self.publish_global(&frame);
+            }
+            Line::Publish(p) => {
+                let frame = ws::text(p.data.as_bytes());
+                let except = p.socket_id.as_deref().and_then(|s| self.parse_socket_id(s));
+                for name in &p.channels {
+                    self.publish_channel(name, &frame, except);
+                }
+            }
+            Line::Invalid(why) => {
+                warn!("ignored a FIFO line: {why}");
+            }
+        }
+    }
+
+    /// Our connection id inside a socket id of this process ("<process>.<id>").
+    fn parse_socket_id(&self, socket_id: &str) -> Option<u64> {
+        let (process, id) = socket_id.split_once('.')?;
+        if process.parse::<u32>().ok()? != self.process_id {
+            return None;
+        }
+        id.parse().ok()
+    }
+
+    /// Queues `frame` to every subscriber of `name` except the connection with id `except`.
+    fn publish_channel(&mut self, name: &str, frame: &Frame, except: Option<u64>) {
+        let Some(id) = self.channels.lookup(name) else {
+            return;
+        };
+        let Some(channel) = self.channels.get(id) else {
+            return;
+        };
+        let limit = self.cfg.outbound_queue_bytes;
+        for &key in &channel.subscribers {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if Some(conn.id) == except {
+                continue;
+            }
+            deliver(
+                conn,
+                key,
+                frame,
+                limit,
+                &mut self.dirty,
+                &mut self.overflowed,
+            );
+        }
+    }
+
+    /// Queues `frame` to every raw-mode and channel-mode session (CarbonPHP's global pipe).
+    fn publish_global(&mut self, frame: &Frame) {
+        let limit = self.cfg.outbound_queue_bytes;
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.phase == Phase::Open && matches!(conn.mode, Mode::Raw | Mode::Channel) {
+                deliver(
+                    conn,
+                    key,
+                    frame,
+                    limit,
+                    &mut self.dirty,
+                    &mut self.overflowed,
+                );
+            }
+        }
+    }
+
+    // ---- writing ---------------------------------------------------------------------------
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for key in dirty.drain(..) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.dirty = false;
+            match conn.flush() {
+                Ok((state, calls)) => {
+                    self.stats.write_calls += calls as u64;
+                    if state == Flushed::All && conn.phase == Phase::Closing && !conn.write_shut {
+                        // Our side is done: FIN tells the peer, and we wait for its EOF so the
+                        // kernel does not reset the connection over unread input.
+                        let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+                        conn.write_shut = true;
+                    }
+                }
+                Err(e) => {
+                    debug!("connection {key}: write error: {e}");
+                    self.close_now(key, "write error");
+                }
+            }
+        }
+        // Keep the allocation for the next turn.
+        self.dirty = dirty;
+    }
+
+    fn close_overflowed(&mut self) {
+        for key in std::mem::take(&mut self.overflowed) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            self.stats.slow_consumers += 1;
+            warn!(
+                "closing connection {key} from {}: slow consumer, over outbound_queue_bytes ({} queued)",
+                conn.peer,
+                conn.queued_bytes()
+            );
+            conn.discard_queue();
+            self.close_with(key, close::POLICY, "slow consumer");
+        }
+    }
+
+    // ---- closing ---------------------------------------------------------------------------
+
+    /// Sends a close frame and lingers until the peer closes (or the linger time passes).
+    fn close_with(&mut self, key: usize, code: u16, reason: &str) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.phase != Phase::Open {
+            return;
+        }
+        conn.push(ws::close_frame(code, reason));
+        self.begin_closing(key);
+    }
+
+    fn begin_closing(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.phase == Phase::Open {
+            self.sessions -= 1;
+        }
+        conn.phase = Phase::Closing;
+        conn.inbuf = Vec::new();
+        conn.fragments = None;
+        let subs = std::mem::take(&mut conn.subs);
+        conn.timer_due = self.timers.schedule(key, conn.id, self.now + LINGER_SECS);
+        for id in subs {
+            self.channels.unsubscribe(id, key);
+        }
+        self.mark_dirty(key);
+    }
+
+    /// Drops the connection at once.
+    fn close_now(&mut self, key: usize, why: &str) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let mut conn = self.conns.remove(key);
+        if conn.phase == Phase::Open {
+            self.sessions -= 1;
+        }
+        for id in conn.subs.drain(..) {
+            self.channels.unsubscribe(id, key);
+        }
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.stats.connections_closed += 1;
+        debug!("connection {key} from {} closed: {why}", conn.peer);
+        // A descriptor came free: if accepts were paused for lack of them, try again now.
+        if self.accept_paused_until.is_some() {
+            self.accept_paused_until = Some(Instant::now());
+        }
+    }
+
+    // ---- time ------------------------------------------------------------------------------
+
+    fn tick(&mut self) {
+        if let Some(until) = self.accept_paused_until {
+            if Instant::now() >= until {
+                self.accept_paused_until = None;
+                self.accept();
+                if self.accept_paused_until.is_none() && self.emfile_logged {
+                    info!("accepting connections again");
+                    self.emfile_logged = false;
+                }
+            }
+        }
+        let mut fired = std::mem::take(&mut self.fired);
+        self.timers.advance(self.now, &mut fired);
+        if fired.is_empty() {
+            self.fired = fired;
+            return;
+        }
+        for entry in fired.drain(..) {
+            self.on_timer(entry);
+        }
+        self.fired = fired;
+        self.check_fifo();
+    }
+
+    fn on_timer(&mut self, entry: Entry) {
+        let Some(conn) = self.conns.get_mut(entry.key) else {
+            return;
+        };
+        if conn.id != entry.id || conn.timer_due != entry.due {
+            return;
+        }
+        let key = entry.key;
+        match conn.phase {
+            Phase::Request => {
+                debug!(
+                    "connection {key} from {}: no complete request in time",
+                    conn.peer
+                );
+                if conn.inbuf.is_empty() {
+                    self.close_now(key, "handshake timeout");
+                } else {
+                    self.respond_and_close(
+                        key,
+                        http::response(
+                            408,
+                            &[],
+                            &http::error_body("request not completed in time"),
+                        ),
+                    );
+                }
+            }
+            Phase::Open => {
+                let idle = self.now.saturating_sub(conn.last_seen);
+                let ping_every = self.cfg.ping_interval_secs as u32;
+                let timeout = self.cfg.activity_timeout_secs as u32;
+                if idle >= timeout {
+                    info!(
+                        "connection {key} from {}: no activity for {idle}s; closing",
+                        conn.peer
+                    );
+                    self.close_with(key, close::NORMAL, "activity timeout");
+                    return;
+                }
+                let next = if idle >= ping_every {
+                    conn.push(self.ping.clone());
+                    self.mark_dirty(key);
+                    (self.now + ping_every).min(conn_last_seen(self, key) + timeout)
+                } else {
+                    conn.last_seen + ping_every
+                };
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.timer_due = self.timers.schedule(key, conn.id, next);
+                }
+            }
+            Phase::Closing => self.close_now(key, "closed"),
+        }
+    }
+
+    /// Re-creates the FIFO if someone deleted or replaced it.
+    fn check_fifo(&mut self) {
+        if !self.fifo.is_detached() {
+            return;
+        }
+        match self.fifo.reopen() {
+            Ok(new) => {
+                // Deliver what the old one still holds, then switch.
+                self.read_fifo();
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(&mut SourceFd(&self.fifo.raw_fd()));
+                if let Err(e) = self.poll.registry().register(
+                    &mut SourceFd(&new.raw_fd()),
+                    FIFO,
+                    Interest::READABLE,
+                ) {
+                    error!("cannot watch the re-created FIFO: {e}");
+                }
+                self.fifo = new;
+                warn!(
+                    "FIFO {} was removed or replaced; re-created it",
+                    self.fifo.path().display()
+                );
+            }
+            Err(e) => error!(
+                "FIFO {} is gone and cannot be re-created: {e}",
+                self.fifo.path().display()
+            ),
+        }
+    }
+
+    // ---- signals ---------------------------------------------------------------------------
+
+    fn handle_signals(&mut self) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for signal in pending {
+            match signal {
+                SIGTERM | SIGINT => self.begin_shutdown(signal),
+                SIGHUP => self.reload(),
+                _ => {}
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, signal: i32) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        info!(
+            "received {}; closing {} connection(s)",
+            if signal == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            },
+            self.sessions
+        );
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        // Whatever scripts wrote before the signal is delivered before the goodbye.
+        self.read_fifo();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            match self.conns[key].phase {
+                Phase::Open => self.close_with(key, close::GOING_AWAY, "server shutting down"),
+                Phase::Request => self.close_now(key, "shutdown"),
+                Phase::Closing => {}
+            }
+        }
+        self.shutdown_deadline =
+            Some(Instant::now() + Duration::from_secs(self.cfg.shutdown_timeout_secs));
+    }
+
+    fn reload(&mut self) {
+        match self.sources.load() {
+            Ok(new) => {
+                for what in self.cfg.restart_only_changes(&new) {
+                    warn!(
+                        "configuration reload: {what} changed but needs a restart to take effect"
+                    );
+                }
+                let keep = (
+                    self.cfg.host.clone(),
+                    self.cfg.port,
+                    self.cfg.auto_port,
+                    self.cfg.path.clone(),
+                    self.cfg.fifo.clone(),
+                    self.cfg.fifo_mode.clone(),
+                );
+                self.cfg = new;
+                (
+                    self.cfg.host,
+                    self.cfg.port,
+                    self.cfg.auto_port,
+                    self.cfg.path,
+                    self.cfg.fifo,
+                    self.cfg.fifo_mode,
+                ) = keep;
+                info!("configuration reloaded");
+            }
+            Err(e) => error!("configuration reload failed, keeping the running configuration: {e}"),
+        }
+    }
+}
+
+fn conn_last_seen(server: &Server, key: usize) -> u32 {
+    server
+        .conns
+        .get(key)
+        .map(|c| c.last_seen)
+        .unwrap_or(server.now)
+}
+
+enum Decision {
+    Respond(Vec<u8>),
+    Upgrade {
+        mode: Mode,
+        accept: String,
+        head_len: usize,
+    },
+}
+
+fn not_found() -> Vec<u8> {
+    http::response(404, &[], &http::error_body("not found"))
+}
+
+/// Queues a broadcast frame to one recipient, noting it for the end-of-turn flush or, when it is
+/// over its limit, for closing.
+fn deliver(
+    conn: &mut Conn,
+    key: usize,
+    frame: &Frame,
+    limit: usize,
+    dirty: &mut Vec<usize>,
+    overflowed: &mut Vec<usize>,
+) {
+    if conn.overflowed {
+        return;
+    }
+    if !conn.enqueue(frame, limit) {
+        conn.overflowed = true;
+        overflowed.push(key);
+        return;
+    }
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(key);
+    }
+}
+
+fn is_fd_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
