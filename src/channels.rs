@@ -17,6 +17,38 @@ pub struct Channel {
     pub name: Box<str>,
     /// Slab keys of subscribed connections, in no particular order.
     pub subscribers: Vec<usize>,
+    /// Presence channels: who is here. `None` for every other kind.
+    pub members: Option<Box<Members>>,
+}
+
+/// Presence members keyed by user id (compared as strings), with how many of this channel's
+/// connections each one holds: `member_added` fires on the first, `member_removed` after the last.
+#[derive(Default)]
+pub struct Members {
+    pub users: HashMap<Box<str>, Member>,
+}
+
+pub struct Member {
+    pub info: Option<serde_json::Value>,
+    pub connections: u32,
+}
+
+impl Members {
+    /// The `{"ids","hash","count"}` object of `subscription_succeeded`.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let ids: Vec<&str> = self.users.keys().map(|k| &**k).collect();
+        let hash: serde_json::Map<String, serde_json::Value> = self
+            .users
+            .iter()
+            .map(|(k, m)| {
+                (
+                    k.to_string(),
+                    m.info.clone().unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect();
+        serde_json::json!({"ids": ids, "hash": hash, "count": self.users.len()})
+    }
 }
 
 #[derive(Default)]
@@ -51,6 +83,10 @@ impl Channels {
         self.slots.is_empty()
     }
 
+    pub fn get_mut(&mut self, id: ChannelId) -> Option<&mut Channel> {
+        self.slots.get_mut(id as usize)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (ChannelId, &Channel)> {
         self.slots.iter().map(|(id, c)| (id as ChannelId, c))
     }
@@ -64,6 +100,7 @@ impl Channels {
                 let id = self.slots.insert(Channel {
                     name: name.into(),
                     subscribers: Vec::new(),
+                    members: None,
                 }) as ChannelId;
                 self.by_name.insert(name.into(), id);
                 id

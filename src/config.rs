@@ -45,6 +45,81 @@ pub struct Config {
     pub outbound_queue_bytes: usize,
     /// How long a SIGTERM waits for queued messages to drain.
     pub shutdown_timeout_secs: u64,
+    /// Largest HTTP request body (REST API) accepted (413 past it).
+    pub max_body_bytes: usize,
+    /// The default Pusher app, used when `apps` is empty (`--app-id`, `FERROCAST_APP_ID`, …).
+    pub app_id: String,
+    pub app_key: String,
+    pub app_secret: String,
+    /// Pusher apps. When empty, one app is made from `app_id`/`app_key`/`app_secret`.
+    pub apps: Vec<AppConfig>,
+    /// Bearer token for cadsock's `POST /internal/broadcast`. Empty = endpoint disabled.
+    pub internal_token: String,
+}
+
+/// One Pusher application: credentials and the limits Socket Rush and BlazeCast users know.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppConfig {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+    pub name: String,
+    pub enabled: bool,
+    /// 0 = unlimited.
+    pub max_connections: usize,
+    /// `client-*` events on private and presence channels.
+    pub enable_client_messages: bool,
+    /// REST `events`/`batch_events` per second; 0 = unlimited.
+    pub max_backend_events_per_second: u32,
+    /// Client events per second per connection; 0 = unlimited.
+    pub max_client_events_per_second: u32,
+    /// REST queries per second; 0 = unlimited.
+    pub max_read_requests_per_second: u32,
+    pub max_presence_members_per_channel: usize,
+    pub max_presence_member_size_kb: usize,
+    pub max_channel_name_length: usize,
+    pub max_event_channels_at_once: usize,
+    pub max_event_name_length: usize,
+    pub max_event_payload_kb: usize,
+    pub max_event_batch_size: usize,
+    /// Sent to clients in `pusher:connection_established`.
+    pub activity_timeout: u64,
+    pub allowed_origins: Vec<String>,
+    /// Even public channels need an auth signature.
+    pub require_channel_authorization: bool,
+    /// Close connections that do not `pusher:signin` within `user_authentication_timeout_secs`.
+    pub require_user_authentication: bool,
+    pub user_authentication_timeout_secs: u64,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            id: "app-id".into(),
+            key: "app-key".into(),
+            secret: "app-secret".into(),
+            name: "default".into(),
+            enabled: true,
+            max_connections: 0,
+            enable_client_messages: false,
+            max_backend_events_per_second: 0,
+            max_client_events_per_second: 10,
+            max_read_requests_per_second: 0,
+            max_presence_members_per_channel: 100,
+            max_presence_member_size_kb: 2,
+            max_channel_name_length: 200,
+            max_event_channels_at_once: 100,
+            max_event_name_length: 200,
+            max_event_payload_kb: 10,
+            max_event_batch_size: 10,
+            activity_timeout: 120,
+            allowed_origins: vec!["*".into()],
+            require_channel_authorization: false,
+            require_user_authentication: false,
+            user_authentication_timeout_secs: 30,
+        }
+    }
 }
 
 impl Default for Config {
@@ -66,6 +141,12 @@ impl Default for Config {
             max_connections: 0,
             outbound_queue_bytes: 1024 * 1024,
             shutdown_timeout_secs: 5,
+            max_body_bytes: 256 * 1024,
+            app_id: "app-id".into(),
+            app_key: "app-key".into(),
+            app_secret: "app-secret".into(),
+            apps: Vec::new(),
+            internal_token: String::new(),
         }
     }
 }
@@ -225,7 +306,37 @@ impl Config {
         if self.fifo.as_os_str().is_empty() {
             return Err("fifo: must not be empty".into());
         }
+        let apps = self.effective_apps();
+        for (i, app) in apps.iter().enumerate() {
+            if app.id.is_empty() || app.key.is_empty() || app.secret.is_empty() {
+                return Err(format!("apps[{i}]: id, key and secret must not be empty"));
+            }
+            if app.activity_timeout == 0 {
+                return Err(format!("apps[{i}].activity_timeout: must be at least 1"));
+            }
+            for other in &apps[..i] {
+                if other.id == app.id || other.key == app.key {
+                    return Err(format!(
+                        "apps[{i}]: id \"{}\" or key \"{}\" is used by another app",
+                        app.id, app.key
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The configured apps, or the single default app built from `app_id`/`app_key`/`app_secret`.
+    pub fn effective_apps(&self) -> Vec<AppConfig> {
+        if !self.apps.is_empty() {
+            return self.apps.clone();
+        }
+        vec![AppConfig {
+            id: self.app_id.clone(),
+            key: self.app_key.clone(),
+            secret: self.app_secret.clone(),
+            ..AppConfig::default()
+        }]
     }
 
     pub fn fifo_mode_bits(&self) -> Result<u32, String> {

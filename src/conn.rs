@@ -32,6 +32,8 @@ pub enum Mode {
     Raw,
     /// `{"action":"subscribe",...}` channel protocol.
     Channel,
+    /// Pusher Channels protocol v7 (`/app/{key}`).
+    Pusher,
 }
 
 /// Most iovecs handed to one `writev`.
@@ -63,6 +65,8 @@ pub struct Conn {
     pub overflowed: bool,
     /// Our write side is shut (after the last queued byte went out in `Closing`).
     pub write_shut: bool,
+    /// Pusher protocol state; `None` for other connections.
+    pub pusher: Option<Box<crate::pusher::PusherConn>>,
 }
 
 /// What a flush achieved.
@@ -93,6 +97,7 @@ impl Conn {
             dirty: false,
             overflowed: false,
             write_shut: false,
+            pusher: None,
         }
     }
 
@@ -183,6 +188,12 @@ impl Conn {
         if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
             self.inbuf = Vec::new();
         }
+    }
+
+    /// Index of the app whose channels this connection uses (channel-protocol and raw
+    /// connections use the first app's).
+    pub fn app(&self) -> usize {
+        self.pusher.as_ref().map(|p| p.app as usize).unwrap_or(0)
     }
 
     /// The Pusher-style socket id `"<process>.<connection>"`.

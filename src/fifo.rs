@@ -62,16 +62,16 @@ pub struct ReadStats {
 impl Fifo {
     /// Creates the FIFO if absent (with `mode`), opens it and takes the server lock.
     pub fn open(path: &Path, mode: u32) -> Result<Fifo, FifoError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                std::fs::create_dir_all(dir).map_err(|source| FifoError::Dir {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
-                // Traversable by the FIFO's group (so the web server can reach the FIFO), closed
-                // to everyone else.
-                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750));
-            }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir).map_err(|source| FifoError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            // Traversable by the FIFO's group (so the web server can reach the FIFO), closed
+            // to everyone else.
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750));
         }
         let created = match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_fifo() => false,
@@ -261,11 +261,11 @@ pub fn write_line(path: &Path, line: &[u8]) -> Result<(), FifoError> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path);
-    if let Ok(probe) = probe {
-        if let Ok(unlocked) = Flock::lock(probe, FlockArg::LockSharedNonblock) {
-            drop(unlocked);
-            return Err(FifoError::NoReader { path: path.into() });
-        }
+    if let Ok(probe) = probe
+        && let Ok(unlocked) = Flock::lock(probe, FlockArg::LockSharedNonblock)
+    {
+        drop(unlocked);
+        return Err(FifoError::NoReader { path: path.into() });
     }
     // Blocking from here: a full pipe means a busy server, and waiting is right for a CLI.
     let flags = nix::fcntl::fcntl(file.as_fd(), nix::fcntl::FcntlArg::F_GETFL).map_err(|e| {

@@ -137,10 +137,10 @@ pub fn check_upgrade(req: &Request, allowed_origins: &[String]) -> Result<String
     if req.header("sec-websocket-version") != Some("13") {
         return Err(Refusal::VersionUnsupported);
     }
-    if let Some(origin) = req.header("origin") {
-        if !origin_allowed(origin, allowed_origins) {
-            return Err(Refusal::OriginForbidden);
-        }
+    if let Some(origin) = req.header("origin")
+        && !origin_allowed(origin, allowed_origins)
+    {
+        return Err(Refusal::OriginForbidden);
     }
     Ok(tungstenite::handshake::derive_accept_key(key.as_bytes()))
 }
@@ -182,6 +182,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
         413 => "Payload Too Large",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
@@ -196,10 +197,23 @@ pub fn error_body(message: &str) -> String {
     serde_json::json!({ "error": message }).to_string()
 }
 
-/// A complete response that closes the connection after it.
+/// A complete JSON response that closes the connection after it.
 pub fn response(status: u16, extra_headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    response_with(status, "application/json", extra_headers, body)
+}
+
+pub fn response_typed(status: u16, content_type: &str, body: &str) -> Vec<u8> {
+    response_with(status, content_type, &[], body)
+}
+
+fn response_with(
+    status: u16,
+    content_type: &str,
+    extra_headers: &[(&str, &str)],
+    body: &str,
+) -> Vec<u8> {
     let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
         reason_phrase(status),
         body.len()
     );

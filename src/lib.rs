@@ -4,6 +4,7 @@
 //! broadcast FIFO and the signals. Read `server.rs` first: it is the loop, and every other module
 //! is one of the things it drives.
 
+pub mod api;
 pub mod channel_protocol;
 pub mod channels;
 pub mod config;
@@ -12,6 +13,8 @@ pub mod fifo;
 pub mod http;
 pub mod listener;
 pub mod message;
+pub mod metrics;
+pub mod pusher;
 pub mod server;
 pub mod timers;
 pub mod ws;

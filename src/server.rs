@@ -16,14 +16,18 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use std::collections::HashMap;
+
 use crate::channel_protocol as proto;
-use crate::channels::Channels;
+use crate::channels::{ChannelId, Channels};
 use crate::config::{Config, Sources};
 use crate::conn::{Conn, Flushed, Mode, Phase};
 use crate::fifo::Fifo;
 use crate::http;
 use crate::listener;
 use crate::message::{self, Line};
+use crate::pusher::Apps;
+use crate::pusher::protocol as pp;
 use crate::timers::{Entry, Wheel};
 use crate::ws::{self, Frame, Inbound, MessageRef, Parsed, close};
 
@@ -62,45 +66,56 @@ pub struct Stats {
     pub fifo_lines: u64,
     pub fifo_dropped: u64,
     pub slow_consumers: u64,
+    /// Events published through the HTTP API (REST and /internal/broadcast).
+    pub api_publishes: u64,
+    pub client_events: u64,
+    pub rate_limited: u64,
+    /// REST responses by status.
+    pub rest_calls: std::collections::BTreeMap<u16, u64>,
 }
 
 pub struct Server {
-    poll: Poll,
-    cfg: Config,
-    sources: Sources,
-    listener: Option<TcpListener>,
-    local_addr: SocketAddr,
-    fifo: Fifo,
-    signals: Signals,
-    conns: Slab<Conn>,
+    pub(crate) poll: Poll,
+    pub(crate) cfg: Config,
+    pub(crate) sources: Sources,
+    pub(crate) listener: Option<TcpListener>,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) fifo: Fifo,
+    pub(crate) signals: Signals,
+    pub(crate) conns: Slab<Conn>,
     /// Open WebSocket sessions (for `max_connections`).
-    sessions: usize,
-    channels: Channels,
-    timers: Wheel,
-    fired: Vec<Entry>,
-    started: Instant,
-    now: u32,
-    scratch: Vec<u8>,
+    pub(crate) sessions: usize,
+    /// Channel registries, one per app (channel-protocol and raw clients use the first app's).
+    pub(crate) channels: Vec<Channels>,
+    pub(crate) apps: Apps,
+    /// Last event of each cache channel, per app, with when it was published.
+    pub(crate) caches: Vec<HashMap<Box<str>, (Frame, Instant)>>,
+    pub(crate) timers: Wheel,
+    pub(crate) fired: Vec<Entry>,
+    pub(crate) started: Instant,
+    pub(crate) now: u32,
+    pub(crate) scratch: Vec<u8>,
     /// Connections with queued output, flushed at the end of the turn.
-    dirty: Vec<usize>,
+    pub(crate) dirty: Vec<usize>,
     /// Connections over their queue limit, closed at the end of the turn.
-    overflowed: Vec<usize>,
+    pub(crate) overflowed: Vec<usize>,
     /// Connections that used their read budget and have more to read.
-    read_again: Vec<usize>,
-    accept_again: bool,
-    accept_paused_until: Option<Instant>,
-    emfile_logged: bool,
-    next_conn_id: u64,
+    pub(crate) read_again: Vec<usize>,
+    pub(crate) accept_again: bool,
+    pub(crate) accept_paused_until: Option<Instant>,
+    pub(crate) emfile_logged: bool,
+    pub(crate) next_conn_id: u64,
     /// First half of every socket id: distinguishes this process from others (and restarts).
-    process_id: u32,
-    shutdown_deadline: Option<Instant>,
-    ping: Frame,
-    pub stats: Stats,
+    pub(crate) process_id: u32,
+    pub(crate) shutdown_deadline: Option<Instant>,
+    pub(crate) ping: Frame,
+    pub(crate) stats: Stats,
 }
 
 impl Server {
     pub fn bind(sources: Sources, cfg: Config) -> Result<Server, StartError> {
         let poll = Poll::new().map_err(StartError::Poll)?;
+        let apps = Apps::new(cfg.effective_apps());
         let mut listener = listener::bind(&cfg)?;
         let local_addr = listener.local_addr().map_err(StartError::Poll)?;
         let fifo = Fifo::open(&cfg.fifo, cfg.fifo_mode_bits().unwrap_or(0o660))?;
@@ -130,7 +145,9 @@ impl Server {
             signals,
             conns: Slab::new(),
             sessions: 0,
-            channels: Channels::default(),
+            channels: (0..apps.len()).map(|_| Channels::default()).collect(),
+            caches: (0..apps.len()).map(|_| HashMap::new()).collect(),
+            apps,
             timers: Wheel::new(0),
             fired: Vec::new(),
             started: Instant::now(),
@@ -194,10 +211,10 @@ impl Server {
             self.tick();
             self.close_overflowed();
             self.flush_dirty();
-            if let Some(deadline) = self.shutdown_deadline {
-                if self.conns.is_empty() || Instant::now() >= deadline {
-                    break;
-                }
+            if let Some(deadline) = self.shutdown_deadline
+                && (self.conns.is_empty() || Instant::now() >= deadline)
+            {
+                break;
             }
         }
         let left = self.conns.len();
@@ -345,22 +362,24 @@ impl Server {
             }
         }
         self.scratch = scratch;
-        if let Some(conn) = self.conns.get(key) {
-            if conn.phase != Phase::Closing && self.read_again.last() != Some(&key) {
-                // The budget ran out with data possibly left (edge-triggered: no new event would
-                // come); or we stopped on a short read, in which case the retry finds WouldBlock.
-                if conn.inbuf.len() >= SCRATCH_BYTES {
-                    self.read_again.push(key);
-                }
+        if let Some(conn) = self.conns.get(key)
+            && conn.phase != Phase::Closing
+            && self.read_again.last() != Some(&key)
+        {
+            // The budget ran out with data possibly left (edge-triggered: no new event would
+            // come); or we stopped on a short read, in which case the retry finds WouldBlock.
+            if conn.inbuf.len() >= SCRATCH_BYTES {
+                self.read_again.push(key);
             }
         }
     }
 
-    fn keep_unconsumed(&mut self, key: usize, rest: &[u8]) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if conn.phase == Phase::Open && !rest.is_empty() {
-                conn.inbuf.extend_from_slice(rest);
-            }
+    pub(crate) fn keep_unconsumed(&mut self, key: usize, rest: &[u8]) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.phase == Phase::Open
+            && !rest.is_empty()
+        {
+            conn.inbuf.extend_from_slice(rest);
         }
     }
 
@@ -374,7 +393,7 @@ impl Server {
     }
 
     /// Parses frames from `buf`, handles every complete message; returns the bytes consumed.
-    fn handle_frames(&mut self, key: usize, buf: &mut [u8]) -> usize {
+    pub(crate) fn handle_frames(&mut self, key: usize, buf: &mut [u8]) -> usize {
         let mut used = 0;
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -439,6 +458,7 @@ impl Server {
                 match conn.mode {
                     Mode::Channel => self.on_channel_message(key, text),
                     Mode::Raw => self.on_raw_message(key, text),
+                    Mode::Pusher => self.on_pusher_message(key, text),
                     Mode::Http => {}
                 }
             }
@@ -450,6 +470,9 @@ impl Server {
                             key,
                             &proto::error("binary messages are not supported; send JSON text"),
                         );
+                    }
+                    Mode::Pusher => {
+                        self.reply(key, &pp::error(None, "binary messages are not supported"))
                     }
                     _ => debug!(
                         "connection {key}: ignored a binary message of {} bytes",
@@ -478,11 +501,20 @@ impl Server {
         };
         match proto::parse(text) {
             Ok(proto::Request::Subscribe(name)) => {
-                self.subscribe(key, &name);
+                if pp::channel_kind(&name) != pp::ChannelKind::Public {
+                    // private-, presence- and encrypted channels carry what only authorized Pusher
+                    // clients may see; the channel protocol has no way to authorize.
+                    let msg = format!(
+                        "\"{name}\" needs authorization: subscribe through the Pusher protocol at /app/{{key}}"
+                    );
+                    self.reply(key, &proto::error(&msg));
+                    return;
+                }
+                self.join(key, &name);
                 self.reply(key, &proto::subscribed(&name, &socket_id));
             }
             Ok(proto::Request::Unsubscribe(name)) => {
-                self.unsubscribe(key, &name);
+                self.leave_by_name(key, &name);
                 self.reply(key, &proto::unsubscribed(&name));
             }
             Ok(proto::Request::Ping) => self.reply(key, &proto::pong(&socket_id)),
@@ -490,150 +522,59 @@ impl Server {
         }
     }
 
-    fn subscribe(&mut self, key: usize, name: &str) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if let Some(id) = self.channels.lookup(name) {
-            if conn.subs.contains(&id) {
-                return;
-            }
+    /// Adds the connection to a channel of its app; returns the channel and whether it was new
+    /// for this connection.
+    pub(crate) fn join(&mut self, key: usize, name: &str) -> Option<(ChannelId, bool)> {
+        let conn = self.conns.get_mut(key)?;
+        let channels = &mut self.channels[conn.app()];
+        if let Some(id) = channels.lookup(name)
+            && conn.subs.contains(&id)
+        {
+            return Some((id, false));
         }
-        let id = self.channels.subscribe(name, key);
+        let id = channels.subscribe(name, key);
         conn.subs.push(id);
         debug!("connection {key} subscribed to {name}");
+        Some((id, true))
     }
 
-    fn unsubscribe(&mut self, key: usize, name: &str) {
-        let Some(conn) = self.conns.get_mut(key) else {
+    pub(crate) fn leave_by_name(&mut self, key: usize, name: &str) {
+        let Some(conn) = self.conns.get(key) else {
             return;
         };
-        let Some(id) = self.channels.lookup(name) else {
+        let Some(id) = self.channels[conn.app()].lookup(name) else {
+            return;
+        };
+        if conn.subs.contains(&id) {
+            self.leave(key, id);
+        }
+    }
+
+    /// Removes the connection from one channel, with presence bookkeeping.
+    pub(crate) fn leave(&mut self, key: usize, id: ChannelId) {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if let Some(pos) = conn.subs.iter().position(|&c| c == id) {
             conn.subs.swap_remove(pos);
-            self.channels.unsubscribe(id, key);
         }
+        let app = conn.app();
+        if conn.pusher.is_some() {
+            self.leave_presence(key, app, id);
+        }
+        self.channels[app].unsubscribe(id, key);
     }
 
     /// Sends one text message to one connection (replies are not subject to the queue limit:
     /// they answer something the client just sent).
-    fn reply(&mut self, key: usize, text: &str) {
+    pub(crate) fn reply(&mut self, key: usize, text: &str) {
         if let Some(conn) = self.conns.get_mut(key) {
             conn.push(ws::text(text.as_bytes()));
             self.mark_dirty(key);
         }
     }
 
-    // ---- HTTP ------------------------------------------------------------------------------
-
-    fn handle_request(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let inbuf = std::mem::take(&mut conn.inbuf);
-        let decision = match http::parse(&inbuf, self.cfg.max_request_bytes) {
-            Ok(None) => {
-                conn.inbuf = inbuf;
-                return;
-            }
-            Err(http::ParseError::TooLarge) => Decision::Respond(http::response(
-                431,
-                &[],
-                &http::error_body("request head too large"),
-            )),
-            Err(http::ParseError::Malformed) => Decision::Respond(http::response(
-                400,
-                &[],
-                &http::error_body("malformed HTTP request"),
-            )),
-            Ok(Some(req)) => self.route(&req),
-        };
-        match decision {
-            Decision::Respond(bytes) => self.respond_and_close(key, bytes),
-            Decision::Upgrade {
-                mode,
-                accept,
-                head_len,
-            } => {
-                let Some(conn) = self.conns.get_mut(key) else {
-                    return;
-                };
-                conn.push(http::switching_protocols(&accept).into());
-                conn.phase = Phase::Open;
-                conn.mode = mode;
-                self.sessions += 1;
-                let due = self.now + self.cfg.ping_interval_secs as u32;
-                conn.timer_due = self.timers.schedule(key, conn.id, due);
-                self.mark_dirty(key);
-                debug!("connection {key} upgraded ({mode:?})");
-                // Frames sent right behind the request head (pipelined) are already here.
-                let mut rest = inbuf[head_len..].to_vec();
-                if !rest.is_empty() {
-                    let used = self.handle_frames(key, &mut rest);
-                    self.keep_unconsumed(key, &rest[used..]);
-                }
-            }
-        }
-    }
-
-    fn route(&self, req: &http::Request) -> Decision {
-        let path = req.path();
-        let prefix = self.cfg.prefix();
-        let Some(rel) = path
-            .strip_prefix(prefix)
-            .filter(|r| r.is_empty() || r.starts_with('/'))
-        else {
-            return Decision::Respond(not_found());
-        };
-        let rel = if rel.is_empty() { "/" } else { rel };
-        if !http::wants_upgrade(req) {
-            return match (req.method, rel) {
-                ("GET" | "HEAD", "/up") => {
-                    Decision::Respond(http::response(200, &[], &self.health()))
-                }
-                _ => Decision::Respond(not_found()),
-            };
-        }
-        let accept = match http::check_upgrade(req, &self.cfg.allowed_origins) {
-            Ok(accept) => accept,
-            Err(refusal) => return Decision::Respond(refusal.response()),
-        };
-        if self.cfg.max_connections > 0 && self.sessions >= self.cfg.max_connections {
-            return Decision::Respond(http::response(
-                503,
-                &[("Retry-After", "5")],
-                &http::error_body("server at max_connections"),
-            ));
-        }
-        let mode = if rel == "/ws" {
-            Mode::Channel
-        } else if rel.starts_with("/app/") {
-            // Reserved for the Pusher protocol.
-            return Decision::Respond(not_found());
-        } else {
-            Mode::Raw
-        };
-        Decision::Upgrade {
-            mode,
-            accept,
-            head_len: req.head_len,
-        }
-    }
-
-    fn health(&self) -> String {
-        serde_json::json!({
-            "status": if self.shutdown_deadline.is_some() { "stopping" } else { "ok" },
-            "version": env!("CARGO_PKG_VERSION"),
-            "connections": self.sessions,
-            "channels": self.channels.len(),
-            "uptime_secs": self.started.elapsed().as_secs(),
-        })
-        .to_string()
-    }
-
-    fn respond_and_close(&mut self, key: usize, bytes: Vec<u8>) {
+    pub(crate) fn respond_and_close(&mut self, key: usize, bytes: Vec<u8>) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -680,10 +621,21 @@ impl Server {
                 self.publish_global(&frame);
             }
             Line::Publish(p) => {
-                let frame = ws::text(p.data.as_bytes());
+                let app = match p.app.as_deref() {
+                    None => 0,
+                    Some(id) => match self.apps.by_id(id) {
+                        Some(app) => app,
+                        None => {
+                            warn!("ignored a FIFO line for unknown app \"{id}\"");
+                            return;
+                        }
+                    },
+                };
                 let except = p.socket_id.as_deref().and_then(|s| self.parse_socket_id(s));
+                let event = p.event.as_deref().unwrap_or("message");
+                let mut plain = None;
                 for name in &p.channels {
-                    self.publish_channel(name, &frame, except);
+                    self.publish(app, name, event, &p.data, except, &mut plain);
                 }
             }
             Line::Invalid(why) => {
@@ -693,7 +645,7 @@ impl Server {
     }
 
     /// Our connection id inside a socket id of this process ("<process>.<id>").
-    fn parse_socket_id(&self, socket_id: &str) -> Option<u64> {
+    pub(crate) fn parse_socket_id(&self, socket_id: &str) -> Option<u64> {
         let (process, id) = socket_id.split_once('.')?;
         if process.parse::<u32>().ok()? != self.process_id {
             return None;
@@ -701,58 +653,117 @@ impl Server {
         id.parse().ok()
     }
 
-    /// Queues `frame` to every subscriber of `name` except the connection with id `except`.
-    fn publish_channel(&mut self, name: &str, frame: &Frame, except: Option<u64>) {
-        let Some(id) = self.channels.lookup(name) else {
+    /// Publishes an event to one channel of an app. Each protocol's frame is encoded at most
+    /// once (`plain` may be shared by the caller across channels: it does not name the channel)
+    /// and the same bytes are queued to every subscriber but the connection `except`.
+    pub(crate) fn publish(
+        &mut self,
+        app: usize,
+        channel: &str,
+        event: &str,
+        data: &str,
+        except: Option<u64>,
+        plain: &mut Option<Frame>,
+    ) {
+        let mut pusher_frame: Option<Frame> = None;
+        if pp::is_cache_channel(channel) {
+            let frame = ws::text(pp::event(event, channel, data, None).as_bytes());
+            self.caches[app].insert(channel.into(), (frame.clone(), Instant::now()));
+            pusher_frame = Some(frame);
+        }
+        let Some(id) = self.channels[app].lookup(channel) else {
             return;
         };
-        let Some(channel) = self.channels.get(id) else {
+        let Some(ch) = self.channels[app].get(id) else {
             return;
         };
         let limit = self.cfg.outbound_queue_bytes;
-        for &key in &channel.subscribers {
+        let mut delivered = 0u64;
+        for &key in &ch.subscribers {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
             if Some(conn.id) == except {
                 continue;
             }
-            deliver(
+            let frame = match conn.mode {
+                Mode::Pusher => pusher_frame.get_or_insert_with(|| {
+                    ws::text(pp::event(event, channel, data, None).as_bytes())
+                }),
+                _ => plain.get_or_insert_with(|| ws::text(data.as_bytes())),
+            };
+            delivered += deliver(
                 conn,
                 key,
                 frame,
                 limit,
                 &mut self.dirty,
                 &mut self.overflowed,
-            );
+            ) as u64;
         }
+        self.stats.frames_out += delivered;
+    }
+
+    /// Queues `frame` to every subscriber of a channel but `except` (client events, member
+    /// events: frames already in their final form).
+    pub(crate) fn publish_frame(
+        &mut self,
+        app: usize,
+        id: ChannelId,
+        frame: &Frame,
+        except: Option<usize>,
+    ) {
+        let Some(ch) = self.channels[app].get(id) else {
+            return;
+        };
+        let limit = self.cfg.outbound_queue_bytes;
+        let mut delivered = 0u64;
+        for &key in &ch.subscribers {
+            if Some(key) == except {
+                continue;
+            }
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            delivered += deliver(
+                conn,
+                key,
+                frame,
+                limit,
+                &mut self.dirty,
+                &mut self.overflowed,
+            ) as u64;
+        }
+        self.stats.frames_out += delivered;
     }
 
     /// Queues `frame` to every raw-mode and channel-mode session (CarbonPHP's global pipe).
     fn publish_global(&mut self, frame: &Frame) {
         let limit = self.cfg.outbound_queue_bytes;
+        let mut delivered = 0u64;
         for (key, conn) in self.conns.iter_mut() {
             if conn.phase == Phase::Open && matches!(conn.mode, Mode::Raw | Mode::Channel) {
-                deliver(
+                delivered += deliver(
                     conn,
                     key,
                     frame,
                     limit,
                     &mut self.dirty,
                     &mut self.overflowed,
-                );
+                ) as u64;
             }
         }
+        self.stats.frames_out += delivered;
     }
 
     // ---- writing ---------------------------------------------------------------------------
 
-    fn mark_dirty(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
-            }
+    pub(crate) fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.dirty
+        {
+            conn.dirty = true;
+            self.dirty.push(key);
         }
     }
 
@@ -802,7 +813,7 @@ impl Server {
     // ---- closing ---------------------------------------------------------------------------
 
     /// Sends a close frame and lingers until the peer closes (or the linger time passes).
-    fn close_with(&mut self, key: usize, code: u16, reason: &str) {
+    pub(crate) fn close_with(&mut self, key: usize, code: u16, reason: &str) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -813,36 +824,49 @@ impl Server {
         self.begin_closing(key);
     }
 
-    fn begin_closing(&mut self, key: usize) {
+    pub(crate) fn begin_closing(&mut self, key: usize) {
+        self.release(key);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.phase = Phase::Closing;
+        conn.inbuf = Vec::new();
+        conn.fragments = None;
+        conn.timer_due = self.timers.schedule(key, conn.id, self.now + LINGER_SECS);
+        self.mark_dirty(key);
+    }
+
+    /// Ends a session's membership in everything: channels, presence, app counts. Idempotent.
+    fn release(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if conn.phase == Phase::Open {
             self.sessions -= 1;
+            if let Some(p) = &conn.pusher {
+                let app = self.apps.get_mut(p.app as usize);
+                app.connections = app.connections.saturating_sub(1);
+            }
         }
-        conn.phase = Phase::Closing;
-        conn.inbuf = Vec::new();
-        conn.fragments = None;
         let subs = std::mem::take(&mut conn.subs);
-        conn.timer_due = self.timers.schedule(key, conn.id, self.now + LINGER_SECS);
         for id in subs {
-            self.channels.unsubscribe(id, key);
+            self.leave(key, id);
         }
-        self.mark_dirty(key);
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.pusher = None;
+            if conn.phase == Phase::Open {
+                conn.phase = Phase::Closing;
+            }
+        }
     }
 
     /// Drops the connection at once.
-    fn close_now(&mut self, key: usize, why: &str) {
+    pub(crate) fn close_now(&mut self, key: usize, why: &str) {
         if !self.conns.contains(key) {
             return;
         }
+        self.release(key);
         let mut conn = self.conns.remove(key);
-        if conn.phase == Phase::Open {
-            self.sessions -= 1;
-        }
-        for id in conn.subs.drain(..) {
-            self.channels.unsubscribe(id, key);
-        }
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.stats.connections_closed += 1;
         debug!("connection {key} from {} closed: {why}", conn.peer);
@@ -855,14 +879,14 @@ impl Server {
     // ---- time ------------------------------------------------------------------------------
 
     fn tick(&mut self) {
-        if let Some(until) = self.accept_paused_until {
-            if Instant::now() >= until {
-                self.accept_paused_until = None;
-                self.accept();
-                if self.accept_paused_until.is_none() && self.emfile_logged {
-                    info!("accepting connections again");
-                    self.emfile_logged = false;
-                }
+        if let Some(until) = self.accept_paused_until
+            && Instant::now() >= until
+        {
+            self.accept_paused_until = None;
+            self.accept();
+            if self.accept_paused_until.is_none() && self.emfile_logged {
+                info!("accepting connections again");
+                self.emfile_logged = false;
             }
         }
         let mut fired = std::mem::take(&mut self.fired);
@@ -906,26 +930,59 @@ impl Server {
                 }
             }
             Phase::Open => {
+                if self.check_signin(key) {
+                    return;
+                }
+                let Some(conn) = self.conns.get_mut(key) else {
+                    return;
+                };
                 let idle = self.now.saturating_sub(conn.last_seen);
                 let ping_every = self.cfg.ping_interval_secs as u32;
                 let timeout = self.cfg.activity_timeout_secs as u32;
+                let pusher = conn.mode == Mode::Pusher;
                 if idle >= timeout {
                     info!(
                         "connection {key} from {}: no activity for {idle}s; closing",
                         conn.peer
                     );
-                    self.close_with(key, close::NORMAL, "activity timeout");
+                    if pusher {
+                        // pusher-js reconnects on 4200-4299.
+                        self.reply(
+                            key,
+                            &pp::error(
+                                Some(pp::code::PONG_NOT_RECEIVED),
+                                "Pong reply not received",
+                            ),
+                        );
+                        self.close_with(
+                            key,
+                            pp::code::PONG_NOT_RECEIVED,
+                            "Pong reply not received",
+                        );
+                    } else {
+                        self.close_with(key, close::NORMAL, "activity timeout");
+                    }
                     return;
                 }
+                let last_seen = conn.last_seen;
                 let next = if idle >= ping_every {
-                    conn.push(self.ping.clone());
+                    if pusher {
+                        conn.push(ws::text(pp::ping().as_bytes()));
+                    } else {
+                        conn.push(self.ping.clone());
+                    }
                     self.mark_dirty(key);
-                    (self.now + ping_every).min(conn_last_seen(self, key) + timeout)
+                    (self.now + ping_every).min(last_seen + timeout)
                 } else {
-                    conn.last_seen + ping_every
+                    last_seen + ping_every
                 };
                 if let Some(conn) = self.conns.get_mut(key) {
-                    conn.timer_due = self.timers.schedule(key, conn.id, next);
+                    let signin = conn
+                        .pusher
+                        .as_ref()
+                        .and_then(|p| p.signin_deadline)
+                        .unwrap_or(u32::MAX);
+                    conn.timer_due = self.timers.schedule(key, conn.id, next.min(signin));
                 }
             }
             Phase::Closing => self.close_now(key, "closed"),
@@ -1024,6 +1081,9 @@ impl Server {
                     self.cfg.fifo.clone(),
                     self.cfg.fifo_mode.clone(),
                 );
+                if let Err(e) = self.apps.reload(new.effective_apps()) {
+                    warn!("configuration reload: {e}; app settings were not changed");
+                }
                 self.cfg = new;
                 (
                     self.cfg.host,
@@ -1040,27 +1100,6 @@ impl Server {
     }
 }
 
-fn conn_last_seen(server: &Server, key: usize) -> u32 {
-    server
-        .conns
-        .get(key)
-        .map(|c| c.last_seen)
-        .unwrap_or(server.now)
-}
-
-enum Decision {
-    Respond(Vec<u8>),
-    Upgrade {
-        mode: Mode,
-        accept: String,
-        head_len: usize,
-    },
-}
-
-fn not_found() -> Vec<u8> {
-    http::response(404, &[], &http::error_body("not found"))
-}
-
 /// Queues a broadcast frame to one recipient, noting it for the end-of-turn flush or, when it is
 /// over its limit, for closing.
 fn deliver(
@@ -1070,19 +1109,20 @@ fn deliver(
     limit: usize,
     dirty: &mut Vec<usize>,
     overflowed: &mut Vec<usize>,
-) {
-    if conn.overflowed {
-        return;
+) -> bool {
+    if conn.overflowed || conn.phase != Phase::Open {
+        return false;
     }
     if !conn.enqueue(frame, limit) {
         conn.overflowed = true;
         overflowed.push(key);
-        return;
+        return false;
     }
     if !conn.dirty {
         conn.dirty = true;
         dirty.push(key);
     }
+    true
 }
 
 fn is_fd_exhaustion(e: &io::Error) -> bool {

@@ -60,6 +60,17 @@ pub fn text(payload: &[u8]) -> Frame {
     encode(OP_TEXT, payload).into()
 }
 
+/// The payload of a frame we encoded (skips our own header).
+pub fn payload(frame: &[u8]) -> &[u8] {
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => return &[],
+    };
+    frame.get(header..).unwrap_or(&[])
+}
+
 pub fn close_frame(code: u16, reason: &str) -> Frame {
     // Control frame payloads are limited to 125 bytes: 2 for the code, 123 for the reason.
     let mut cut = reason.len().min(123);

@@ -1,0 +1,606 @@
+//! What the HTTP side of a connection asks for: a WebSocket upgrade (raw, channel or Pusher), the
+//! Pusher REST API, cadsock's `/internal/broadcast`, health and metrics.
+
+use std::time::Instant;
+
+use log::{debug, info, warn};
+use serde_json::{Map, Value, json};
+
+use crate::conn::{Mode, Phase};
+use crate::http::{self, Request};
+use crate::pusher::protocol as pp;
+use crate::pusher::rest::{self, Endpoint, Info, RestError};
+use crate::pusher::{PusherConn, RateLimit};
+use crate::server::Server;
+use crate::ws::{self, close};
+
+/// How a request is answered.
+enum Decision {
+    Respond(Vec<u8>),
+    Upgrade {
+        mode: Mode,
+        accept: String,
+        head_len: usize,
+        /// Pusher: the app, or the error to send right after the upgrade.
+        pusher: Option<Result<usize, (u16, String)>>,
+    },
+    /// The head is complete but the body is not.
+    NeedBody,
+}
+
+fn respond(status: u16, body: &Value) -> Decision {
+    Decision::Respond(http::response(status, &[], &body.to_string()))
+}
+
+fn respond_error(e: RestError) -> Decision {
+    Decision::Respond(http::response(e.status, &[], &http::error_body(&e.message)))
+}
+
+fn not_found() -> Decision {
+    Decision::Respond(http::response(404, &[], &http::error_body("not found")))
+}
+
+impl Server {
+    /// Called with new bytes in a connection's request buffer.
+    pub(crate) fn handle_request(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let inbuf = std::mem::take(&mut conn.inbuf);
+        let decision = match http::parse(&inbuf, self.cfg.max_request_bytes) {
+            Ok(None) => Decision::NeedBody,
+            Err(http::ParseError::TooLarge) => Decision::Respond(http::response(
+                431,
+                &[],
+                &http::error_body("request head too large"),
+            )),
+            Err(http::ParseError::Malformed) => Decision::Respond(http::response(
+                400,
+                &[],
+                &http::error_body("malformed HTTP request"),
+            )),
+            Ok(Some(req)) => self.route(key, &req, &inbuf),
+        };
+        match decision {
+            Decision::NeedBody => {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.inbuf = inbuf;
+                }
+            }
+            Decision::Respond(bytes) => self.respond_and_close(key, bytes),
+            Decision::Upgrade {
+                mode,
+                accept,
+                head_len,
+                pusher,
+            } => self.upgrade(key, mode, &accept, pusher, &inbuf[head_len..]),
+        }
+    }
+
+    fn route(&mut self, key: usize, req: &Request, buf: &[u8]) -> Decision {
+        let path = req.path();
+        let prefix = self.cfg.prefix();
+        let Some(rel) = path
+            .strip_prefix(prefix)
+            .filter(|r| r.is_empty() || r.starts_with('/'))
+        else {
+            return not_found();
+        };
+        let rel = if rel.is_empty() { "/" } else { rel };
+        if http::wants_upgrade(req) {
+            return self.route_upgrade(req, rel);
+        }
+        // Plain HTTP: wait for the whole body first.
+        if req.header("transfer-encoding").is_some() {
+            return Decision::Respond(http::response(
+                411,
+                &[],
+                &http::error_body("send the body with Content-Length"),
+            ));
+        }
+        let body_len = req.content_length().unwrap_or(0);
+        if body_len > self.cfg.max_body_bytes {
+            return Decision::Respond(http::response(
+                413,
+                &[],
+                &http::error_body(&format!(
+                    "body over max_body_bytes ({})",
+                    self.cfg.max_body_bytes
+                )),
+            ));
+        }
+        if buf.len() < req.head_len + body_len {
+            return Decision::NeedBody;
+        }
+        let body = &buf[req.head_len..req.head_len + body_len];
+        debug!("connection {key}: {} {}", req.method, req.target);
+        match (req.method, rel) {
+            ("GET" | "HEAD", "/up") | ("GET" | "HEAD", "/pusher/health") => {
+                Decision::Respond(http::response(200, &[], &self.health()))
+            }
+            ("GET", "/metrics") => Decision::Respond(http::response_typed(
+                200,
+                "text/plain; version=0.0.4",
+                &crate::metrics::render(self),
+            )),
+            ("POST", "/internal/broadcast") => self.internal_broadcast(req, body),
+            _ => match rest::route(req.method, rel) {
+                Some(Ok((app_id, endpoint))) => self.rest_call(req, app_id, endpoint, body),
+                Some(Err(e)) => respond_error(e),
+                None => not_found(),
+            },
+        }
+    }
+
+    fn route_upgrade(&self, req: &Request, rel: &str) -> Decision {
+        let accept = match http::check_upgrade(req, &self.cfg.allowed_origins) {
+            Ok(accept) => accept,
+            Err(refusal) => return Decision::Respond(refusal.response()),
+        };
+        if self.cfg.max_connections > 0 && self.sessions >= self.cfg.max_connections {
+            return Decision::Respond(http::response(
+                503,
+                &[("Retry-After", "5")],
+                &http::error_body("server at max_connections"),
+            ));
+        }
+        let (mode, pusher) = if rel == "/ws" {
+            (Mode::Channel, None)
+        } else if let Some(app_key) = rel.strip_prefix("/app/") {
+            (Mode::Pusher, Some(self.pusher_admission(req, app_key)))
+        } else {
+            (Mode::Raw, None)
+        };
+        // An app's own origin list narrows the server-wide one.
+        if let Some(Ok(app)) = pusher {
+            let origins = &self.apps.get(app).cfg.allowed_origins;
+            if let Some(origin) = req.header("origin")
+                && !http::origin_allowed(origin, origins)
+            {
+                return Decision::Respond(http::Refusal::OriginForbidden.response());
+            }
+        }
+        Decision::Upgrade {
+            mode,
+            accept,
+            head_len: req.head_len,
+            pusher,
+        }
+    }
+
+    /// Which app a Pusher connection belongs to, or the protocol error it gets (sent after the
+    /// upgrade, because pusher-js only sees WebSocket close codes, not HTTP statuses).
+    fn pusher_admission(&self, req: &Request, app_key: &str) -> Result<usize, (u16, String)> {
+        let Some(app) = self.apps.by_key(app_key) else {
+            return Err((
+                pp::code::APP_NOT_FOUND,
+                format!("App key {app_key} not in this cluster"),
+            ));
+        };
+        let cfg = &self.apps.get(app).cfg;
+        if !cfg.enabled {
+            return Err((pp::code::APP_DISABLED, "Application is disabled".into()));
+        }
+        let protocol = req
+            .query()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("protocol="));
+        match protocol {
+            None => return Err((pp::code::NO_VERSION, "No protocol version supplied".into())),
+            Some(v) => match v.parse::<u32>() {
+                Err(_) => {
+                    return Err((
+                        pp::code::INVALID_VERSION,
+                        format!("Invalid version string format: {v}"),
+                    ));
+                }
+                Ok(v) if !(pp::MIN_PROTOCOL..=pp::MAX_PROTOCOL).contains(&v) => {
+                    return Err((
+                        pp::code::UNSUPPORTED_VERSION,
+                        format!("Unsupported protocol version {v}"),
+                    ));
+                }
+                Ok(_) => {}
+            },
+        }
+        if cfg.max_connections > 0 && self.apps.get(app).connections >= cfg.max_connections {
+            return Err((
+                pp::code::OVER_QUOTA,
+                "Application is over connection quota".into(),
+            ));
+        }
+        Ok(app)
+    }
+
+    fn upgrade(
+        &mut self,
+        key: usize,
+        mode: Mode,
+        accept: &str,
+        pusher: Option<Result<usize, (u16, String)>>,
+        rest: &[u8],
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.push(http::switching_protocols(accept).into());
+        conn.phase = Phase::Open;
+        conn.mode = mode;
+        self.sessions += 1;
+        let due = self.now + self.cfg.ping_interval_secs as u32;
+        conn.timer_due = self.timers.schedule(key, conn.id, due);
+        self.mark_dirty(key);
+        debug!("connection {key} upgraded ({mode:?})");
+        match pusher {
+            None => {}
+            Some(Err((code, message))) => {
+                info!("connection {key}: refused Pusher connection: {message} ({code})");
+                self.reply(key, &pp::error(Some(code), &message));
+                self.close_with(key, code, &message);
+                return;
+            }
+            Some(Ok(app)) => {
+                let cfg = &self.apps.get(app).cfg;
+                let activity_timeout = cfg.activity_timeout.min(self.cfg.activity_timeout_secs);
+                let client_rate = cfg.max_client_events_per_second;
+                let signin_deadline = cfg
+                    .require_user_authentication
+                    .then_some(cfg.user_authentication_timeout_secs);
+                self.apps.get_mut(app).connections += 1;
+                let Some(conn) = self.conns.get_mut(key) else {
+                    return;
+                };
+                conn.pusher = Some(Box::new(PusherConn {
+                    app: app as u16,
+                    user_id: None,
+                    presence: Vec::new(),
+                    client_events: RateLimit::new(client_rate),
+                    signin_deadline: signin_deadline.map(|s| self.now + s as u32),
+                }));
+                let socket_id = conn.socket_id(self.process_id);
+                self.reply(
+                    key,
+                    &pp::connection_established(&socket_id, activity_timeout),
+                );
+                if let Some(s) = signin_deadline {
+                    self.schedule_signin_check(key, s as u32);
+                }
+            }
+        }
+        // Frames sent right behind the request head (pipelined) are already here.
+        if !rest.is_empty() {
+            let mut rest = rest.to_vec();
+            let used = self.handle_frames(key, &mut rest);
+            self.keep_unconsumed(key, &rest[used..]);
+        }
+    }
+
+    pub(crate) fn health(&self) -> String {
+        json!({
+            "status": if self.shutdown_deadline.is_some() { "stopping" } else { "ok" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "connections": self.sessions,
+            "channels": self.channels.iter().map(|c| c.len()).sum::<usize>(),
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "frames_out": self.stats.frames_out,
+            "write_calls": self.stats.write_calls,
+        })
+        .to_string()
+    }
+
+    /// cadsock's broadcast endpoint: form fields `channel` and `message`, bearer token required.
+    fn internal_broadcast(&mut self, req: &Request, body: &[u8]) -> Decision {
+        let token = &self.cfg.internal_token;
+        if token.is_empty() {
+            return Decision::Respond(http::response(
+                404,
+                &[],
+                &http::error_body(
+                    "/internal/broadcast is disabled: set internal_token to enable it",
+                ),
+            ));
+        }
+        let given = req
+            .header("authorization")
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .or_else(|| req.header("x-ferrocast-token"))
+            .unwrap_or("");
+        if !crate::pusher::auth::constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+            return Decision::Respond(http::response(401, &[], &http::error_body("invalid token")));
+        }
+        let text = String::from_utf8_lossy(body);
+        let form = crate::pusher::auth::parse_query(&text);
+        let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let (Some(channel), Some(message)) = (field("channel"), field("message")) else {
+            return Decision::Respond(http::response(
+                400,
+                &[],
+                &http::error_body("form fields \"channel\" and \"message\" are required"),
+            ));
+        };
+        if !crate::channels::valid_name(&channel) {
+            return Decision::Respond(http::response(
+                400,
+                &[],
+                &http::error_body("invalid channel name"),
+            ));
+        }
+        let event = field("event").unwrap_or_else(|| "message".into());
+        self.publish(0, &channel, &event, &message, None, &mut None);
+        self.stats.api_publishes += 1;
+        respond(200, &json!({}))
+    }
+
+    fn rest_call(
+        &mut self,
+        req: &Request,
+        app_id: &str,
+        endpoint: Endpoint,
+        body: &[u8],
+    ) -> Decision {
+        let Some(app) = self.apps.by_id(app_id) else {
+            return self.rest_result(
+                404,
+                respond_error(RestError {
+                    status: 404,
+                    message: format!("unknown app id \"{app_id}\""),
+                }),
+            );
+        };
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let cfg = &self.apps.get(app).cfg;
+        if let Err(e) = rest::authenticate(
+            cfg,
+            req.method,
+            req.path(),
+            req.query(),
+            body,
+            req.header("authorization"),
+            now_unix,
+        ) {
+            warn!("REST {} {}: {}", req.method, req.path(), e.message);
+            return self.rest_result(e.status, respond_error(e));
+        }
+        if !cfg.enabled {
+            return self.rest_result(
+                403,
+                respond_error(RestError {
+                    status: 403,
+                    message: "application is disabled".into(),
+                }),
+            );
+        }
+        let limiter_ok = {
+            let app_state = self.apps.get_mut(app);
+            let now = Instant::now();
+            if endpoint.is_read() {
+                app_state.read_requests.try_take(1, now)
+            } else {
+                true
+            }
+        };
+        if !limiter_ok {
+            self.stats.rate_limited += 1;
+            return self.rest_result(
+                429,
+                respond_error(RestError {
+                    status: 429,
+                    message: "over max_read_requests_per_second".into(),
+                }),
+            );
+        }
+        let result = match endpoint {
+            Endpoint::Events => rest::parse_events(body, &self.apps.get(app).cfg)
+                .and_then(|e| self.trigger(app, vec![e], false)),
+            Endpoint::BatchEvents => rest::parse_batch(body, &self.apps.get(app).cfg)
+                .and_then(|events| self.trigger(app, events, true)),
+            Endpoint::Channels => self.query_channels(app, req),
+            Endpoint::Channel(name) => self.query_channel(app, req, &name),
+            Endpoint::ChannelUsers(name) => self.query_users(app, &name),
+            Endpoint::TerminateUser(user) => Ok(self.terminate_user(app, &user)),
+        };
+        match result {
+            Ok(body) => self.rest_result(200, respond(200, &body)),
+            Err(e) => self.rest_result(e.status, respond_error(e)),
+        }
+    }
+
+    fn rest_result(&mut self, status: u16, decision: Decision) -> Decision {
+        *self.stats.rest_calls.entry(status).or_insert(0) += 1;
+        decision
+    }
+
+    fn trigger(
+        &mut self,
+        app: usize,
+        events: Vec<rest::Event>,
+        batch: bool,
+    ) -> Result<Value, RestError> {
+        let count: u32 = events.iter().map(|e| e.channels.len() as u32).sum();
+        if !self
+            .apps
+            .get_mut(app)
+            .backend_events
+            .try_take(count, Instant::now())
+        {
+            self.stats.rate_limited += 1;
+            return Err(RestError {
+                status: 429,
+                message: "over max_backend_events_per_second".into(),
+            });
+        }
+        let mut infos = Vec::new();
+        for event in &events {
+            let except = event
+                .socket_id
+                .as_deref()
+                .and_then(|s| self.parse_socket_id(s));
+            let mut plain = None;
+            for channel in &event.channels {
+                self.publish(app, channel, &event.name, &event.data, except, &mut plain);
+            }
+            self.stats.api_publishes += 1;
+            if event.info.any() {
+                let mut channels = Map::new();
+                for channel in &event.channels {
+                    channels.insert(channel.clone(), self.channel_info(app, channel, event.info));
+                }
+                infos.push(Value::Object(channels));
+            } else {
+                infos.push(json!({}));
+            }
+        }
+        let any_info = events.iter().any(|e| e.info.any());
+        Ok(match (batch, any_info) {
+            (_, false) => json!({}),
+            (false, true) => json!({ "channels": infos.into_iter().next().unwrap_or(json!({})) }),
+            (true, true) => json!({ "batch": infos }),
+        })
+    }
+
+    /// The attributes `info` asks for, for one channel.
+    fn channel_info(&self, app: usize, name: &str, info: Info) -> Value {
+        let mut out = Map::new();
+        let channel = self.channels[app]
+            .lookup(name)
+            .and_then(|id| self.channels[app].get(id));
+        if info.subscription_count {
+            out.insert(
+                "subscription_count".into(),
+                json!(channel.map(|c| c.subscribers.len()).unwrap_or(0)),
+            );
+        }
+        if info.user_count {
+            let users = channel
+                .and_then(|c| c.members.as_ref())
+                .map(|m| m.users.len())
+                .unwrap_or(0);
+            out.insert("user_count".into(), json!(users));
+        }
+        Value::Object(out)
+    }
+
+    fn query_channels(&self, app: usize, req: &Request) -> Result<Value, RestError> {
+        let params = crate::pusher::auth::parse_query(req.query());
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let prefix = param("filter_by_prefix").unwrap_or("");
+        let info = Info::parse(param("info"))?;
+        if info.user_count && !prefix.starts_with("presence-") {
+            return Err(RestError {
+                status: 400,
+                message: "info=user_count needs filter_by_prefix=presence-".into(),
+            });
+        }
+        if info.subscription_count || info.cache {
+            return Err(RestError {
+                status: 400,
+                message: "only info=user_count is available when listing channels".into(),
+            });
+        }
+        let mut channels = Map::new();
+        for (_, ch) in self.channels[app].iter() {
+            if ch.name.starts_with(prefix) && !ch.name.starts_with('#') {
+                channels.insert(ch.name.to_string(), self.channel_info(app, &ch.name, info));
+            }
+        }
+        Ok(json!({ "channels": channels }))
+    }
+
+    fn query_channel(&self, app: usize, req: &Request, name: &str) -> Result<Value, RestError> {
+        let params = crate::pusher::auth::parse_query(req.query());
+        let info = Info::parse(
+            params
+                .iter()
+                .find(|(k, _)| k == "info")
+                .map(|(_, v)| v.as_str()),
+        )?;
+        if info.user_count && !name.starts_with("presence-") {
+            return Err(RestError {
+                status: 400,
+                message: "info=user_count is only for presence channels".into(),
+            });
+        }
+        let occupied = self.channels[app].lookup(name).is_some();
+        let mut out = match self.channel_info(app, name, info) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        out.insert("occupied".into(), json!(occupied));
+        if info.cache
+            && let Some((frame, at)) = self.caches[app].get(name)
+            && at.elapsed() < crate::pusher::session::CACHE_TTL
+        {
+            let text = String::from_utf8_lossy(ws::payload(frame)).into_owned();
+            let event: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            out.insert(
+                        "cache".into(),
+                        json!({"event": event.get("event"), "data": event.get("data"),
+                               "ttl": (crate::pusher::session::CACHE_TTL - at.elapsed()).as_secs()}),
+                    );
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn query_users(&self, app: usize, name: &str) -> Result<Value, RestError> {
+        if !name.starts_with("presence-") {
+            return Err(RestError {
+                status: 400,
+                message: "users can only be listed for presence channels".into(),
+            });
+        }
+        let users: Vec<Value> = self.channels[app]
+            .lookup(name)
+            .and_then(|id| self.channels[app].get(id))
+            .and_then(|c| c.members.as_ref())
+            .map(|m| m.users.keys().map(|id| json!({ "id": &**id })).collect())
+            .unwrap_or_default();
+        Ok(json!({ "users": users }))
+    }
+
+    /// Closes every connection of the app signed in as `user`, or present as `user` in a
+    /// presence channel.
+    fn terminate_user(&mut self, app: usize, user: &str) -> Value {
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.pusher.as_ref().is_some_and(|p| {
+                    p.app as usize == app
+                        && (p.user_id.as_deref() == Some(user)
+                            || p.presence.iter().any(|(_, u)| &**u == user))
+                })
+            })
+            .map(|(k, _)| k)
+            .collect();
+        info!(
+            "terminating {} connection(s) of user \"{user}\"",
+            keys.len()
+        );
+        for key in keys {
+            self.reply(
+                key,
+                &pp::error(
+                    Some(pp::code::UNAUTHORIZED),
+                    "Connection terminated by the server",
+                ),
+            );
+            self.close_with(key, pp::code::UNAUTHORIZED, "terminated");
+        }
+        json!({})
+    }
+}
+
+/// Unused-variable guard for closing codes referenced in docs.
+#[allow(dead_code)]
+const _CLOSE: u16 = close::NORMAL;

@@ -1,0 +1,160 @@
+//! The Pusher Channels protocol: apps, connection state, wire messages, signatures, REST API.
+
+pub mod auth;
+pub mod protocol;
+pub mod rest;
+pub mod session;
+
+use std::time::Instant;
+
+use crate::channels::ChannelId;
+use crate::config::AppConfig;
+
+/// A token bucket allowing `rate` events per second with a burst of `rate`. Rate 0 = unlimited.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    rate: u32,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    pub fn new(rate: u32) -> RateLimit {
+        RateLimit {
+            rate,
+            tokens: rate as f64,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes `n` tokens if available.
+    pub fn try_take(&mut self, n: u32, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate as f64).min(self.rate as f64);
+        if self.tokens >= n as f64 {
+            self.tokens -= n as f64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A configured app and its live counters.
+pub struct App {
+    pub cfg: AppConfig,
+    pub connections: usize,
+    pub backend_events: RateLimit,
+    pub read_requests: RateLimit,
+}
+
+pub struct Apps {
+    apps: Vec<App>,
+}
+
+impl Apps {
+    pub fn new(configs: Vec<AppConfig>) -> Apps {
+        Apps {
+            apps: configs
+                .into_iter()
+                .map(|cfg| App {
+                    backend_events: RateLimit::new(cfg.max_backend_events_per_second),
+                    read_requests: RateLimit::new(cfg.max_read_requests_per_second),
+                    connections: 0,
+                    cfg,
+                })
+                .collect(),
+        }
+    }
+
+    /// Applies a reloaded configuration, keeping live counters of apps that still exist (by id).
+    pub fn reload(&mut self, configs: Vec<AppConfig>) -> Result<(), String> {
+        // Connections hold app indexes: apps may change settings but not be removed or reordered
+        // while running.
+        if configs.len() != self.apps.len()
+            || configs
+                .iter()
+                .zip(&self.apps)
+                .any(|(c, a)| c.id != a.cfg.id)
+        {
+            return Err("the list of apps changed; restart to add, remove or reorder apps".into());
+        }
+        for (app, cfg) in self.apps.iter_mut().zip(configs) {
+            app.backend_events = RateLimit::new(cfg.max_backend_events_per_second);
+            app.read_requests = RateLimit::new(cfg.max_read_requests_per_second);
+            app.cfg = cfg;
+        }
+        Ok(())
+    }
+
+    pub fn by_key(&self, key: &str) -> Option<usize> {
+        self.apps.iter().position(|a| a.cfg.key == key)
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<usize> {
+        self.apps.iter().position(|a| a.cfg.id == id)
+    }
+
+    pub fn get(&self, idx: usize) -> &App {
+        &self.apps[idx]
+    }
+
+    pub fn get_mut(&mut self, idx: usize) -> &mut App {
+        &mut self.apps[idx]
+    }
+
+    pub fn len(&self) -> usize {
+        self.apps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &App> {
+        self.apps.iter()
+    }
+}
+
+/// What a Pusher connection carries beyond a plain one; boxed so other connections pay 8 bytes.
+pub struct PusherConn {
+    pub app: u16,
+    /// Set by `pusher:signin`.
+    pub user_id: Option<Box<str>>,
+    /// The member id this connection holds in each presence channel it joined.
+    pub presence: Vec<(ChannelId, Box<str>)>,
+    pub client_events: RateLimit,
+    /// With `require_user_authentication`: when (server clock) the connection must have signed in.
+    pub signin_deadline: Option<u32>,
+}
+
+impl PusherConn {
+    pub fn presence_id(&self, channel: ChannelId) -> Option<&str> {
+        self.presence
+            .iter()
+            .find(|(c, _)| *c == channel)
+            .map(|(_, u)| &**u)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rate_limit_refills() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(2);
+        assert!(r.try_take(1, t0));
+        assert!(r.try_take(1, t0));
+        assert!(!r.try_take(1, t0));
+        assert!(r.try_take(1, t0 + Duration::from_millis(600)));
+        let mut unlimited = RateLimit::new(0);
+        assert!((0..1000).all(|_| unlimited.try_take(1, t0)));
+    }
+}

@@ -1,0 +1,393 @@
+//! A Pusher client's messages: subscriptions with channel authorization, presence membership,
+//! user sign-in and client events.
+
+use std::time::{Duration, Instant};
+
+use log::debug;
+use serde_json::Value;
+
+use super::auth;
+use super::protocol::{self as pp, ChannelKind, ClientMessage};
+use crate::channels::{ChannelId, Member, Members};
+use crate::server::Server;
+use crate::ws;
+
+/// How long a cache channel remembers its last event (Pusher keeps it 30 minutes).
+pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
+
+impl Server {
+    pub(crate) fn on_pusher_message(&mut self, key: usize, text: &str) {
+        let message = match pp::parse(text) {
+            Ok(m) => m,
+            Err(e) => {
+                self.reply(key, &pp::error(None, &e));
+                return;
+            }
+        };
+        match message {
+            ClientMessage::Ping => self.reply(key, pp::pong()),
+            ClientMessage::Pong => {}
+            ClientMessage::Subscribe {
+                channel,
+                auth,
+                channel_data,
+            } => self.pusher_subscribe(key, &channel, auth.as_deref(), channel_data.as_deref()),
+            ClientMessage::Unsubscribe { channel } => self.leave_by_name(key, &channel),
+            ClientMessage::Signin { auth, user_data } => self.pusher_signin(key, &auth, &user_data),
+            ClientMessage::ClientEvent {
+                event,
+                channel,
+                data,
+            } => self.client_event(key, &event, &channel, data),
+            ClientMessage::Other(event) => debug!("connection {key}: ignored event {event}"),
+        }
+    }
+
+    fn pusher_subscribe(
+        &mut self,
+        key: usize,
+        channel: &str,
+        auth_sig: Option<&str>,
+        channel_data: Option<&str>,
+    ) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let Some(p) = conn.pusher.as_ref() else {
+            return;
+        };
+        let app = p.app as usize;
+        let signed_in = p.user_id.clone();
+        let socket_id = conn.socket_id(self.process_id);
+        let cfg = &self.apps.get(app).cfg;
+        let refuse = |server: &mut Server, message: &str, status: u16| {
+            server.reply(
+                key,
+                &pp::subscription_error(channel, "AuthError", message, status),
+            );
+        };
+        if !super::rest::valid_channel(channel, cfg) {
+            let msg = format!(
+                "Invalid channel name: use 1-{} characters of A-Z a-z 0-9 _ - = @ , . ;",
+                cfg.max_channel_name_length
+            );
+            self.reply(key, &pp::error(None, &msg));
+            return;
+        }
+        let kind = pp::channel_kind(channel);
+        let needs_auth = match kind {
+            ChannelKind::Public => cfg.require_channel_authorization,
+            ChannelKind::Private | ChannelKind::Encrypted | ChannelKind::Presence => true,
+            ChannelKind::ServerToUser => false,
+        };
+        if kind == ChannelKind::ServerToUser {
+            let wanted = channel.trim_start_matches("#server-to-user-");
+            if signed_in.as_deref() != Some(wanted) {
+                refuse(
+                    self,
+                    "Only the signed-in user may subscribe to their #server-to-user channel",
+                    403,
+                );
+                return;
+            }
+        }
+        if needs_auth {
+            let data = if kind == ChannelKind::Presence {
+                channel_data
+            } else {
+                None
+            };
+            let ok = auth_sig.is_some_and(|a| {
+                auth::verify_channel_auth(&cfg.key, &cfg.secret, &socket_id, channel, data, a)
+            });
+            if !ok {
+                debug!("connection {key}: invalid signature for {channel}");
+                refuse(
+                    self,
+                    &format!("Invalid signature for channel {channel}"),
+                    401,
+                );
+                return;
+            }
+        }
+        let mut member = None;
+        if kind == ChannelKind::Presence {
+            let Some(raw) = channel_data else {
+                refuse(self, "Presence channels need channel_data", 400);
+                return;
+            };
+            if raw.len() > cfg.max_presence_member_size_kb * 1024 {
+                refuse(
+                    self,
+                    &format!(
+                        "Presence member data over {} KB",
+                        cfg.max_presence_member_size_kb
+                    ),
+                    413,
+                );
+                return;
+            }
+            let parsed: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
+            let user_id = match parsed.get("user_id") {
+                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => {
+                    refuse(self, "channel_data needs a user_id", 400);
+                    return;
+                }
+            };
+            member = Some((user_id, parsed.get("user_info").cloned()));
+        }
+        let max_members = cfg.max_presence_members_per_channel;
+        // Refuse before joining when the presence channel is full and this user is new to it.
+        if let Some((user_id, _)) = &member {
+            let channels = &self.channels[app];
+            let full = channels
+                .lookup(channel)
+                .and_then(|id| channels.get(id))
+                .and_then(|c| c.members.as_ref())
+                .is_some_and(|m| {
+                    m.users.len() >= max_members && !m.users.contains_key(user_id.as_str())
+                });
+            if full {
+                refuse(
+                    self,
+                    &format!("Presence channel is full ({max_members} members)"),
+                    403,
+                );
+                return;
+            }
+        }
+        let Some((id, new)) = self.join(key, channel) else {
+            return;
+        };
+        if kind == ChannelKind::Presence {
+            if new && let Some((user_id, info)) = member {
+                self.join_presence(key, app, id, user_id, info);
+            }
+            let snapshot = self.channels[app]
+                .get(id)
+                .and_then(|c| c.members.as_ref())
+                .map(|m| m.snapshot());
+            self.reply(key, &pp::subscription_succeeded(channel, snapshot.as_ref()));
+        } else {
+            self.reply(key, &pp::subscription_succeeded(channel, None));
+        }
+        if pp::is_cache_channel(channel) {
+            let cached = self.caches[app]
+                .get(channel)
+                .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+                .map(|(f, _)| f.clone());
+            match cached {
+                Some(frame) => {
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        conn.push(frame);
+                        self.mark_dirty(key);
+                    }
+                }
+                None => self.reply(key, &pp::cache_miss(channel)),
+            }
+        }
+    }
+
+    /// Adds a presence member; `member_added` goes to the others only on the user's first
+    /// connection to the channel.
+    fn join_presence(
+        &mut self,
+        key: usize,
+        app: usize,
+        id: ChannelId,
+        user_id: String,
+        info: Option<Value>,
+    ) {
+        let Some(ch) = self.channels[app].get_mut(id) else {
+            return;
+        };
+        let members = ch.members.get_or_insert_with(Default::default);
+        let first = match members.users.get_mut(user_id.as_str()) {
+            Some(m) => {
+                m.connections += 1;
+                false
+            }
+            None => {
+                members.users.insert(
+                    user_id.as_str().into(),
+                    Member {
+                        info: info.clone(),
+                        connections: 1,
+                    },
+                );
+                true
+            }
+        };
+        let name = ch.name.clone();
+        if let Some(p) = self.conns.get_mut(key).and_then(|c| c.pusher.as_mut()) {
+            p.presence.push((id, user_id.as_str().into()));
+        }
+        if first {
+            let frame = ws::text(pp::member_added(&name, &user_id, info.as_ref()).as_bytes());
+            self.publish_frame(app, id, &frame, Some(key));
+        }
+    }
+
+    /// Called for a Pusher connection leaving channel `id`: `member_removed` goes out when this
+    /// was the user's last connection to it.
+    pub(crate) fn leave_presence(&mut self, key: usize, app: usize, id: ChannelId) {
+        let Some(p) = self.conns.get_mut(key).and_then(|c| c.pusher.as_mut()) else {
+            return;
+        };
+        let Some(pos) = p.presence.iter().position(|(c, _)| *c == id) else {
+            return;
+        };
+        let (_, user_id) = p.presence.swap_remove(pos);
+        let Some(ch) = self.channels[app].get_mut(id) else {
+            return;
+        };
+        let Some(members) = ch.members.as_mut() else {
+            return;
+        };
+        let last = match members.users.get_mut(&*user_id) {
+            Some(m) if m.connections > 1 => {
+                m.connections -= 1;
+                false
+            }
+            Some(_) => {
+                members.users.remove(&*user_id);
+                true
+            }
+            None => false,
+        };
+        if last {
+            let frame = ws::text(pp::member_removed(&ch.name, &user_id).as_bytes());
+            self.publish_frame(app, id, &frame, Some(key));
+        }
+    }
+
+    fn pusher_signin(&mut self, key: usize, auth_sig: &str, user_data: &str) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let Some(p) = conn.pusher.as_ref() else {
+            return;
+        };
+        let cfg = &self.apps.get(p.app as usize).cfg;
+        let socket_id = conn.socket_id(self.process_id);
+        let valid = auth::verify_user_auth(&cfg.key, &cfg.secret, &socket_id, user_data, auth_sig);
+        let user_id =
+            serde_json::from_str::<Value>(user_data)
+                .ok()
+                .and_then(|v| match v.get("id") {
+                    Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                });
+        match (valid, user_id) {
+            (true, Some(user_id)) => {
+                if let Some(p) = self.conns.get_mut(key).and_then(|c| c.pusher.as_mut()) {
+                    p.user_id = Some(user_id.into());
+                    p.signin_deadline = None;
+                }
+                self.reply(key, &pp::signin_success(user_data));
+            }
+            (valid, _) => {
+                let why = if valid {
+                    "user_data needs an id"
+                } else {
+                    "Invalid signature for pusher:signin"
+                };
+                self.reply(key, &pp::error(Some(pp::code::UNAUTHORIZED), why));
+                self.close_with(key, pp::code::UNAUTHORIZED, why);
+            }
+        }
+    }
+
+    fn client_event(
+        &mut self,
+        key: usize,
+        event: &str,
+        channel: &str,
+        data: &serde_json::value::RawValue,
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(p) = conn.pusher.as_mut() else {
+            return;
+        };
+        let app = p.app as usize;
+        let cfg = &self.apps.get(app).cfg;
+        let error = |server: &mut Server, message: &str| {
+            server.reply(key, &pp::error(None, message));
+        };
+        if !cfg.enable_client_messages {
+            return error(
+                self,
+                "Client events are not enabled for this app (enable_client_messages)",
+            );
+        }
+        let kind = pp::channel_kind(channel);
+        if !matches!(kind, ChannelKind::Private | ChannelKind::Presence) {
+            return error(
+                self,
+                "Client events are only allowed on private and presence channels",
+            );
+        }
+        if event.len() > cfg.max_event_name_length
+            || data.get().len() > cfg.max_event_payload_kb * 1024
+        {
+            return error(self, "Client event name or data over the app's limits");
+        }
+        let Some(id) = self.channels[app]
+            .lookup(channel)
+            .filter(|id| conn.subs.contains(id))
+        else {
+            return error(
+                self,
+                &format!("Client event on {channel}, which this connection has not subscribed to"),
+            );
+        };
+        if !p.client_events.try_take(1, Instant::now()) {
+            self.stats.rate_limited += 1;
+            self.reply(
+                key,
+                &pp::error(
+                    Some(pp::code::CLIENT_EVENT_RATE),
+                    "Client event rejected due to rate limit",
+                ),
+            );
+            return;
+        }
+        let user_id = p.presence_id(id).map(str::to_string);
+        let frame = ws::text(pp::client_event(event, channel, data, user_id.as_deref()).as_bytes());
+        self.stats.client_events += 1;
+        self.publish_frame(app, id, &frame, Some(key));
+    }
+
+    /// Closes a connection that was required to sign in and has not.
+    pub(crate) fn check_signin(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get(key) else {
+            return false;
+        };
+        let Some(p) = conn.pusher.as_ref() else {
+            return false;
+        };
+        match p.signin_deadline {
+            Some(deadline) if self.now >= deadline => {
+                let why = "Connection not signed in within the time allowed";
+                self.reply(key, &pp::error(Some(pp::code::UNAUTHORIZED), why));
+                self.close_with(key, pp::code::UNAUTHORIZED, why);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn schedule_signin_check(&mut self, key: usize, after_secs: u32) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            let due = self.now + after_secs;
+            if due < conn.timer_due || conn.timer_due == 0 {
+                conn.timer_due = self.timers.schedule(key, conn.id, due);
+            }
+        }
+    }
+}
