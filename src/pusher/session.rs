@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::auth;
 use super::protocol::{self as pp, ChannelKind, ClientMessage};
-use crate::channels::{ChannelId, Member, Members};
+use crate::channels::{ChannelId, Member};
 use crate::server::Server;
 use crate::ws;
 
