@@ -78,6 +78,18 @@ impl Server {
     }
 
     fn route(&mut self, key: usize, req: &Request, buf: &[u8]) -> Decision {
+        if !self.trusted_proxies.is_empty()
+            && let Some(conn) = self.conns.get_mut(key)
+        {
+            let ip = crate::proxy::client_ip(
+                conn.peer.ip(),
+                req.header("x-forwarded-for"),
+                &self.trusted_proxies,
+            );
+            if ip != conn.peer.ip() {
+                conn.peer = std::net::SocketAddr::new(ip, 0);
+            }
+        }
         let path = req.path();
         let prefix = self.cfg.prefix();
         let Some(rel) = path

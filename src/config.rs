@@ -55,6 +55,8 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
     /// Bearer token for cadsock's `POST /internal/broadcast`. Empty = endpoint disabled.
     pub internal_token: String,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// One Pusher application: credentials and the limits Socket Rush and BlazeCast users know.
@@ -147,6 +149,7 @@ impl Default for Config {
             app_secret: "app-secret".into(),
             apps: Vec::new(),
             internal_token: String::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -306,6 +309,7 @@ impl Config {
         if self.fifo.as_os_str().is_empty() {
             return Err("fifo: must not be empty".into());
         }
+        crate::proxy::parse_list(&self.trusted_proxies)?;
         let apps = self.effective_apps();
         for (i, app) in apps.iter().enumerate() {
             if app.id.is_empty() || app.key.is_empty() || app.secret.is_empty() {

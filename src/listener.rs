@@ -29,6 +29,39 @@ pub enum ListenError {
     },
     #[error("no free port in {first}..={last} on {host} (auto_port)")]
     NoFreePort { host: String, first: u16, last: u16 },
+    #[error(
+        "socket activation passed fd {0}, which is not a listening TCP socket; check ListenStream= in ferrocast.socket"
+    )]
+    NotAListener(i32),
+    #[error("socket activation: {0}")]
+    Activation(std::io::Error),
+}
+
+/// The listener systemd passed us (`LISTEN_FDS`), if any. With socket activation the kernel
+/// keeps queueing connections while the service restarts, so a restart refuses none.
+pub fn activated() -> Result<Option<TcpListener>, ListenError> {
+    let mut fds = crate::systemd::listen_fds();
+    if fds.is_empty() {
+        return Ok(None);
+    }
+    if fds.len() > 1 {
+        log::warn!(
+            "socket activation passed {} sockets; using the first",
+            fds.len()
+        );
+    }
+    let fd = fds.swap_remove(0);
+    if !crate::systemd::listen_fd_is_tcp_listener(std::os::fd::AsFd::as_fd(&fd)) {
+        return Err(ListenError::NotAListener(std::os::fd::AsRawFd::as_raw_fd(
+            &fd,
+        )));
+    }
+    let std_listener = std::net::TcpListener::from(fd);
+    std_listener
+        .set_nonblocking(true)
+        .map_err(ListenError::Activation)?;
+    info!("using the listening socket passed by systemd");
+    Ok(Some(TcpListener::from_std(std_listener)))
 }
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, ListenError> {

@@ -109,6 +109,10 @@ pub struct Server {
     pub(crate) process_id: u32,
     pub(crate) shutdown_deadline: Option<Instant>,
     pub(crate) ping: Frame,
+    pub(crate) trusted_proxies: Vec<crate::proxy::Trusted>,
+    /// Half of systemd's `WatchdogSec`, when it is set.
+    pub(crate) watchdog_every: Option<Duration>,
+    pub(crate) last_watchdog: Instant,
     pub(crate) stats: Stats,
 }
 
@@ -116,7 +120,10 @@ impl Server {
     pub fn bind(sources: Sources, cfg: Config) -> Result<Server, StartError> {
         let poll = Poll::new().map_err(StartError::Poll)?;
         let apps = Apps::new(cfg.effective_apps());
-        let mut listener = listener::bind(&cfg)?;
+        let mut listener = match listener::activated()? {
+            Some(l) => l,
+            None => listener::bind(&cfg)?,
+        };
         let local_addr = listener.local_addr().map_err(StartError::Poll)?;
         let fifo = Fifo::open(&cfg.fifo, cfg.fifo_mode_bits().unwrap_or(0o660))?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(StartError::Poll)?;
@@ -163,6 +170,9 @@ impl Server {
             process_id,
             shutdown_deadline: None,
             ping: ws::encode(ws::OP_PING, b"").into(),
+            trusted_proxies: crate::proxy::parse_list(&cfg.trusted_proxies).unwrap_or_default(),
+            watchdog_every: crate::systemd::watchdog_interval().map(|d| d / 2),
+            last_watchdog: Instant::now(),
             stats: Stats::default(),
             cfg,
         })
@@ -182,6 +192,9 @@ impl Server {
             self.cfg.prefix(),
             self.fifo.path().display()
         );
+        if let Err(e) = crate::systemd::ready(&format!("serving on {}", self.local_addr)) {
+            warn!("cannot notify systemd: {e}");
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout();
@@ -217,6 +230,7 @@ impl Server {
                 break;
             }
         }
+        let _ = crate::systemd::stopping();
         let left = self.conns.len();
         if left > 0 {
             warn!(
@@ -879,6 +893,12 @@ impl Server {
     // ---- time ------------------------------------------------------------------------------
 
     fn tick(&mut self) {
+        if let Some(interval) = self.watchdog_every {
+            if self.last_watchdog.elapsed() >= interval {
+                let _ = crate::systemd::watchdog();
+                self.last_watchdog = Instant::now();
+            }
+        }
         if let Some(until) = self.accept_paused_until
             && Instant::now() >= until
         {
@@ -1066,6 +1086,12 @@ impl Server {
     }
 
     fn reload(&mut self) {
+        let _ = crate::systemd::reloading();
+        self.reload_config();
+        let _ = crate::systemd::ready("configuration reloaded");
+    }
+
+    fn reload_config(&mut self) {
         match self.sources.load() {
             Ok(new) => {
                 for what in self.cfg.restart_only_changes(&new) {
@@ -1084,6 +1110,8 @@ impl Server {
                 if let Err(e) = self.apps.reload(new.effective_apps()) {
                     warn!("configuration reload: {e}; app settings were not changed");
                 }
+                self.trusted_proxies =
+                    crate::proxy::parse_list(&new.trusted_proxies).unwrap_or_default();
                 self.cfg = new;
                 (
                     self.cfg.host,
