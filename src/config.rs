@@ -57,6 +57,15 @@ pub struct Config {
     pub internal_token: String,
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<String>,
+    /// Serve `wss://`/`https://` with these PEM files (both or neither).
+    pub tls: TlsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 /// One Pusher application: credentials and the limits Socket Rush and BlazeCast users know.
@@ -150,6 +159,7 @@ impl Default for Config {
             apps: Vec::new(),
             internal_token: String::new(),
             trusted_proxies: Vec::new(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -226,7 +236,10 @@ impl Sources {
             None => "configuration".to_string(),
         };
         for (var, raw) in env {
-            let key = var.trim_start_matches("FERROCAST_").to_ascii_lowercase();
+            let key = nested_key(
+                &defaults,
+                &var.trim_start_matches("FERROCAST_").to_ascii_lowercase(),
+            );
             // Variables that are not configuration keys (FERROCAST_SOCKET_ID given to workers,
             // say) are ignored rather than refused: the environment is shared with other tools.
             let Some(default) = lookup(&defaults, &key) else {
@@ -270,6 +283,25 @@ impl Sources {
     }
 }
 
+/// `tls_cert` → `tls.cert` when `tls` is an object key, so env vars reach nested settings.
+fn nested_key(defaults: &Value, flat: &str) -> String {
+    if lookup(defaults, flat).is_some() {
+        return flat.to_string();
+    }
+    if let Some(map) = defaults.as_object() {
+        for (k, v) in map {
+            if v.is_object()
+                && let Some(rest) = flat
+                    .strip_prefix(k.as_str())
+                    .and_then(|r| r.strip_prefix('_'))
+            {
+                return format!("{k}.{rest}");
+            }
+        }
+    }
+    flat.to_string()
+}
+
 /// serde says "unknown field `x`, expected one of …"; users think in keys.
 fn unknown_field(message: &str) -> Option<&str> {
     let rest = message.strip_prefix("unknown field `")?;
@@ -310,6 +342,9 @@ impl Config {
             return Err("fifo: must not be empty".into());
         }
         crate::proxy::parse_list(&self.trusted_proxies)?;
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err("tls: give both cert and key (PEM files), or neither".into());
+        }
         let apps = self.effective_apps();
         for (i, app) in apps.iter().enumerate() {
             if app.id.is_empty() || app.key.is_empty() || app.secret.is_empty() {
@@ -556,6 +591,18 @@ mod tests {
         )];
         let c = Sources::default().load_with_env(&env).unwrap();
         assert_eq!(c.allowed_origins, vec!["http://a", "http://b"]);
+    }
+
+    #[test]
+    fn nested_env_keys() {
+        let env = vec![
+            ("FERROCAST_TLS_CERT".to_string(), "/c.pem".to_string()),
+            ("FERROCAST_TLS_KEY".to_string(), "/k.pem".to_string()),
+        ];
+        let c = Sources::default().load_with_env(&env).unwrap();
+        assert_eq!(c.tls.cert.as_deref(), Some(Path::new("/c.pem")));
+        let one = vec![("FERROCAST_TLS_CERT".to_string(), "/c.pem".to_string())];
+        assert!(Sources::default().load_with_env(&one).is_err());
     }
 
     #[test]

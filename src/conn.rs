@@ -6,7 +6,7 @@
 //! copies, and timers cost one `u32`.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 
 use mio::net::TcpStream;
@@ -67,6 +67,9 @@ pub struct Conn {
     pub write_shut: bool,
     /// Pusher protocol state; `None` for other connections.
     pub pusher: Option<Box<crate::pusher::PusherConn>>,
+    /// TLS session when the listener serves `wss://`.
+    pub tls: Option<Box<rustls::ServerConnection>>,
+    close_notify_sent: bool,
 }
 
 /// What a flush achieved.
@@ -98,6 +101,8 @@ impl Conn {
             overflowed: false,
             write_shut: false,
             pusher: None,
+            tls: None,
+            close_notify_sent: false,
         }
     }
 
@@ -136,9 +141,43 @@ impl Conn {
         self.out.shrink_to_fit();
     }
 
+    /// Reads application bytes: straight from the socket, or decrypted from TLS records.
+    /// `Ok(0)` is end of stream; `WouldBlock` means nothing more for now.
+    pub fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = self.tls.as_mut() else {
+            return self.stream.read(buf);
+        };
+        loop {
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            match tls.read_tls(&mut self.stream) {
+                Ok(0) => return Ok(0),
+                Ok(_) => {
+                    if let Err(e) = tls.process_new_packets() {
+                        // Tell the peer why (a TLS alert) before giving up on it.
+                        let _ = tls.write_tls(&mut self.stream);
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// TLS has handshake or alert bytes to send even with nothing queued.
+    pub fn tls_wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
     /// Writes queued frames, gathering up to 64 per `writev`, until done or the socket is full.
     /// Returns the number of syscalls made and how far it got.
     pub fn flush(&mut self) -> io::Result<(Flushed, usize)> {
+        if self.tls.is_some() {
+            return self.flush_tls();
+        }
         let mut calls = 0;
         while !self.out.is_empty() {
             let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
@@ -167,20 +206,71 @@ impl Conn {
         Ok((Flushed::All, calls))
     }
 
-    fn advance(&mut self, mut written: usize) {
-        self.out_bytes -= written;
-        while written > 0 {
-            let Some(front) = self.out.front() else { break };
-            let left = front.len() - self.out_offset;
-            if written >= left {
-                written -= left;
-                self.out_offset = 0;
-                self.out.pop_front();
-            } else {
-                self.out_offset += written;
-                written = 0;
+    /// TLS: frames are copied into the session (which encrypts them) a bounded amount at a time,
+    /// so the queue limit still measures what the client has not taken.
+    fn flush_tls(&mut self) -> io::Result<(Flushed, usize)> {
+        let mut calls = 0;
+        loop {
+            let Some(tls) = self.tls.as_mut() else {
+                return Ok((Flushed::All, calls));
+            };
+            while tls.wants_write() {
+                calls += 1;
+                match tls.write_tls(&mut self.stream) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Ok((Flushed::Blocked, calls));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.out.is_empty() {
+                return Ok((Flushed::All, calls));
+            }
+            let mut fed = 0;
+            while fed < 64 * 1024 {
+                let Some(front) = self.out.front() else { break };
+                let chunk = &front[self.out_offset..];
+                let n = tls.writer().write(chunk)?;
+                fed += n;
+                let whole = n == chunk.len();
+                advance_queue(&mut self.out, &mut self.out_offset, &mut self.out_bytes, n);
+                if !whole || n == 0 {
+                    break;
+                }
+            }
+            if fed == 0 && !tls.wants_write() {
+                // The session's buffer is full and nothing is pending: wait for the socket.
+                return Ok((Flushed::Blocked, calls));
             }
         }
+    }
+
+    /// After the last frame: TLS sends close_notify; returns true once everything is out and the
+    /// write side can be shut.
+    pub fn finish_write(&mut self) -> io::Result<bool> {
+        if let Some(tls) = self.tls.as_mut()
+            && !self.close_notify_sent
+        {
+            tls.send_close_notify();
+            self.close_notify_sent = true;
+        }
+        if self.tls_wants_write() {
+            let (state, _) = self.flush_tls()?;
+            return Ok(state == Flushed::All);
+        }
+        Ok(true)
+    }
+
+    fn advance(&mut self, written: usize) {
+        advance_queue(
+            &mut self.out,
+            &mut self.out_offset,
+            &mut self.out_bytes,
+            written,
+        );
     }
 
     /// Releases the read-side buffers once they hold nothing worth keeping.
@@ -199,5 +289,27 @@ impl Conn {
     /// The Pusher-style socket id `"<process>.<connection>"`.
     pub fn socket_id(&self, process: u32) -> String {
         format!("{process}.{}", self.id)
+    }
+}
+
+/// Drops `written` bytes from the front of a frame queue.
+fn advance_queue(
+    out: &mut VecDeque<Frame>,
+    offset: &mut usize,
+    bytes: &mut usize,
+    mut written: usize,
+) {
+    *bytes -= written;
+    while written > 0 {
+        let Some(front) = out.front() else { break };
+        let left = front.len() - *offset;
+        if written >= left {
+            written -= left;
+            *offset = 0;
+            out.pop_front();
+        } else {
+            *offset += written;
+            written = 0;
+        }
     }
 }

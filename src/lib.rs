@@ -19,4 +19,5 @@ pub mod pusher;
 pub mod server;
 pub mod systemd;
 pub mod timers;
+pub mod tls;
 pub mod ws;

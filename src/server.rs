@@ -4,7 +4,7 @@
 //! must be written), then flush every connection that got output in one `writev` each, so a burst
 //! of broadcasts costs one syscall per recipient rather than one per message.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,8 @@ pub enum StartError {
     Listen(#[from] listener::ListenError),
     #[error(transparent)]
     Fifo(#[from] crate::fifo::FifoError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot set up the event loop: {0}")]
     Poll(io::Error),
 }
@@ -109,6 +111,8 @@ pub struct Server {
     pub(crate) process_id: u32,
     pub(crate) shutdown_deadline: Option<Instant>,
     pub(crate) ping: Frame,
+    /// Set when serving `wss://`; replaced on SIGHUP.
+    pub(crate) tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     pub(crate) trusted_proxies: Vec<crate::proxy::Trusted>,
     /// Half of systemd's `WatchdogSec`, when it is set.
     pub(crate) watchdog_every: Option<Duration>,
@@ -120,6 +124,10 @@ impl Server {
     pub fn bind(sources: Sources, cfg: Config) -> Result<Server, StartError> {
         let poll = Poll::new().map_err(StartError::Poll)?;
         let apps = Apps::new(cfg.effective_apps());
+        let tls = match (&cfg.tls.cert, &cfg.tls.key) {
+            (Some(cert), Some(key)) => Some(crate::tls::load(cert, key)?),
+            _ => None,
+        };
         let mut listener = match listener::activated()? {
             Some(l) => l,
             None => listener::bind(&cfg)?,
@@ -170,6 +178,7 @@ impl Server {
             process_id,
             shutdown_deadline: None,
             ping: ws::encode(ws::OP_PING, b"").into(),
+            tls,
             trusted_proxies: crate::proxy::parse_list(&cfg.trusted_proxies).unwrap_or_default(),
             watchdog_every: crate::systemd::watchdog_interval().map(|d| d / 2),
             last_watchdog: Instant::now(),
@@ -184,7 +193,7 @@ impl Server {
 
     /// Runs until SIGTERM/SIGINT and the shutdown drain finish.
     pub fn run(mut self) -> io::Result<()> {
-        let scheme = "ws";
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
         info!(
             "ferrocast {} listening on {scheme}://{}{}/, FIFO {}",
             env!("CARGO_PKG_VERSION"),
@@ -313,6 +322,15 @@ impl Server {
         let id = self.next_conn_id;
         self.next_conn_id += 1;
         let mut conn = Conn::new(stream, peer, id, self.now);
+        if let Some(tls) = &self.tls {
+            match rustls::ServerConnection::new(tls.clone()) {
+                Ok(session) => conn.tls = Some(Box::new(session)),
+                Err(e) => {
+                    error!("cannot start TLS for {peer}: {e}");
+                    return;
+                }
+            }
+        }
         conn.timer_due =
             self.timers
                 .schedule(key, id, self.now + self.cfg.handshake_timeout_secs as u32);
@@ -329,7 +347,7 @@ impl Server {
             let Some(conn) = self.conns.get_mut(key) else {
                 break;
             };
-            let n = match conn.stream.read(&mut scratch) {
+            let n = match conn.read_plain(&mut scratch) {
                 Ok(0) => {
                     self.close_now(key, "peer closed");
                     break;
@@ -367,7 +385,12 @@ impl Server {
                 // Waiting for the peer's EOF: input is discarded.
                 Phase::Closing => {}
             }
-            if n < scratch.len() {
+            if let Some(conn) = self.conns.get(key)
+                && conn.tls_wants_write()
+            {
+                self.mark_dirty(key);
+            }
+            if n < scratch.len() && self.conns.get(key).is_some_and(|c| c.tls.is_none()) {
                 // A short read means the socket is drained; skip the WouldBlock round trip.
                 break;
             }
@@ -794,8 +817,17 @@ impl Server {
                     if state == Flushed::All && conn.phase == Phase::Closing && !conn.write_shut {
                         // Our side is done: FIN tells the peer, and we wait for its EOF so the
                         // kernel does not reset the connection over unread input.
-                        let _ = conn.stream.shutdown(std::net::Shutdown::Write);
-                        conn.write_shut = true;
+                        match conn.finish_write() {
+                            Ok(true) => {
+                                let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+                                conn.write_shut = true;
+                            }
+                            Ok(false) => {}
+                            Err(_) => {
+                                self.close_now(key, "write error");
+                                continue;
+                            }
+                        }
                     }
                 }
                 Err(e) => {
@@ -1112,6 +1144,19 @@ impl Server {
                 }
                 self.trusted_proxies =
                     crate::proxy::parse_list(&new.trusted_proxies).unwrap_or_default();
+                match (&new.tls.cert, &new.tls.key, self.tls.is_some()) {
+                    (Some(cert), Some(key), true) => match crate::tls::load(cert, key) {
+                        Ok(config) => {
+                            self.tls = Some(config);
+                            info!("TLS certificate reloaded from {}", cert.display());
+                        }
+                        Err(e) => error!("TLS reload failed, keeping the current certificate: {e}"),
+                    },
+                    (_, _, had) if had != new.tls.cert.is_some() => {
+                        warn!("configuration reload: turning TLS on or off needs a restart");
+                    }
+                    _ => {}
+                }
                 self.cfg = new;
                 (
                     self.cfg.host,
