@@ -925,11 +925,11 @@ impl Server {
     // ---- time ------------------------------------------------------------------------------
 
     fn tick(&mut self) {
-        if let Some(interval) = self.watchdog_every {
-            if self.last_watchdog.elapsed() >= interval {
-                let _ = crate::systemd::watchdog();
-                self.last_watchdog = Instant::now();
-            }
+        if let Some(interval) = self.watchdog_every
+            && self.last_watchdog.elapsed() >= interval
+        {
+            let _ = crate::systemd::watchdog();
+            self.last_watchdog = Instant::now();
         }
         if let Some(until) = self.accept_paused_until
             && Instant::now() >= until
