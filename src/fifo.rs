@@ -127,6 +127,52 @@ impl Fifo {
         })
     }
 
+    /// Takes over a FIFO handed on by a restarting server (`FERROCAST_FIFO_FD`): the same open
+    /// pipe, so nothing written during the restart is lost, and the same lock.
+    pub fn adopt(path: &Path, mode: u32, fd: std::os::fd::OwnedFd) -> Result<Fifo, FifoError> {
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|source| FifoError::Open {
+            path: path.into(),
+            source,
+        })?;
+        let on_disk = std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if !meta.file_type().is_fifo() || on_disk != Some((meta.dev(), meta.ino())) {
+            // The path moved on (config changed, or the FIFO was replaced): start afresh.
+            drop(file);
+            return Fifo::open(path, mode);
+        }
+        nix::fcntl::fcntl(
+            file.as_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| FifoError::Open {
+            path: path.into(),
+            source: e.into(),
+        })?;
+        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|_| FifoError::AlreadyServed { path: path.into() })?;
+        Ok(Fifo {
+            path: path.into(),
+            dev_ino: (meta.dev(), meta.ino()),
+            file,
+            mode,
+            partial: Vec::new(),
+            discarding: false,
+        })
+    }
+
+    /// Gives up the FIFO without removing it, for a restart handoff. The lock belongs to the
+    /// open file description, so the successor holds it from the first instant.
+    pub fn into_fd(self) -> io::Result<std::os::fd::OwnedFd> {
+        let dup = (*self.file).try_clone()?;
+        // Dropping the Flock would unlock the shared description; the original descriptor is
+        // close-on-exec and goes away with the exec that follows.
+        std::mem::forget(self.file);
+        Ok(dup.into())
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -226,6 +272,26 @@ impl Fifo {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// The pid of the server holding the FIFO's lock, from `/proc/locks` (for `ferrocast restart`).
+pub fn server_pid(path: &Path) -> Option<i32> {
+    let meta = std::fs::metadata(path).ok()?;
+    let dev = meta.dev();
+    let want = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // "1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF"
+        (f.len() >= 6 && f[1] == "FLOCK" && f[5] == want)
+            .then(|| f[4].parse().ok())
+            .flatten()
+    })
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {

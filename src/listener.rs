@@ -60,7 +60,9 @@ pub fn activated() -> Result<Option<TcpListener>, ListenError> {
     std_listener
         .set_nonblocking(true)
         .map_err(ListenError::Activation)?;
-    info!("using the listening socket passed by systemd");
+    info!(
+        "using the inherited listening socket (LISTEN_FDS: systemd socket activation or a restart)"
+    );
     Ok(Some(TcpListener::from_std(std_listener)))
 }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use ferrocast::config::{self, Sources};
 use ferrocast::fifo;
-use ferrocast::server::Server;
+use ferrocast::server::{Exit, Handoff, Server};
 use log::error;
 
 #[derive(Parser)]
@@ -34,6 +34,13 @@ enum Command {
     Broadcast(BroadcastArgs),
     /// Print the effective configuration as JSON (secrets masked), or check a file.
     Config(ConfigCommand),
+    /// Restart the running server in place (re-reads the binary and the configuration).
+    ///
+    /// Clients are closed with 1012 (service restart) so browsers reconnect at once; the
+    /// listening socket and the FIFO pass to the new process, so no connection is refused and
+    /// no FIFO line is lost. For a configuration change alone, SIGHUP (systemctl reload) keeps
+    /// every connection.
+    Restart(ConfigArgs),
 }
 
 /// Where the configuration comes from. Flags beat FERROCAST_* variables, which beat the file.
@@ -125,6 +132,7 @@ fn main() -> ExitCode {
         Command::Websocket(args) => websocket(args),
         Command::Broadcast(args) => broadcast(args),
         Command::Config(args) => config_command(args),
+        Command::Restart(args) => restart(args),
     }
 }
 
@@ -142,7 +150,8 @@ fn websocket(args: ConfigArgs) -> ExitCode {
         Err(e) => return fail(&e.to_string(), 1),
     };
     match server.run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Exit::Stopped) => ExitCode::SUCCESS,
+        Ok(Exit::Restart(handoff)) => reexec(handoff),
         Err(e) => fail(&format!("event loop failed: {e}"), 1),
     }
 }
@@ -243,6 +252,68 @@ fn config_command(args: ConfigCommand) -> ExitCode {
         }
         Err(e) => fail(&e.to_string(), 2),
     }
+}
+
+fn restart(args: ConfigArgs) -> ExitCode {
+    let cfg = match args
+        .sources()
+        .and_then(|s| s.load().map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => return fail(&e, 2),
+    };
+    let Some(pid) = fifo::server_pid(&cfg.fifo) else {
+        return fail(
+            &format!("no ferrocast server is reading {}", cfg.fifo.display()),
+            1,
+        );
+    };
+    match nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGUSR2,
+    ) {
+        Ok(()) => {
+            println!("asked ferrocast (pid {pid}) to restart");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("cannot signal pid {pid}: {e}"), 1),
+    }
+}
+
+/// Replaces this process with a fresh copy of the binary (same pid, so systemd keeps tracking
+/// it), passing the listener the systemd way (fd 3, LISTEN_FDS) and the FIFO by number.
+fn reexec(handoff: Handoff) -> ExitCode {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    use std::os::unix::process::CommandExt;
+    // Move the FIFO out of the way of fd 3 first, without close-on-exec.
+    let fifo = match nix::fcntl::fcntl(&handoff.fifo, nix::fcntl::FcntlArg::F_DUPFD(10)) {
+        Ok(fd) => fd,
+        Err(e) => return fail(&format!("restart: cannot pass the FIFO on: {e}"), 1),
+    };
+    let listener = handoff.listener.as_raw_fd();
+    // SAFETY: plain descriptor calls on fds we own, in a process with no other thread, right
+    // before exec.
+    let ok = unsafe {
+        (listener == 3 || libc::dup2(listener, 3) == 3) && libc::fcntl(3, libc::F_SETFD, 0) == 0
+    };
+    if !ok {
+        return fail(
+            &format!(
+                "restart: cannot pass the listener on: {}",
+                std::io::Error::last_os_error()
+            ),
+            1,
+        );
+    }
+    let _ = handoff.listener.into_raw_fd();
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let err = std::process::Command::new("/proc/self/exe")
+        .args(args)
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_PID", std::process::id().to_string())
+        .env("FERROCAST_FIFO_FD", fifo.to_string())
+        .exec();
+    fail(&format!("restart: cannot exec a new server: {err}"), 1)
 }
 
 fn fail(message: &str, code: u8) -> ExitCode {

@@ -12,7 +12,7 @@ use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -44,6 +44,20 @@ const LINGER_SECS: u32 = 3;
 /// Pause after EMFILE/ENFILE before accepting again.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
 const SCRATCH_BYTES: usize = 64 * 1024;
+
+/// How the loop ended.
+pub enum Exit {
+    Stopped,
+    /// SIGUSR2: exec a fresh copy of ourselves that takes over these descriptors.
+    Restart(Handoff),
+}
+
+/// What a restarting server passes to its successor: the listening socket (queued connections
+/// included) and the FIFO (bytes written meanwhile included, lock still held).
+pub struct Handoff {
+    pub listener: std::os::fd::OwnedFd,
+    pub fifo: std::os::fd::OwnedFd,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -111,6 +125,8 @@ pub struct Server {
     pub(crate) process_id: u32,
     pub(crate) shutdown_deadline: Option<Instant>,
     pub(crate) ping: Frame,
+    /// The listener kept across a SIGUSR2 restart.
+    pub(crate) restart_listener: Option<TcpListener>,
     /// Set when serving `wss://`; replaced on SIGHUP.
     pub(crate) tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     pub(crate) trusted_proxies: Vec<crate::proxy::Trusted>,
@@ -133,8 +149,9 @@ impl Server {
             None => listener::bind(&cfg)?,
         };
         let local_addr = listener.local_addr().map_err(StartError::Poll)?;
-        let fifo = Fifo::open(&cfg.fifo, cfg.fifo_mode_bits().unwrap_or(0o660))?;
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(StartError::Poll)?;
+        let fifo = open_fifo(&cfg)?;
+        let mut signals =
+            Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR2]).map_err(StartError::Poll)?;
         let registry = poll.registry();
         registry
             .register(&mut listener, LISTENER, Interest::READABLE)
@@ -178,6 +195,7 @@ impl Server {
             process_id,
             shutdown_deadline: None,
             ping: ws::encode(ws::OP_PING, b"").into(),
+            restart_listener: None,
             tls,
             trusted_proxies: crate::proxy::parse_list(&cfg.trusted_proxies).unwrap_or_default(),
             watchdog_every: crate::systemd::watchdog_interval().map(|d| d / 2),
@@ -192,7 +210,7 @@ impl Server {
     }
 
     /// Runs until SIGTERM/SIGINT and the shutdown drain finish.
-    pub fn run(mut self) -> io::Result<()> {
+    pub fn run(mut self) -> io::Result<Exit> {
         let scheme = if self.tls.is_some() { "wss" } else { "ws" };
         info!(
             "ferrocast {} listening on {scheme}://{}{}/, FIFO {}",
@@ -246,9 +264,18 @@ impl Server {
                 "shutdown timeout reached with {left} connection(s) still flushing; closing them"
             );
         }
+        if let Some(listener) = self.restart_listener.take() {
+            info!("restarting in place");
+            let fifo = self.fifo.into_fd()?;
+            let std_listener: std::net::TcpListener = listener.into();
+            return Ok(Exit::Restart(Handoff {
+                listener: std_listener.into(),
+                fifo,
+            }));
+        }
         self.fifo.remove();
         info!("ferrocast stopped");
-        Ok(())
+        Ok(Exit::Stopped)
     }
 
     fn poll_timeout(&self) -> Duration {
@@ -1080,7 +1107,7 @@ impl Server {
         let pending: Vec<i32> = self.signals.pending().collect();
         for signal in pending {
             match signal {
-                SIGTERM | SIGINT => self.begin_shutdown(signal),
+                SIGTERM | SIGINT | SIGUSR2 => self.begin_shutdown(signal),
                 SIGHUP => self.reload(),
                 _ => {}
             }
@@ -1091,24 +1118,28 @@ impl Server {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        info!(
-            "received {}; closing {} connection(s)",
-            if signal == SIGINT {
-                "SIGINT"
-            } else {
-                "SIGTERM"
-            },
-            self.sessions
-        );
+        let (name, code, reason) = match signal {
+            SIGINT => ("SIGINT", close::GOING_AWAY, "server shutting down"),
+            // Restart: browsers reconnect at once on 1012, and the new process is already
+            // listening on the same socket by then.
+            SIGUSR2 => ("SIGUSR2 (restart)", close::RESTART, "server restarting"),
+            _ => ("SIGTERM", close::GOING_AWAY, "server shutting down"),
+        };
+        info!("received {name}; closing {} connection(s)", self.sessions);
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
+            if signal == SIGUSR2 {
+                // Kept open: connections arriving meanwhile wait in its backlog for the new
+                // process.
+                self.restart_listener = Some(listener);
+            }
         }
         // Whatever scripts wrote before the signal is delivered before the goodbye.
         self.read_fifo();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             match self.conns[key].phase {
-                Phase::Open => self.close_with(key, close::GOING_AWAY, "server shutting down"),
+                Phase::Open => self.close_with(key, code, reason),
                 Phase::Request => self.close_now(key, "shutdown"),
                 Phase::Closing => {}
             }
@@ -1196,6 +1227,30 @@ fn deliver(
         dirty.push(key);
     }
     true
+}
+
+/// Opens the FIFO, or takes over the one a restarting predecessor handed on.
+fn open_fifo(cfg: &Config) -> Result<Fifo, crate::fifo::FifoError> {
+    let mode = cfg.fifo_mode_bits().unwrap_or(0o660);
+    let handed = std::env::var("FERROCAST_FIFO_FD")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok());
+    if let Some(raw) = handed {
+        // SAFETY: the variable is removed at once and only ever set by our own restart, which
+        // leaves this descriptor open for us; the process has no other thread.
+        unsafe { std::env::remove_var("FERROCAST_FIFO_FD") };
+        if nix::fcntl::fcntl(
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) },
+            nix::fcntl::FcntlArg::F_GETFD,
+        )
+        .is_ok()
+        {
+            // SAFETY: checked open above; nothing else in this process refers to it.
+            let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+            return Fifo::adopt(&cfg.fifo, mode, fd);
+        }
+    }
+    Fifo::open(&cfg.fifo, mode)
 }
 
 fn is_fd_exhaustion(e: &io::Error) -> bool {
