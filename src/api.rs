@@ -100,7 +100,7 @@ impl Server {
         };
         let rel = if rel.is_empty() { "/" } else { rel };
         if http::wants_upgrade(req) {
-            return self.route_upgrade(req, rel);
+            return self.route_upgrade(key, req, rel);
         }
         // Plain HTTP: wait for the whole body first.
         if req.header("transfer-encoding").is_some() {
@@ -144,7 +144,7 @@ impl Server {
         }
     }
 
-    fn route_upgrade(&self, req: &Request, rel: &str) -> Decision {
+    fn route_upgrade(&self, key: usize, req: &Request, rel: &str) -> Decision {
         let accept = match http::check_upgrade(req, &self.cfg.allowed_origins) {
             Ok(accept) => accept,
             Err(refusal) => return Decision::Respond(refusal.response()),
@@ -154,6 +154,17 @@ impl Server {
                 503,
                 &[("Retry-After", "5")],
                 &http::error_body("server at max_connections"),
+            ));
+        }
+        let limit = self.cfg.max_connections_per_ip;
+        if limit > 0
+            && let Some(conn) = self.conns.get(key)
+            && self.per_ip.get(&conn.peer.ip()).copied().unwrap_or(0) as usize >= limit
+        {
+            return Decision::Respond(http::response(
+                429,
+                &[("Retry-After", "5")],
+                &http::error_body("too many connections from this address (max_connections_per_ip)"),
             ));
         }
         let (mode, pusher) = if rel == "/ws" {
@@ -239,6 +250,9 @@ impl Server {
         conn.phase = Phase::Open;
         conn.mode = mode;
         self.sessions += 1;
+        if self.cfg.max_connections_per_ip > 0 {
+            *self.per_ip.entry(conn.peer.ip()).or_insert(0) += 1;
+        }
         let due = self.now + self.cfg.ping_interval_secs as u32;
         conn.timer_due = self.timers.schedule(key, conn.id, due);
         self.mark_dirty(key);
@@ -341,6 +355,7 @@ impl Server {
             ));
         }
         let event = field("event").unwrap_or_else(|| "message".into());
+        self.publish_stamp = self.publish_stamp.wrapping_add(1);
         self.publish(0, &channel, &event, &message, None, &mut None);
         self.stats.api_publishes += 1;
         respond(200, &json!({}))
@@ -454,6 +469,7 @@ impl Server {
                 .as_deref()
                 .and_then(|s| self.parse_socket_id(s));
             let mut plain = None;
+            self.publish_stamp = self.publish_stamp.wrapping_add(1);
             for channel in &event.channels {
                 self.publish(app, channel, &event.name, &event.data, except, &mut plain);
             }

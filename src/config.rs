@@ -41,6 +41,10 @@ pub struct Config {
     pub handshake_timeout_secs: u64,
     /// 0 = unlimited.
     pub max_connections: usize,
+    /// WebSocket sessions from one client address (after `trusted_proxies`); 0 = unlimited.
+    pub max_connections_per_ip: usize,
+    /// Channels one connection may be subscribed to at once.
+    pub max_channels_per_connection: usize,
     /// Bytes queued for one client before it is considered a slow consumer and closed.
     pub outbound_queue_bytes: usize,
     /// How long a SIGTERM waits for queued messages to drain.
@@ -150,6 +154,8 @@ impl Default for Config {
             activity_timeout_secs: 120,
             handshake_timeout_secs: 10,
             max_connections: 0,
+            max_connections_per_ip: 0,
+            max_channels_per_connection: 100,
             outbound_queue_bytes: 1024 * 1024,
             shutdown_timeout_secs: 5,
             max_body_bytes: 256 * 1024,

@@ -65,6 +65,8 @@ pub struct Conn {
     pub overflowed: bool,
     /// Our write side is shut (after the last queued byte went out in `Closing`).
     pub write_shut: bool,
+    /// See `Server::publish_stamp`.
+    pub publish_stamp: u32,
     /// Pusher protocol state; `None` for other connections.
     pub pusher: Option<Box<crate::pusher::PusherConn>>,
     /// TLS session when the listener serves `wss://`.
@@ -100,6 +102,7 @@ impl Conn {
             dirty: false,
             overflowed: false,
             write_shut: false,
+            publish_stamp: 0,
             pusher: None,
             tls: None,
             close_notify_sent: false,

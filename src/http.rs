@@ -110,15 +110,21 @@ impl Refusal {
     }
 }
 
-/// Is this request asking for a WebSocket? (Upgrade: websocket present at all.)
+/// Is this request trying to open a WebSocket? Any of the upgrade headers counts, so that a
+/// request with some of them wrong gets 400 rather than being served as plain HTTP.
 pub fn wants_upgrade(req: &Request) -> bool {
     req.header_has_token("upgrade", "websocket")
+        || req.header_has_token("connection", "upgrade")
+        || req.header("sec-websocket-key").is_some()
 }
 
 /// Checks an upgrade request and returns the `Sec-WebSocket-Accept` value.
 pub fn check_upgrade(req: &Request, allowed_origins: &[String]) -> Result<String, Refusal> {
     if req.method != "GET" {
         return Err(Refusal::BadRequest("WebSocket upgrades must use GET"));
+    }
+    if !req.header_has_token("upgrade", "websocket") {
+        return Err(Refusal::BadRequest("missing \"Upgrade: websocket\""));
     }
     if !req.header_has_token("connection", "upgrade") {
         return Err(Refusal::BadRequest("missing \"Connection: Upgrade\""));

@@ -64,8 +64,10 @@ pub fn parse_line(line: &[u8]) -> Line<'_> {
     let Some(raw) = wire.data.or(wire.message) else {
         return Line::Invalid("no \"data\" (or \"message\") to publish".into());
     };
-    let data = match serde_json::from_str::<String>(raw.get()) {
-        Ok(s) => s,
+    // A string is sent as itself; any other value as its compact JSON text.
+    let data = match serde_json::from_str::<serde_json::Value>(raw.get()) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
         Err(_) => raw.get().to_string(),
     };
     Line::Publish(Publish {
@@ -94,7 +96,7 @@ mod tests {
             panic!()
         };
         assert_eq!(p.channels, vec!["a", "b"]);
-        assert_eq!(p.data, r#"{"x": [1, 2]}"#);
+        assert_eq!(p.data, r#"{"x":[1,2]}"#);
         assert_eq!(p.socket_id.as_deref(), Some("1.2"));
         let Line::Publish(p) = parse_line(br#"{"channel":"a","message":"m"}"#) else {
             panic!()

@@ -125,6 +125,13 @@ pub struct Server {
     pub(crate) process_id: u32,
     pub(crate) shutdown_deadline: Option<Instant>,
     pub(crate) ping: Frame,
+    /// The server second the once-a-second work last ran in.
+    pub(crate) last_tick_second: u32,
+    /// Stamp of the publish in progress, so a multi-channel message reaches a channel-protocol
+    /// client once even when it listens on several of the channels.
+    pub(crate) publish_stamp: u32,
+    /// Open sessions per client address, kept only when `max_connections_per_ip` is set.
+    pub(crate) per_ip: HashMap<std::net::IpAddr, u32>,
     /// The listener kept across a SIGUSR2 restart.
     pub(crate) restart_listener: Option<TcpListener>,
     /// Set when serving `wss://`; replaced on SIGHUP.
@@ -195,6 +202,9 @@ impl Server {
             process_id,
             shutdown_deadline: None,
             ping: ws::encode(ws::OP_PING, b"").into(),
+            last_tick_second: 0,
+            publish_stamp: 0,
+            per_ip: HashMap::new(),
             restart_listener: None,
             tls,
             trusted_proxies: crate::proxy::parse_list(&cfg.trusted_proxies).unwrap_or_default(),
@@ -574,6 +584,14 @@ impl Server {
                     self.reply(key, &proto::error(&msg));
                     return;
                 }
+                if self.over_channel_limit(key, &name) {
+                    let msg = format!(
+                        "cannot subscribe to \"{name}\": already in max_channels_per_connection ({}) channels",
+                        self.cfg.max_channels_per_connection
+                    );
+                    self.reply(key, &proto::error(&msg));
+                    return;
+                }
                 self.join(key, &name);
                 self.reply(key, &proto::subscribed(&name, &socket_id));
             }
@@ -584,6 +602,13 @@ impl Server {
             Ok(proto::Request::Ping) => self.reply(key, &proto::pong(&socket_id)),
             Err(message) => self.reply(key, &proto::error(&message)),
         }
+    }
+
+    /// Whether subscribing to `name` would take the connection past `max_channels_per_connection`.
+    pub(crate) fn over_channel_limit(&self, key: usize, name: &str) -> bool {
+        let Some(conn) = self.conns.get(key) else { return false };
+        let already = self.channels[conn.app()].lookup(name).is_some_and(|id| conn.subs.contains(&id));
+        !already && conn.subs.len() >= self.cfg.max_channels_per_connection
     }
 
     /// Adds the connection to a channel of its app; returns the channel and whether it was new
@@ -698,6 +723,7 @@ impl Server {
                 let except = p.socket_id.as_deref().and_then(|s| self.parse_socket_id(s));
                 let event = p.event.as_deref().unwrap_or("message");
                 let mut plain = None;
+                self.publish_stamp = self.publish_stamp.wrapping_add(1);
                 for name in &p.channels {
                     self.publish(app, name, event, &p.data, except, &mut plain);
                 }
@@ -751,10 +777,18 @@ impl Server {
                 continue;
             }
             let frame = match conn.mode {
+                // Pusher events name their channel: one per channel is right.
                 Mode::Pusher => pusher_frame.get_or_insert_with(|| {
                     ws::text(pp::event(event, channel, data, None).as_bytes())
                 }),
-                _ => plain.get_or_insert_with(|| ws::text(data.as_bytes())),
+                // The bare payload does not: send it once per publish.
+                _ => {
+                    if conn.publish_stamp == self.publish_stamp {
+                        continue;
+                    }
+                    conn.publish_stamp = self.publish_stamp;
+                    plain.get_or_insert_with(|| ws::text(data.as_bytes()))
+                }
             };
             delivered += deliver(
                 conn,
@@ -916,6 +950,15 @@ impl Server {
         };
         if conn.phase == Phase::Open {
             self.sessions -= 1;
+            if self.cfg.max_connections_per_ip > 0 {
+                let ip = conn.peer.ip();
+                if let Some(n) = self.per_ip.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_ip.remove(&ip);
+                    }
+                }
+            }
             if let Some(p) = &conn.pusher {
                 let app = self.apps.get_mut(p.app as usize);
                 app.connections = app.connections.saturating_sub(1);
@@ -968,12 +1011,12 @@ impl Server {
                 self.emfile_logged = false;
             }
         }
-        let mut fired = std::mem::take(&mut self.fired);
-        self.timers.advance(self.now, &mut fired);
-        if fired.is_empty() {
-            self.fired = fired;
+        if self.now == self.last_tick_second {
             return;
         }
+        self.last_tick_second = self.now;
+        let mut fired = std::mem::take(&mut self.fired);
+        self.timers.advance(self.now, &mut fired);
         for entry in fired.drain(..) {
             self.on_timer(entry);
         }
@@ -1218,9 +1261,14 @@ fn deliver(
         return false;
     }
     if !conn.enqueue(frame, limit) {
-        conn.overflowed = true;
-        overflowed.push(key);
-        return false;
+        // The limit is on what the client has not taken: let the kernel take what it will
+        // before judging. A reading client drains here; a stalled one stays full.
+        let _ = conn.flush();
+        if !conn.enqueue(frame, limit) {
+            conn.overflowed = true;
+            overflowed.push(key);
+            return false;
+        }
     }
     if !conn.dirty {
         conn.dirty = true;

@@ -158,6 +158,14 @@ impl Server {
                 return;
             }
         }
+        if self.over_channel_limit(key, channel) {
+            let msg = format!(
+                "Cannot subscribe to {channel}: already in max_channels_per_connection ({}) channels",
+                self.cfg.max_channels_per_connection
+            );
+            self.reply(key, &pp::error(None, &msg));
+            return;
+        }
         let Some((id, new)) = self.join(key, channel) else {
             return;
         };

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The one test command: installs what the test suites need (when missing), runs every suite,
+# prints each suite's summary lines and a total, exits non-zero on any failure.
+#
+# Usage: bash tests/run.sh            (from anywhere)
+# Suites are functions named suite_*; add one per tool (npm clients, redis-server, apache2, ...)
+# with a matching need_* function that installs its prerequisites.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+LOGDIR="$(mktemp -d "${TMPDIR:-/tmp}/ferrocast-tests.XXXXXX")"
+TOTAL_PASSED=0
+TOTAL_FAILED=0
+TOTAL_SKIPPED=0
+FAILED_SUITES=()
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# --- prerequisites --------------------------------------------------------------------------
+
+need_cargo() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    command -v cargo >/dev/null 2>&1 || { log "cargo not found: install a Rust toolchain"; exit 1; }
+}
+
+# apt_install PKG... : installs Debian packages that are missing (runs apt-get update once).
+APT_UPDATED=0
+apt_install() {
+    local missing=()
+    for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$APT_UPDATED" -eq 0 ]; then apt-get update -qq && APT_UPDATED=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+}
+
+# --- suites ---------------------------------------------------------------------------------
+
+# Rust unit + integration tests (tests/*.rs drive the real binary).
+suite_rust() {
+    need_cargo
+    local out="$LOGDIR/rust.log"
+    log "building tests"
+    # Build first so compile time is not counted against test deadlines.
+    if ! cargo test --all-targets --no-run 2>&1 | tee "$out.build"; then
+        log "build failed"
+        SUMMARIES+=("rust: build failed (see the compiler errors above)")
+        return 1
+    fi
+    log "running cargo test (2 threads per test binary)"
+    timeout --kill-after=30 1800 cargo test --all-targets --no-fail-fast -- --test-threads=2 2>&1 | tee "$out"
+    local rc=${PIPESTATUS[0]}
+    count_cargo "$out"
+    return "$rc"
+}
+
+# Adds up cargo's `test result:` lines into the totals and prints them again at the end.
+count_cargo() {
+    local f="$1" p fl ig
+    while read -r line; do
+        p=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$line")
+        fl=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$line")
+        ig=$(sed -nE 's/.* ([0-9]+) ignored.*/\1/p' <<<"$line")
+        TOTAL_PASSED=$((TOTAL_PASSED + ${p:-0}))
+        TOTAL_FAILED=$((TOTAL_FAILED + ${fl:-0}))
+        TOTAL_SKIPPED=$((TOTAL_SKIPPED + ${ig:-0}))
+    done < <(grep -E '^test result:' "$f")
+    SUMMARIES+=("$(grep -E '^(test result:|     Running )' "$f")")
+}
+
+# Later suites go here, e.g.:
+# suite_node()   { need_cargo; apt_install nodejs npm; (cd tests/node && npm ci) && node --test tests/node; }
+# suite_redis()  { apt_install redis-server; ...; }
+# suite_apache() { apt_install apache2; ...; }
+
+SUITES=(rust)
+SUMMARIES=()
+
+for s in "${SUITES[@]}"; do
+    log "suite $s"
+    if ! "suite_$s"; then
+        FAILED_SUITES+=("$s")
+    fi
+done
+
+echo
+echo "================ summary ================"
+for s in "${SUMMARIES[@]}"; do printf '%s\n' "$s"; done
+echo "-----------------------------------------"
+if [ ${#FAILED_SUITES[@]} -gt 0 ]; then
+    echo "failed suites: ${FAILED_SUITES[*]}"
+fi
+echo "total: ${TOTAL_PASSED} passed, ${TOTAL_FAILED} failed, ${TOTAL_SKIPPED} skipped"
+rm -rf "$LOGDIR"
+if [ ${#FAILED_SUITES[@]} -gt 0 ] || [ "$TOTAL_FAILED" -gt 0 ] || [ "$TOTAL_PASSED" -eq 0 ]; then
+    exit 1
+fi
+exit 0
