@@ -126,6 +126,9 @@ impl Server {
         }
         let body = &buf[req.head_len..req.head_len + body_len];
         debug!("connection {key}: {} {}", req.method, req.target);
+        if let Some(sub) = self.console_route(rel) {
+            return self.console_http(req, sub, body);
+        }
         match (req.method, rel) {
             ("GET" | "HEAD", "/up") | ("GET" | "HEAD", "/pusher/health") => {
                 Decision::Respond(http::response(200, &[], &self.health()))
@@ -164,11 +167,27 @@ impl Server {
             return Decision::Respond(http::response(
                 429,
                 &[("Retry-After", "5")],
-                &http::error_body("too many connections from this address (max_connections_per_ip)"),
+                &http::error_body(
+                    "too many connections from this address (max_connections_per_ip)",
+                ),
             ));
         }
         let (mode, pusher) = if rel == "/ws" {
             (Mode::Channel, None)
+        } else if self.console_route(rel) == Some("/feed") {
+            let session = crate::pusher::auth::parse_query(req.query())
+                .into_iter()
+                .find(|(k, _)| k == "session")
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            if !self.console_sessions.valid(&session) {
+                return Decision::Respond(http::response(
+                    401,
+                    &[],
+                    &http::error_body("console session expired: log in again"),
+                ));
+            }
+            (Mode::Console, None)
         } else if let Some(app_key) = rel.strip_prefix("/app/") {
             (Mode::Pusher, Some(self.pusher_admission(req, app_key)))
         } else {
@@ -249,6 +268,29 @@ impl Server {
         conn.push(http::switching_protocols(accept).into());
         conn.phase = Phase::Open;
         conn.mode = mode;
+        if mode == Mode::Console {
+            // Not a client: no session count, no pings from the timer beyond the usual.
+            let due = self.now + self.cfg.ping_interval_secs as u32;
+            conn.timer_due = self.timers.schedule(key, conn.id, due);
+            self.consoles.push(key);
+            self.mark_dirty(key);
+            self.console_hello(key);
+            return;
+        }
+        if !self.consoles.is_empty() {
+            let socket_id = conn.socket_id(self.process_id);
+            let detail = format!("{mode:?} from {}", conn.peer);
+            self.console_event(
+                "connection_opened",
+                Some(&socket_id),
+                None,
+                None,
+                Some(&detail),
+            );
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         self.sessions += 1;
         if self.cfg.max_connections_per_ip > 0 {
             *self.per_ip.entry(conn.peer.ip()).or_insert(0) += 1;
@@ -314,6 +356,102 @@ impl Server {
         .to_string()
     }
 
+    /// The part of `rel` under the console's path ("" for the page itself), when enabled.
+    fn console_route<'r>(&self, rel: &'r str) -> Option<&'r str> {
+        if !self.cfg.console.enabled {
+            return None;
+        }
+        rel.strip_prefix(self.cfg.console.path.trim_end_matches('/'))
+            .filter(|sub| sub.is_empty() || *sub == "/" || *sub == "/feed" || *sub == "/publish")
+    }
+
+    fn console_http(&mut self, req: &Request, sub: &str, body: &[u8]) -> Decision {
+        match (req.method, sub) {
+            ("GET", "" | "/") => {
+                if !crate::console::basic_auth_ok(self, req.header("authorization")) {
+                    return Decision::Respond(http::response(
+                        401,
+                        &[(
+                            "WWW-Authenticate",
+                            "Basic realm=\"ferrocast console\", charset=\"UTF-8\"",
+                        )],
+                        &http::error_body("log in with an app's key and secret"),
+                    ));
+                }
+                let session = self.console_sessions.create();
+                let prefix = format!(
+                    "{}{}",
+                    self.cfg.prefix(),
+                    self.cfg.console.path.trim_end_matches('/')
+                );
+                let page = crate::console::page(&session, &prefix);
+                Decision::Respond(http::response_with(
+                    200,
+                    "text/html; charset=utf-8",
+                    &[("Cache-Control", "no-store"), ("X-Frame-Options", "DENY")],
+                    &page,
+                ))
+            }
+            ("POST", "/publish") => {
+                let session = req.header("x-console-session").unwrap_or("");
+                if !self.console_sessions.valid(session) {
+                    return Decision::Respond(http::response(
+                        401,
+                        &[],
+                        &http::error_body("console session expired: log in again"),
+                    ));
+                }
+                #[derive(serde::Deserialize)]
+                struct Form {
+                    app: Option<String>,
+                    channel: String,
+                    event: String,
+                    data: String,
+                }
+                let form: Form = match serde_json::from_slice(body) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        return respond_error(RestError {
+                            status: 400,
+                            message: format!("invalid JSON: {e}"),
+                        });
+                    }
+                };
+                let app = match form.app.as_deref() {
+                    None | Some("") => 0,
+                    Some(id) => match self.apps.by_id(id) {
+                        Some(a) => a,
+                        None => {
+                            return respond_error(RestError {
+                                status: 400,
+                                message: format!("unknown app \"{id}\""),
+                            });
+                        }
+                    },
+                };
+                if !rest::valid_channel(&form.channel, &self.apps.get(app).cfg)
+                    || form.event.is_empty()
+                {
+                    return respond_error(RestError {
+                        status: 400,
+                        message: "a valid channel and an event name are required".into(),
+                    });
+                }
+                self.publish_stamp = self.publish_stamp.wrapping_add(1);
+                self.publish(app, &form.channel, &form.event, &form.data, None, &mut None);
+                self.console_event(
+                    "publish",
+                    None,
+                    Some(&form.channel),
+                    Some(&form.event),
+                    Some("console"),
+                );
+                respond(200, &json!({}))
+            }
+            _ => not_found(),
+        }
+    }
+
     /// cadsock's broadcast endpoint: form fields `channel` and `message`, bearer token required.
     fn internal_broadcast(&mut self, req: &Request, body: &[u8]) -> Decision {
         let token = &self.cfg.internal_token;
@@ -357,6 +495,13 @@ impl Server {
         let event = field("event").unwrap_or_else(|| "message".into());
         self.publish_stamp = self.publish_stamp.wrapping_add(1);
         self.publish(0, &channel, &event, &message, None, &mut None);
+        self.console_event(
+            "publish",
+            None,
+            Some(&channel),
+            Some(&event),
+            Some("internal"),
+        );
         self.stats.api_publishes += 1;
         respond(200, &json!({}))
     }
@@ -392,6 +537,8 @@ impl Server {
             now_unix,
         ) {
             warn!("REST {} {}: {}", req.method, req.path(), e.message);
+            let detail = format!("REST {} {}: {}", req.method, req.path(), e.message);
+            self.console_event("error", None, None, None, Some(&detail));
             return self.rest_result(e.status, respond_error(e));
         }
         if !cfg.enabled {
@@ -472,6 +619,13 @@ impl Server {
             self.publish_stamp = self.publish_stamp.wrapping_add(1);
             for channel in &event.channels {
                 self.publish(app, channel, &event.name, &event.data, except, &mut plain);
+                self.console_event(
+                    "publish",
+                    None,
+                    Some(channel),
+                    Some(&event.name),
+                    Some("rest"),
+                );
             }
             self.stats.api_publishes += 1;
             if event.info.any() {

@@ -63,6 +63,28 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// Serve `wss://`/`https://` with these PEM files (both or neither).
     pub tls: TlsConfig,
+    /// The live debug console.
+    pub console: ConsoleConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    pub enabled: bool,
+    /// Under the server's `path` prefix.
+    pub path: String,
+    /// Login with user `token` and this password, besides any app's key and secret.
+    pub token: String,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: false,
+            path: "/console".into(),
+            token: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -166,6 +188,7 @@ impl Default for Config {
             internal_token: String::new(),
             trusted_proxies: Vec::new(),
             tls: TlsConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -348,6 +371,12 @@ impl Config {
             return Err("fifo: must not be empty".into());
         }
         crate::proxy::parse_list(&self.trusted_proxies)?;
+        if !self.console.path.starts_with('/') || self.console.path.len() < 2 {
+            return Err(format!(
+                "console.path: \"{}\" must start with '/'",
+                self.console.path
+            ));
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err("tls: give both cert and key (PEM files), or neither".into());
         }

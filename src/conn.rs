@@ -34,6 +34,8 @@ pub enum Mode {
     Channel,
     /// Pusher Channels protocol v7 (`/app/{key}`).
     Pusher,
+    /// The debug console's event feed.
+    Console,
 }
 
 /// Most iovecs handed to one `writev`.

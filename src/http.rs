@@ -212,7 +212,7 @@ pub fn response_typed(status: u16, content_type: &str, body: &str) -> Vec<u8> {
     response_with(status, content_type, &[], body)
 }
 
-fn response_with(
+pub fn response_with(
     status: u16,
     content_type: &str,
     extra_headers: &[(&str, &str)],

@@ -9,6 +9,7 @@ pub mod channel_protocol;
 pub mod channels;
 pub mod config;
 pub mod conn;
+pub mod console;
 pub mod fifo;
 pub mod http;
 pub mod listener;

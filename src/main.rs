@@ -64,6 +64,9 @@ struct ConfigArgs {
     /// The broadcast FIFO [default: $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR or /tmp/ferrocast-$UID, + /broadcast.fifo].
     #[arg(long, value_name = "PATH")]
     fifo: Option<PathBuf>,
+    /// Serve the live debug console at /console (login: an app's key and secret).
+    #[arg(long)]
+    console: bool,
     /// Set any configuration key, e.g. --set max_connections=1000 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -88,6 +91,7 @@ impl ConfigArgs {
         flag("path", self.path.clone());
         flag("fifo", self.fifo.as_ref().map(|p| p.display().to_string()));
         flag("auto_port", self.auto_port.then(|| "true".to_string()));
+        flag("console.enabled", self.console.then(|| "true".to_string()));
         Ok(Sources {
             file: self.config.clone(),
             overrides,

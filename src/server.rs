@@ -125,6 +125,9 @@ pub struct Server {
     pub(crate) process_id: u32,
     pub(crate) shutdown_deadline: Option<Instant>,
     pub(crate) ping: Frame,
+    /// Connections of open debug consoles.
+    pub(crate) consoles: Vec<usize>,
+    pub(crate) console_sessions: crate::console::Sessions,
     /// The server second the once-a-second work last ran in.
     pub(crate) last_tick_second: u32,
     /// Stamp of the publish in progress, so a multi-channel message reaches a channel-protocol
@@ -202,6 +205,8 @@ impl Server {
             process_id,
             shutdown_deadline: None,
             ping: ws::encode(ws::OP_PING, b"").into(),
+            consoles: Vec::new(),
+            console_sessions: Default::default(),
             last_tick_second: 0,
             publish_stamp: 0,
             per_ip: HashMap::new(),
@@ -533,7 +538,7 @@ impl Server {
                     Mode::Channel => self.on_channel_message(key, text),
                     Mode::Raw => self.on_raw_message(key, text),
                     Mode::Pusher => self.on_pusher_message(key, text),
-                    Mode::Http => {}
+                    Mode::Http | Mode::Console => {}
                 }
             }
             Inbound::Binary(bytes) => {
@@ -606,8 +611,12 @@ impl Server {
 
     /// Whether subscribing to `name` would take the connection past `max_channels_per_connection`.
     pub(crate) fn over_channel_limit(&self, key: usize, name: &str) -> bool {
-        let Some(conn) = self.conns.get(key) else { return false };
-        let already = self.channels[conn.app()].lookup(name).is_some_and(|id| conn.subs.contains(&id));
+        let Some(conn) = self.conns.get(key) else {
+            return false;
+        };
+        let already = self.channels[conn.app()]
+            .lookup(name)
+            .is_some_and(|id| conn.subs.contains(&id));
         !already && conn.subs.len() >= self.cfg.max_channels_per_connection
     }
 
@@ -624,6 +633,10 @@ impl Server {
         let id = channels.subscribe(name, key);
         conn.subs.push(id);
         debug!("connection {key} subscribed to {name}");
+        if !self.consoles.is_empty() {
+            let socket_id = conn.socket_id(self.process_id);
+            self.console_event("subscribed", Some(&socket_id), Some(name), None, None);
+        }
         Some((id, true))
     }
 
@@ -648,6 +661,20 @@ impl Server {
             conn.subs.swap_remove(pos);
         }
         let app = conn.app();
+        if !self.consoles.is_empty() {
+            let socket_id = conn.socket_id(self.process_id);
+            let name = self.channels[app].get(id).map(|c| c.name.to_string());
+            self.console_event(
+                "unsubscribed",
+                Some(&socket_id),
+                name.as_deref(),
+                None,
+                None,
+            );
+        }
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
         if conn.pusher.is_some() {
             self.leave_presence(key, app, id);
         }
@@ -708,6 +735,7 @@ impl Server {
             Line::Global(bytes) => {
                 let frame = ws::text(bytes);
                 self.publish_global(&frame);
+                self.console_event("publish", None, None, None, Some("fifo, to every client"));
             }
             Line::Publish(p) => {
                 let app = match p.app.as_deref() {
@@ -726,6 +754,7 @@ impl Server {
                 self.publish_stamp = self.publish_stamp.wrapping_add(1);
                 for name in &p.channels {
                     self.publish(app, name, event, &p.data, except, &mut plain);
+                    self.console_event("publish", None, Some(name), Some(event), Some("fifo"));
                 }
             }
             Line::Invalid(why) => {
@@ -913,7 +942,12 @@ impl Server {
                 conn.queued_bytes()
             );
             conn.discard_queue();
+            let detail = format!(
+                "slow consumer {} closed (over outbound_queue_bytes)",
+                conn.peer
+            );
             self.close_with(key, close::POLICY, "slow consumer");
+            self.console_event("error", None, None, None, Some(&detail));
         }
     }
 
@@ -948,7 +982,16 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.phase == Phase::Open {
+        if conn.phase == Phase::Open && conn.mode == Mode::Console {
+            self.consoles.retain(|&k| k != key);
+        } else if conn.phase == Phase::Open {
+            if !self.consoles.is_empty() {
+                let socket_id = conn.socket_id(self.process_id);
+                self.console_event("connection_closed", Some(&socket_id), None, None, None);
+            }
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
             self.sessions -= 1;
             if self.cfg.max_connections_per_ip > 0 {
                 let ip = conn.peer.ip();
@@ -964,6 +1007,9 @@ impl Server {
                 app.connections = app.connections.saturating_sub(1);
             }
         }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let subs = std::mem::take(&mut conn.subs);
         for id in subs {
             self.leave(key, id);
@@ -1022,6 +1068,7 @@ impl Server {
         }
         self.fired = fired;
         self.check_fifo();
+        self.console_stats();
     }
 
     fn on_timer(&mut self, entry: Entry) {

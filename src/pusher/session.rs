@@ -235,6 +235,7 @@ impl Server {
         if first {
             let frame = ws::text(pp::member_added(&name, &user_id, info.as_ref()).as_bytes());
             self.publish_frame(app, id, &frame, Some(key));
+            self.console_event("member_added", None, Some(&name), None, Some(&user_id));
         }
     }
 
@@ -266,8 +267,10 @@ impl Server {
             None => false,
         };
         if last {
-            let frame = ws::text(pp::member_removed(&ch.name, &user_id).as_bytes());
+            let name = ch.name.clone();
+            let frame = ws::text(pp::member_removed(&name, &user_id).as_bytes());
             self.publish_frame(app, id, &frame, Some(key));
+            self.console_event("member_removed", None, Some(&name), None, Some(&user_id));
         }
     }
 
@@ -369,6 +372,16 @@ impl Server {
         let frame = ws::text(pp::client_event(event, channel, data, user_id.as_deref()).as_bytes());
         self.stats.client_events += 1;
         self.publish_frame(app, id, &frame, Some(key));
+        if !self.consoles.is_empty() {
+            let socket_id = self.conns.get(key).map(|c| c.socket_id(self.process_id));
+            self.console_event(
+                "client_event",
+                socket_id.as_deref(),
+                Some(channel),
+                Some(event),
+                user_id.as_deref(),
+            );
+        }
     }
 
     /// Closes a connection that was required to sign in and has not.
