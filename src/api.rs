@@ -139,6 +139,24 @@ impl Server {
                 &crate::metrics::render(self),
             )),
             ("POST", "/internal/broadcast") => self.internal_broadcast(req, body),
+            // pusher (PyPI) 3.x posts terminate_connections without the /apps/{id} prefix;
+            // the app is the one whose key signed the request.
+            ("POST", p) if p.starts_with("/users/") && p.ends_with("/terminate_connections") => {
+                let params = crate::pusher::auth::parse_query(req.query());
+                let app = params
+                    .iter()
+                    .find(|(k, _)| k == "auth_key")
+                    .and_then(|(_, key)| self.apps.by_key(key))
+                    .unwrap_or(0);
+                let app_id = self.apps.get(app).cfg.id.clone();
+                let user = p.trim_start_matches("/users/").trim_end_matches("/terminate_connections");
+                let user = crate::pusher::auth::parse_query(&format!("u={user}"))
+                    .into_iter()
+                    .next()
+                    .map(|(_, v)| v)
+                    .unwrap_or_default();
+                self.rest_call(req, &app_id, Endpoint::TerminateUser(user), body)
+            }
             _ => match rest::route(req.method, rel) {
                 Some(Ok((app_id, endpoint))) => self.rest_call(req, app_id, endpoint, body),
                 Some(Err(e)) => respond_error(e),
@@ -750,18 +768,17 @@ impl Server {
         Ok(json!({ "users": users }))
     }
 
-    /// Closes every connection of the app signed in as `user`, or present as `user` in a
-    /// presence channel.
+    /// Closes every connection of the app signed in (`pusher:signin`) as `user`. As Pusher
+    /// documents, connections that only joined presence channels under that id are left alone:
+    /// presence ids are asserted by the app's auth endpoint, not proven by the user.
     fn terminate_user(&mut self, app: usize, user: &str) -> Value {
         let keys: Vec<usize> = self
             .conns
             .iter()
             .filter(|(_, c)| {
-                c.pusher.as_ref().is_some_and(|p| {
-                    p.app as usize == app
-                        && (p.user_id.as_deref() == Some(user)
-                            || p.presence.iter().any(|(_, u)| &**u == user))
-                })
+                c.pusher
+                    .as_ref()
+                    .is_some_and(|p| p.app as usize == app && p.user_id.as_deref() == Some(user))
             })
             .map(|(k, _)| k)
             .collect();

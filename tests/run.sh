@@ -70,12 +70,42 @@ count_cargo() {
     SUMMARIES+=("$(grep -E '^(test result:|     Running )' "$f")")
 }
 
-# Later suites go here, e.g.:
-# suite_node()   { need_cargo; apt_install nodejs npm; (cd tests/node && npm ci) && node --test tests/node; }
-# suite_redis()  { apt_install redis-server; ...; }
-# suite_apache() { apt_install apache2; ...; }
+# The real pusher-js, laravel-echo and pusher (npm) packages against the debug binary.
+suite_js() {
+    command -v node >/dev/null 2>&1 || apt_install nodejs npm
+    local out="$LOGDIR/js.log"
+    FERROCAST_BIN="$ROOT/target/debug/ferrocast" bash tests/js/run.sh 2>&1 | tee "$out"
+    local rc=${PIPESTATUS[0]}
+    count_node "$out" js
+    return "$rc"
+}
 
-SUITES=(rust)
+# The official pusher PyPI SDK.
+suite_python() {
+    command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
+    local out="$LOGDIR/python.log"
+    FERROCAST_BIN="$ROOT/target/debug/ferrocast" bash tests/python/run.sh 2>&1 | tee "$out"
+    local rc=${PIPESTATUS[0]}
+    local p f
+    p=$(grep -oE '[0-9]+ passed' "$out" | tail -1 | grep -oE '[0-9]+')
+    f=$(grep -oE '[0-9]+ failed' "$out" | tail -1 | grep -oE '[0-9]+')
+    TOTAL_PASSED=$((TOTAL_PASSED + ${p:-0}))
+    TOTAL_FAILED=$((TOTAL_FAILED + ${f:-0}))
+    SUMMARIES+=("python: $(grep -E '(passed|failed|error)' "$out" | tail -1)")
+    return "$rc"
+}
+
+# Adds up node --test's closing counters ("ℹ pass N", "ℹ fail N").
+count_node() {
+    local f="$1" name="$2" p fl
+    p=$(grep -E '^ℹ pass [0-9]+' "$f" | tail -1 | grep -oE '[0-9]+')
+    fl=$(grep -E '^ℹ fail [0-9]+' "$f" | tail -1 | grep -oE '[0-9]+')
+    TOTAL_PASSED=$((TOTAL_PASSED + ${p:-0}))
+    TOTAL_FAILED=$((TOTAL_FAILED + ${fl:-0}))
+    SUMMARIES+=("$name: ${p:-0} passed, ${fl:-0} failed")
+}
+
+SUITES=(rust js python)
 SUMMARIES=()
 
 for s in "${SUITES[@]}"; do
