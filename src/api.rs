@@ -149,7 +149,9 @@ impl Server {
                     .and_then(|(_, key)| self.apps.by_key(key))
                     .unwrap_or(0);
                 let app_id = self.apps.get(app).cfg.id.clone();
-                let user = p.trim_start_matches("/users/").trim_end_matches("/terminate_connections");
+                let user = p
+                    .trim_start_matches("/users/")
+                    .trim_end_matches("/terminate_connections");
                 let user = crate::pusher::auth::parse_query(&format!("u={user}"))
                     .into_iter()
                     .next()
@@ -363,13 +365,28 @@ impl Server {
 
     pub(crate) fn health(&self) -> String {
         json!({
-            "status": if self.shutdown_deadline.is_some() { "stopping" } else { "ok" },
+            "status": if self.shutdown_deadline.is_some() {
+                "stopping"
+            } else if self.scaling.as_ref().is_some_and(|s| !s.link.is_up()) {
+                // Serving local clients, but not reaching the other nodes.
+                "degraded"
+            } else {
+                "ok"
+            },
             "version": env!("CARGO_PKG_VERSION"),
             "connections": self.sessions,
             "channels": self.channels.iter().map(|c| c.len()).sum::<usize>(),
             "uptime_secs": self.started.elapsed().as_secs(),
             "frames_out": self.stats.frames_out,
             "write_calls": self.stats.write_calls,
+            "scaling": self.scaling.as_ref().map(|s| json!({
+                "driver": "redis",
+                "node": s.node_id,
+                "redis": if s.link.is_up() { "up" } else { "down" },
+                "published": s.published,
+                "received": s.received,
+                "dropped": s.link.dropped_publishes(),
+            })),
         })
         .to_string()
     }
@@ -456,7 +473,7 @@ impl Server {
                     });
                 }
                 self.publish_stamp = self.publish_stamp.wrapping_add(1);
-                self.publish(app, &form.channel, &form.event, &form.data, None, &mut None);
+                self.broadcast_event(app, &form.channel, &form.event, &form.data, None, &mut None);
                 self.console_event(
                     "publish",
                     None,
@@ -512,7 +529,7 @@ impl Server {
         }
         let event = field("event").unwrap_or_else(|| "message".into());
         self.publish_stamp = self.publish_stamp.wrapping_add(1);
-        self.publish(0, &channel, &event, &message, None, &mut None);
+        self.broadcast_event(0, &channel, &event, &message, None, &mut None);
         self.console_event(
             "publish",
             None,
@@ -629,14 +646,11 @@ impl Server {
         }
         let mut infos = Vec::new();
         for event in &events {
-            let except = event
-                .socket_id
-                .as_deref()
-                .and_then(|s| self.parse_socket_id(s));
+            let except = event.socket_id.as_deref();
             let mut plain = None;
             self.publish_stamp = self.publish_stamp.wrapping_add(1);
             for channel in &event.channels {
-                self.publish(app, channel, &event.name, &event.data, except, &mut plain);
+                self.broadcast_event(app, channel, &event.name, &event.data, except, &mut plain);
                 self.console_event(
                     "publish",
                     None,

@@ -65,6 +65,35 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The live debug console.
     pub console: ConsoleConfig,
+    /// Several nodes sharing channels through Redis.
+    pub scaling: ScalingConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScalingConfig {
+    /// `local` (one node) or `redis`.
+    pub driver: String,
+    /// `redis://[user:password@]host:port/db`.
+    pub redis_url: String,
+    /// Prefix of every Redis key and channel, so several deployments can share a Redis.
+    pub prefix: String,
+    /// This node's name in the cluster; generated (host-pid-random) when empty.
+    pub node_id: String,
+    /// How long a silent node is considered alive.
+    pub node_timeout_secs: u64,
+}
+
+impl Default for ScalingConfig {
+    fn default() -> Self {
+        ScalingConfig {
+            driver: "local".into(),
+            redis_url: "redis://127.0.0.1:6379/0".into(),
+            prefix: "ferrocast".into(),
+            node_id: String::new(),
+            node_timeout_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -189,6 +218,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             tls: TlsConfig::default(),
             console: ConsoleConfig::default(),
+            scaling: ScalingConfig::default(),
         }
     }
 }
@@ -376,6 +406,16 @@ impl Config {
                 "console.path: \"{}\" must start with '/'",
                 self.console.path
             ));
+        }
+        if !matches!(self.scaling.driver.as_str(), "local" | "redis") {
+            return Err(format!(
+                "scaling.driver: \"{}\" is not local or redis",
+                self.scaling.driver
+            ));
+        }
+        if self.scaling.driver == "redis" {
+            crate::scaling::redis::RedisUrl::parse(&self.scaling.redis_url)
+                .map_err(|e| format!("scaling.redis_url: {e}"))?;
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err("tls: give both cert and key (PEM files), or neither".into());

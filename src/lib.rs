@@ -17,6 +17,7 @@ pub mod message;
 pub mod metrics;
 pub mod proxy;
 pub mod pusher;
+pub mod scaling;
 pub mod server;
 pub mod systemd;
 pub mod timers;

@@ -34,6 +34,8 @@ use crate::ws::{self, Frame, Inbound, MessageRef, Parsed, close};
 const LISTENER: Token = Token(usize::MAX - 1);
 const FIFO: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+const REDIS_SUB: Token = Token(usize::MAX - 4);
+const REDIS_CMD: Token = Token(usize::MAX - 5);
 
 /// Reads per readiness event before a connection yields to the others.
 const READ_BUDGET: usize = 16;
@@ -67,6 +69,8 @@ pub enum StartError {
     Fifo(#[from] crate::fifo::FifoError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("scaling: {0}")]
+    Scaling(#[from] crate::scaling::redis::LinkError),
     #[error("cannot set up the event loop: {0}")]
     Poll(io::Error),
 }
@@ -125,6 +129,9 @@ pub struct Server {
     pub(crate) process_id: u32,
     pub(crate) shutdown_deadline: Option<Instant>,
     pub(crate) ping: Frame,
+    /// The Redis link to the other nodes (`scaling.driver: redis`).
+    pub(crate) scaling: Option<crate::scaling::Scaling>,
+    pub(crate) link_events: Vec<crate::scaling::redis::LinkEvent>,
     /// Connections of open debug consoles.
     pub(crate) consoles: Vec<usize>,
     pub(crate) console_sessions: crate::console::Sessions,
@@ -150,6 +157,17 @@ impl Server {
     pub fn bind(sources: Sources, cfg: Config) -> Result<Server, StartError> {
         let poll = Poll::new().map_err(StartError::Poll)?;
         let apps = Apps::new(cfg.effective_apps());
+        let mut scaling = match cfg.scaling.driver.as_str() {
+            "redis" => Some(crate::scaling::Scaling::new(
+                &cfg.scaling,
+                REDIS_SUB,
+                REDIS_CMD,
+            )?),
+            _ => None,
+        };
+        if let Some(s) = scaling.as_mut() {
+            s.start(poll.registry());
+        }
         let tls = match (&cfg.tls.cert, &cfg.tls.key) {
             (Some(cert), Some(key)) => Some(crate::tls::load(cert, key)?),
             _ => None,
@@ -205,6 +223,8 @@ impl Server {
             process_id,
             shutdown_deadline: None,
             ping: ws::encode(ws::OP_PING, b"").into(),
+            scaling,
+            link_events: Vec::new(),
             consoles: Vec::new(),
             console_sessions: Default::default(),
             last_tick_second: 0,
@@ -252,6 +272,15 @@ impl Server {
                     LISTENER => self.accept(),
                     FIFO => self.read_fifo(),
                     SIGNALS => self.handle_signals(),
+                    token if self.scaling.as_ref().is_some_and(|s| s.link.owns(token)) => {
+                        if let Some(scaling) = self.scaling.as_mut() {
+                            scaling.link.on_ready(
+                                self.poll.registry(),
+                                token,
+                                &mut self.link_events,
+                            );
+                        }
+                    }
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.read_conn(key);
@@ -264,6 +293,15 @@ impl Server {
             }
             self.retry_deferred();
             self.tick();
+            if let Some(scaling) = self.scaling.as_mut() {
+                scaling
+                    .link
+                    .tick(self.poll.registry(), Instant::now(), &mut self.link_events);
+                scaling
+                    .link
+                    .flush(self.poll.registry(), &mut self.link_events);
+                self.deliver_from_other_nodes();
+            }
             self.close_overflowed();
             self.flush_dirty();
             if let Some(deadline) = self.shutdown_deadline
@@ -305,6 +343,13 @@ impl Server {
         }
         if self.shutdown_deadline.is_some() {
             timeout = timeout.min(Duration::from_millis(100));
+        }
+        if let Some(t) = self
+            .scaling
+            .as_ref()
+            .and_then(|s| s.link.poll_timeout(Instant::now()))
+        {
+            timeout = timeout.min(t);
         }
         timeout
     }
@@ -735,6 +780,10 @@ impl Server {
             Line::Global(bytes) => {
                 let frame = ws::text(bytes);
                 self.publish_global(&frame);
+                if let Some(scaling) = self.scaling.as_mut() {
+                    let line = String::from_utf8_lossy(bytes).into_owned();
+                    scaling.send(None, crate::scaling::Body::Global { line });
+                }
                 self.console_event("publish", None, None, None, Some("fifo, to every client"));
             }
             Line::Publish(p) => {
@@ -748,17 +797,82 @@ impl Server {
                         }
                     },
                 };
-                let except = p.socket_id.as_deref().and_then(|s| self.parse_socket_id(s));
+                let except = p.socket_id.as_deref();
                 let event = p.event.as_deref().unwrap_or("message");
                 let mut plain = None;
                 self.publish_stamp = self.publish_stamp.wrapping_add(1);
                 for name in &p.channels {
-                    self.publish(app, name, event, &p.data, except, &mut plain);
+                    self.broadcast_event(app, name, event, &p.data, except, &mut plain);
                     self.console_event("publish", None, Some(name), Some(event), Some("fifo"));
                 }
             }
             Line::Invalid(why) => {
                 warn!("ignored a FIFO line: {why}");
+            }
+        }
+    }
+
+    /// Publishes an event here and on every other node. `except` is the socket id of the
+    /// connection that caused it (it lives on one node only, so the others ignore it).
+    pub(crate) fn broadcast_event(
+        &mut self,
+        app: usize,
+        channel: &str,
+        event: &str,
+        data: &str,
+        except: Option<&str>,
+        plain: &mut Option<Frame>,
+    ) {
+        let local_except = except.and_then(|s| self.parse_socket_id(s));
+        self.publish(app, channel, event, data, local_except, plain);
+        if let Some(scaling) = self.scaling.as_mut() {
+            let app_id = self.apps.get(app).cfg.id.clone();
+            scaling.send(
+                Some(&app_id),
+                crate::scaling::Body::Publish {
+                    channel: channel.into(),
+                    event: event.into(),
+                    data: data.into(),
+                    except: except.map(str::to_string),
+                },
+            );
+        }
+    }
+
+    /// Delivers what other nodes published.
+    fn deliver_from_other_nodes(&mut self) {
+        let Some(scaling) = self.scaling.as_mut() else {
+            return;
+        };
+        let mut events = std::mem::take(&mut self.link_events);
+        let envelopes = scaling.incoming(&mut events);
+        self.link_events = events;
+        for env in envelopes {
+            let app = match env.app.as_deref() {
+                None => 0,
+                Some(id) => match self.apps.by_id(id) {
+                    Some(app) => app,
+                    None => continue,
+                },
+            };
+            match env.body {
+                crate::scaling::Body::Publish {
+                    channel,
+                    event,
+                    data,
+                    ..
+                } => {
+                    self.publish_stamp = self.publish_stamp.wrapping_add(1);
+                    self.publish(app, &channel, &event, &data, None, &mut None);
+                }
+                crate::scaling::Body::Global { line } => {
+                    self.publish_global(&ws::text(line.as_bytes()));
+                }
+                crate::scaling::Body::Frame { channel, text } => {
+                    if let Some(id) = self.channels[app].lookup(&channel) {
+                        self.publish_frame(app, id, &ws::text(text.as_bytes()), None);
+                    }
+                }
             }
         }
     }

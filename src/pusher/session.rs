@@ -372,6 +372,17 @@ impl Server {
         let frame = ws::text(pp::client_event(event, channel, data, user_id.as_deref()).as_bytes());
         self.stats.client_events += 1;
         self.publish_frame(app, id, &frame, Some(key));
+        if let Some(scaling) = self.scaling.as_mut() {
+            let app_id = self.apps.get(app).cfg.id.clone();
+            let text = String::from_utf8_lossy(ws::payload(&frame)).into_owned();
+            scaling.send(
+                Some(&app_id),
+                crate::scaling::Body::Frame {
+                    channel: channel.to_string(),
+                    text,
+                },
+            );
+        }
         if !self.consoles.is_empty() {
             let socket_id = self.conns.get(key).map(|c| c.socket_id(self.process_id));
             self.console_event(

@@ -1,0 +1,161 @@
+//! Several nodes, one set of channels: every broadcast accepted on a node is delivered locally at
+//! once and published to Redis with the node's id; every node delivers what the others published.
+//!
+//! The Redis link lives in the same poll loop (no threads: the server forks). Local delivery never
+//! waits for Redis; while Redis is away, nodes serve their own clients and `/up` says `degraded`.
+
+pub mod redis;
+pub mod resp;
+
+use std::time::Instant;
+
+use log::info;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ScalingConfig;
+use redis::{LinkEvent, RedisLink};
+
+/// What crosses between nodes. `node` is the origin, so a node ignores its own messages.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Envelope {
+    pub node: String,
+    /// App id (not index: nodes may list apps in another order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    /// An event on a channel (FIFO line, REST, internal broadcast, console).
+    Publish {
+        channel: String,
+        event: String,
+        data: String,
+        /// The origin's socket id to leave out; meaningless (and harmless) on other nodes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        except: Option<String>,
+    },
+    /// A FIFO line for every raw and channel client.
+    Global { line: String },
+    /// A client event, already in its final JSON form.
+    Frame { channel: String, text: String },
+}
+
+pub struct Scaling {
+    pub link: RedisLink,
+    pub node_id: String,
+    channel: Vec<u8>,
+    pub received: u64,
+    pub published: u64,
+    pub started_at: Instant,
+}
+
+impl Scaling {
+    pub fn new(
+        cfg: &ScalingConfig,
+        sub: mio::Token,
+        cmd: mio::Token,
+    ) -> Result<Scaling, redis::LinkError> {
+        let link = RedisLink::new(&cfg.redis_url, sub, cmd)?;
+        let node_id = if cfg.node_id.is_empty() {
+            generate_node_id()
+        } else {
+            cfg.node_id.clone()
+        };
+        info!(
+            "scaling through Redis at {} as node {node_id}",
+            link.url().redacted()
+        );
+        Ok(Scaling {
+            link,
+            node_id,
+            channel: format!("{}#broadcast", cfg.prefix).into_bytes(),
+            received: 0,
+            published: 0,
+            started_at: Instant::now(),
+        })
+    }
+
+    pub fn start(&mut self, registry: &mio::Registry) {
+        self.link.subscribe(&self.channel.clone());
+        self.link.start(registry, Instant::now());
+    }
+
+    /// Publishes to the other nodes (dropped and counted while Redis is down).
+    pub fn send(&mut self, app: Option<&str>, body: Body) {
+        let envelope = Envelope {
+            node: self.node_id.clone(),
+            app: app.map(str::to_string),
+            body,
+        };
+        if let Ok(payload) = serde_json::to_vec(&envelope) {
+            let channel = self.channel.clone();
+            if self.link.publish(&channel, &payload) {
+                self.published += 1;
+            }
+        }
+    }
+
+    /// Envelopes from other nodes among the link's events.
+    pub fn incoming(&mut self, events: &mut Vec<LinkEvent>) -> Vec<Envelope> {
+        let mut out = Vec::new();
+        for event in events.drain(..) {
+            match event {
+                LinkEvent::Message { channel, payload } if channel == self.channel => {
+                    match serde_json::from_slice::<Envelope>(&payload) {
+                        Ok(env) if env.node != self.node_id => {
+                            self.received += 1;
+                            out.push(env);
+                        }
+                        Ok(_) => {}
+                        Err(e) => log::warn!("ignored a malformed message from another node: {e}"),
+                    }
+                }
+                // The link logs outages and recoveries itself, once each.
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+fn generate_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{host}-{}-{:x}", std::process::id(), nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_roundtrip() {
+        let e = Envelope {
+            node: "a".into(),
+            app: Some("app-id".into()),
+            body: Body::Publish {
+                channel: "c".into(),
+                event: "e".into(),
+                data: "{\"x\":1}".into(),
+                except: Some("1.2".into()),
+            },
+        };
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(text.contains("\"kind\":\"publish\""), "{text}");
+        assert_eq!(serde_json::from_str::<Envelope>(&text).unwrap(), e);
+        let g: Envelope =
+            serde_json::from_str(r#"{"node":"b","kind":"global","line":"hi"}"#).unwrap();
+        assert_eq!(g.body, Body::Global { line: "hi".into() });
+    }
+}

@@ -1,0 +1,1117 @@
+//! Non-blocking Redis link for multi-node scaling.
+//!
+//! Two TCP connections, both `mio::net::TcpStream`s registered in the
+//! server's own `Poll` under tokens the server chooses:
+//!
+//! * the **subscriber** connection: `SUBSCRIBE`/`PSUBSCRIBE`, receives pushed
+//!   messages ([`LinkEvent::Message`]);
+//! * the **command** connection: `PUBLISH` and state commands, pipelined.
+//!   Replies are matched FIFO to the `u64` tag given with each command and
+//!   come back as [`LinkEvent::Reply`].
+//!
+//! No thread is ever started and no call blocks (the only exception: a host
+//! name that is not an IP literal is resolved with `getaddrinfo` when a
+//! connection attempt finds no cached address — once at start, normally).
+//!
+//! Life cycle: `new` (parse URL) → `start` (connect) → the server calls
+//! `on_ready` for events on either token, `tick` at least every
+//! [`RedisLink::poll_timeout`] (a few times a second is plenty), and `flush`
+//! once per loop turn after it has queued publishes/commands (queued bytes are
+//! written by `flush`, `on_ready` and `tick`; `flush` gathers everything a turn
+//! queued into one `write`).
+//!
+//! Outage: when either connection fails the link goes *down*: one
+//! [`LinkEvent::Down`] and one `warn!`, every command awaiting a reply gets
+//! `Reply::Error("redis unavailable")`, unconfirmed publishes are counted as
+//! dropped, and reconnection is tried with capped exponential backoff (with
+//! jitter). While down, `publish` drops (counted) and `command` answers with
+//! the same error at the next `on_ready`/`tick`. When both connections are
+//! back, authenticated, on the right database and resubscribed, one
+//! [`LinkEvent::Up`] and one `info!`: the caller reconciles its state then.
+//!
+//! While a connection attempt is in flight (state "connecting"), commands and
+//! publishes are queued (bounded) behind the handshake; they fail as above if
+//! the attempt fails.
+
+pub use super::resp::Reply;
+use super::resp::{self, Decoder, Limits};
+use log::{debug, info, warn};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use std::collections::{BTreeSet, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+/// Error text of replies to commands that could not be sent or answered.
+pub const UNAVAILABLE: &str = "redis unavailable";
+/// Error text of replies to commands refused because the queue is full.
+pub const QUEUE_FULL: &str = "redis queue full";
+
+/// Channels/patterns per SUBSCRIBE command when resubscribing.
+const SUBSCRIBE_CHUNK: usize = 256;
+const READ_CHUNK: usize = 64 * 1024;
+/// Buffers larger than this are shrunk once empty.
+const KEEP_CAPACITY: usize = 256 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("rediss:// is not supported yet")]
+    TlsUnsupported,
+    #[error("invalid redis url: {0}")]
+    InvalidUrl(String),
+    #[error("the subscriber and command connections need different tokens")]
+    SameToken,
+}
+
+/// What the link reports to the server loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// A message published on a subscribed channel (or one matching a pattern).
+    Message { channel: Vec<u8>, payload: Vec<u8> },
+    /// The reply to `command(tag, ..)`.
+    Reply { tag: u64, reply: Reply },
+    /// (Re)connected, authenticated, database selected and every channel and
+    /// pattern resubscribed. Reconcile cluster state now.
+    Up,
+    /// The link went down (reported once per outage, not per attempt).
+    Down { reason: String },
+}
+
+/// Parsed `redis://[[user]:password@]host[:port][/db]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: u32,
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl RedisUrl {
+    pub fn parse(url: &str) -> Result<RedisUrl, LinkError> {
+        let bad = |why: &str| LinkError::InvalidUrl(format!("{why} in {:?}", redact_raw(url)));
+        let rest = if let Some(rest) = url.strip_prefix("redis://") {
+            rest
+        } else if url.starts_with("rediss://") {
+            return Err(LinkError::TlsUnsupported);
+        } else {
+            return Err(bad("expected redis://"));
+        };
+        if rest.contains('?') || rest.contains('#') {
+            return Err(bad("query parameters are not supported"));
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        let (userinfo, hostport) = match authority.rfind('@') {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(ui) => match ui.find(':') {
+                Some(i) => {
+                    let user = percent_decode(&ui[..i]).ok_or_else(|| bad("bad escape"))?;
+                    let pass = percent_decode(&ui[i + 1..]).ok_or_else(|| bad("bad escape"))?;
+                    (
+                        (!user.is_empty()).then_some(user),
+                        (!pass.is_empty()).then_some(pass),
+                    )
+                }
+                None if ui.is_empty() => (None, None),
+                None => {
+                    return Err(bad(
+                        "user name without password (use redis://:password@host)",
+                    ));
+                }
+            },
+        };
+        if username.is_some() && password.is_none() {
+            return Err(bad("user name without password"));
+        }
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let end = v6.find(']').ok_or_else(|| bad("unclosed ["))?;
+            let host = &v6[..end];
+            host.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| bad("invalid IPv6 address"))?;
+            match &v6[end + 1..] {
+                "" => (host, None),
+                p => (
+                    host,
+                    Some(p.strip_prefix(':').ok_or_else(|| bad("bad port"))?),
+                ),
+            }
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("missing host"));
+        }
+        let port = match port {
+            None => 6379,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("bad port"))?,
+        };
+        let db = match path {
+            "" => 0,
+            p => p.parse::<u32>().map_err(|_| bad("bad database number"))?,
+        };
+        Ok(RedisUrl {
+            host: host.to_string(),
+            port,
+            username,
+            password,
+            db,
+        })
+    }
+
+    /// The URL with the password masked, for logs and `ferrocast config`.
+    pub fn redacted(&self) -> String {
+        let auth = match (&self.username, &self.password) {
+            (Some(u), Some(_)) => format!("{u}:***@"),
+            (None, Some(_)) => ":***@".to_string(),
+            _ => String::new(),
+        };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("redis://{auth}{host}:{}/{}", self.port, self.db)
+    }
+}
+
+fn redact_raw(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(a)) if a > s => format!("{}***{}", &url[..s + 3], &url[a..]),
+        _ => url.to_string(),
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Tunables; the defaults suit a production server.
+#[derive(Debug, Clone)]
+pub struct LinkOptions {
+    /// Limit for TCP connect + AUTH/SELECT/SUBSCRIBE handshake.
+    pub connect_timeout: Duration,
+    /// A PING is sent on each idle-or-not connection this often while up...
+    pub ping_interval: Duration,
+    /// ...and the link is declared down if its reply takes longer than this.
+    pub ping_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Bytes of commands/publishes queued or awaiting a reply, at most.
+    pub max_queue_bytes: usize,
+    /// Bounds on replies read from Redis.
+    pub limits: Limits,
+    /// Largest buffered, still incomplete reply.
+    pub max_reply_bytes: usize,
+}
+
+impl Default for LinkOptions {
+    fn default() -> Self {
+        let limits = Limits::default();
+        LinkOptions {
+            connect_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(2),
+            ping_timeout: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            max_queue_bytes: 32 << 20,
+            limits,
+            max_reply_bytes: limits.max_bulk + (1 << 20),
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Publishes dropped because the link was down, the queue was full, or
+    /// the connection failed before Redis confirmed them.
+    pub dropped_publishes: u64,
+    /// Commands answered with `UNAVAILABLE` or `QUEUE_FULL` by the link.
+    pub failed_commands: u64,
+    /// Commands and publishes refused because the queue was full.
+    pub queue_overflows: u64,
+    /// Publishes Redis answered with an error.
+    pub publish_errors: u64,
+    pub messages_received: u64,
+    /// Times the link came up (first connection included).
+    pub connects: u64,
+    /// Outages (up → down, or first connection failed).
+    pub outages: u64,
+    /// Failed connection attempts, first ones included.
+    pub failed_attempts: u64,
+}
+
+/// A snapshot for `/up`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// "idle" (not started), "connecting", "up" or "down".
+    pub state: &'static str,
+    pub up: bool,
+    /// Since when the link is up, or since when it is down.
+    pub since: Option<Instant>,
+    /// The reason of the current (or last) outage.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle,
+    Connecting { deadline: Instant },
+    Up,
+    Backoff { retry_at: Instant },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Auth,
+    Select,
+    /// The PING that ends the handshake.
+    Hello,
+    /// Periodic health PING.
+    Health,
+    Tag(u64),
+    Publish,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    expect: Expect,
+    /// Bytes counted against `max_queue_bytes`.
+    size: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Sub,
+    Cmd,
+}
+
+impl Which {
+    fn name(self) -> &'static str {
+        match self {
+            Which::Sub => "subscriber",
+            Which::Cmd => "command",
+        }
+    }
+}
+
+struct Conn {
+    token: Token,
+    stream: Option<TcpStream>,
+    connected: bool,
+    handshaken: bool,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    rbuf: Vec<u8>,
+    decoder: Decoder,
+    pending: VecDeque<Pending>,
+    health_sent: Option<Instant>,
+    last_health: Instant,
+}
+
+impl Conn {
+    fn new(token: Token, limits: Limits, now: Instant) -> Conn {
+        Conn {
+            token,
+            stream: None,
+            connected: false,
+            handshaken: false,
+            wbuf: Vec::new(),
+            wpos: 0,
+            rbuf: Vec::new(),
+            decoder: Decoder::new(limits),
+            pending: VecDeque::new(),
+            health_sent: None,
+            last_health: now,
+        }
+    }
+
+    fn send(&mut self, args: &[&[u8]], expect: Option<Expect>, size: usize) {
+        resp::encode_command(&mut self.wbuf, args);
+        if let Some(expect) = expect {
+            self.pending.push_back(Pending { expect, size });
+        }
+    }
+
+    fn close(&mut self, registry: &Registry) {
+        if let Some(mut s) = self.stream.take() {
+            let _ = registry.deregister(&mut s);
+        }
+        self.connected = false;
+        self.handshaken = false;
+        self.wbuf.clear();
+        self.wpos = 0;
+        self.rbuf.clear();
+        if self.rbuf.capacity() > KEEP_CAPACITY {
+            self.rbuf.shrink_to(READ_CHUNK);
+        }
+        if self.wbuf.capacity() > KEEP_CAPACITY {
+            self.wbuf.shrink_to(READ_CHUNK);
+        }
+        self.decoder.reset();
+        self.health_sent = None;
+        // `pending` is drained by the caller, which answers the tags.
+    }
+
+    fn unsent(&self) -> bool {
+        self.stream.is_some() && self.wpos < self.wbuf.len()
+    }
+
+    /// Has the non-blocking connect finished? Err when it failed.
+    fn check_connected(&mut self) -> Result<bool, String> {
+        if self.connected {
+            return Ok(true);
+        }
+        let Some(s) = self.stream.as_ref() else {
+            return Ok(false);
+        };
+        match s.take_error() {
+            Ok(Some(e)) | Err(e) => return Err(format!("connect failed: {e}")),
+            Ok(None) => {}
+        }
+        match s.peer_addr() {
+            Ok(_) => {
+                let _ = s.set_nodelay(true);
+                self.connected = true;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(format!("connect failed: {e}")),
+        }
+    }
+
+    /// Write queued bytes until done or `WouldBlock`.
+    fn write_out(&mut self) -> Result<(), String> {
+        if !self.connected {
+            return Ok(());
+        }
+        let Some(s) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        while self.wpos < self.wbuf.len() {
+            match s.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err("write returned 0".into()),
+                Ok(n) => self.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("write failed: {e}")),
+            }
+        }
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+            if self.wbuf.capacity() > KEEP_CAPACITY {
+                self.wbuf.shrink_to(READ_CHUNK);
+            }
+        } else if self.wpos >= KEEP_CAPACITY {
+            self.wbuf.drain(..self.wpos);
+            self.wpos = 0;
+        }
+        Ok(())
+    }
+}
+
+/// The Redis link. See the module documentation.
+pub struct RedisLink {
+    url: RedisUrl,
+    opts: LinkOptions,
+    sub: Conn,
+    cmd: Conn,
+    state: State,
+    addrs: Vec<SocketAddr>,
+    attempt: usize,
+    backoff: Duration,
+    channels: BTreeSet<Vec<u8>>,
+    patterns: BTreeSet<Vec<u8>>,
+    /// Events produced outside `on_ready`/`tick`, or before the caller's
+    /// vector was at hand; appended to it at the end of those calls.
+    out: Vec<LinkEvent>,
+    /// Sum of `Pending::size` on the command connection.
+    queued_bytes: usize,
+    /// A Down event was emitted and no Up since.
+    reported_down: bool,
+    since: Option<Instant>,
+    last_error: Option<String>,
+    stats: LinkStats,
+    rng: u64,
+}
+
+impl RedisLink {
+    /// Parse `url`; no I/O yet.
+    pub fn new(url: &str, sub_token: Token, cmd_token: Token) -> Result<RedisLink, LinkError> {
+        RedisLink::with_options(url, sub_token, cmd_token, LinkOptions::default())
+    }
+
+    pub fn with_options(
+        url: &str,
+        sub_token: Token,
+        cmd_token: Token,
+        opts: LinkOptions,
+    ) -> Result<RedisLink, LinkError> {
+        if sub_token == cmd_token {
+            return Err(LinkError::SameToken);
+        }
+        let url = RedisUrl::parse(url)?;
+        let now = Instant::now();
+        let seed = u64::from(std::process::id())
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        Ok(RedisLink {
+            sub: Conn::new(sub_token, opts.limits, now),
+            cmd: Conn::new(cmd_token, opts.limits, now),
+            backoff: opts.backoff_min,
+            url,
+            opts,
+            state: State::Idle,
+            addrs: Vec::new(),
+            attempt: 0,
+            channels: BTreeSet::new(),
+            patterns: BTreeSet::new(),
+            out: Vec::new(),
+            queued_bytes: 0,
+            reported_down: false,
+            since: None,
+            last_error: None,
+            stats: LinkStats::default(),
+            rng: seed | 1,
+        })
+    }
+
+    pub fn url(&self) -> &RedisUrl {
+        &self.url
+    }
+
+    /// Begin connecting both sockets (non-blocking). Failures are reported as
+    /// a `Down` event at the next `tick`.
+    pub fn start(&mut self, registry: &Registry, now: Instant) {
+        if self.state == State::Idle {
+            self.begin_connect(registry, now);
+        }
+    }
+
+    /// Close both connections and stop (e.g. on shutdown). Commands awaiting
+    /// replies are answered with `UNAVAILABLE` at the next `tick`.
+    pub fn shutdown(&mut self, registry: &Registry) {
+        self.drop_conns(registry);
+        self.state = State::Idle;
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.state == State::Up
+    }
+
+    pub fn owns(&self, token: Token) -> bool {
+        token == self.sub.token || token == self.cmd.token
+    }
+
+    pub fn dropped_publishes(&self) -> u64 {
+        self.stats.dropped_publishes
+    }
+
+    pub fn stats(&self) -> LinkStats {
+        self.stats
+    }
+
+    pub fn status(&self) -> LinkStatus {
+        let state = match self.state {
+            State::Idle => "idle",
+            State::Up => "up",
+            State::Connecting { .. } if !self.reported_down => "connecting",
+            State::Connecting { .. } | State::Backoff { .. } => "down",
+        };
+        LinkStatus {
+            state,
+            up: self.is_up(),
+            since: self.since,
+            last_error: self.last_error.clone(),
+        }
+    }
+
+    /// Bytes of commands/publishes queued or awaiting replies.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// How long the server may sleep in `poll` before calling `tick`
+    /// (`Some(ZERO)` when events or writes are waiting, `None`: no deadline).
+    pub fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.out.is_empty() || self.sub.unsent() || self.cmd.unsent() {
+            return Some(Duration::ZERO);
+        }
+        let at = match self.state {
+            State::Idle => return None,
+            State::Connecting { deadline } => deadline,
+            State::Backoff { retry_at } => retry_at,
+            State::Up => [&self.sub, &self.cmd]
+                .iter()
+                .map(|c| match c.health_sent {
+                    // Waiting for a PONG: the next deadline is its timeout.
+                    Some(sent) => sent + self.opts.ping_timeout,
+                    None => c.last_health + self.opts.ping_interval,
+                })
+                .min()
+                .unwrap_or(now),
+        };
+        Some(at.saturating_duration_since(now))
+    }
+
+    /// Subscribe to `channel` now (if connected) and after every reconnect.
+    pub fn subscribe(&mut self, channel: &[u8]) {
+        if self.channels.insert(channel.to_vec()) && self.sub.stream.is_some() {
+            self.sub.send(&[b"SUBSCRIBE", channel], None, 0);
+        }
+    }
+
+    pub fn unsubscribe(&mut self, channel: &[u8]) {
+        if self.channels.remove(channel) && self.sub.stream.is_some() {
+            self.sub.send(&[b"UNSUBSCRIBE", channel], None, 0);
+        }
+    }
+
+    pub fn psubscribe(&mut self, pattern: &[u8]) {
+        if self.patterns.insert(pattern.to_vec()) && self.sub.stream.is_some() {
+            self.sub.send(&[b"PSUBSCRIBE", pattern], None, 0);
+        }
+    }
+
+    pub fn punsubscribe(&mut self, pattern: &[u8]) {
+        if self.patterns.remove(pattern) && self.sub.stream.is_some() {
+            self.sub.send(&[b"PUNSUBSCRIBE", pattern], None, 0);
+        }
+    }
+
+    fn accepting(&self) -> bool {
+        matches!(self.state, State::Up | State::Connecting { .. })
+    }
+
+    /// Queue a command; its reply comes back as `LinkEvent::Reply { tag, .. }`.
+    /// Never blocks: when the link is down or the queue is full, the reply is
+    /// an error (`UNAVAILABLE` / `QUEUE_FULL`) delivered at the next
+    /// `on_ready`/`tick`.
+    pub fn command(&mut self, tag: u64, args: &[&[u8]]) {
+        let err = if !self.accepting() {
+            UNAVAILABLE
+        } else {
+            let size = resp::encoded_command_len(args);
+            if self.queued_bytes + size <= self.opts.max_queue_bytes {
+                self.queued_bytes += size;
+                self.cmd.send(args, Some(Expect::Tag(tag)), size);
+                return;
+            }
+            self.stats.queue_overflows += 1;
+            QUEUE_FULL
+        };
+        self.stats.failed_commands += 1;
+        self.out.push(LinkEvent::Reply {
+            tag,
+            reply: Reply::Error(err.into()),
+        });
+    }
+
+    /// Fire-and-forget PUBLISH. Dropped (and counted) while down or when the
+    /// queue is full. Returns whether it was queued.
+    pub fn publish(&mut self, channel: &[u8], payload: &[u8]) -> bool {
+        if self.accepting() {
+            let args: [&[u8]; 3] = [b"PUBLISH", channel, payload];
+            let size = resp::encoded_command_len(&args);
+            if self.queued_bytes + size <= self.opts.max_queue_bytes {
+                self.queued_bytes += size;
+                self.cmd.send(&args, Some(Expect::Publish), size);
+                return true;
+            }
+            self.stats.queue_overflows += 1;
+        }
+        self.stats.dropped_publishes += 1;
+        false
+    }
+
+    /// Write what was queued this loop turn (one `write` per connection).
+    pub fn flush(&mut self, registry: &Registry, events: &mut Vec<LinkEvent>) {
+        for which in [Which::Sub, Which::Cmd] {
+            if let Err(reason) = self.conn_mut(which).write_out() {
+                self.fail(
+                    registry,
+                    Instant::now(),
+                    format!("{} connection: {reason}", which.name()),
+                );
+                break;
+            }
+        }
+        events.append(&mut self.out);
+    }
+
+    /// Handle readiness of one of the link's tokens.
+    pub fn on_ready(&mut self, registry: &Registry, token: Token, events: &mut Vec<LinkEvent>) {
+        let which = if token == self.sub.token {
+            Which::Sub
+        } else if token == self.cmd.token {
+            Which::Cmd
+        } else {
+            return;
+        };
+        if self.conn_mut(which).stream.is_some() {
+            if let Err(reason) = self.service(which) {
+                self.fail(
+                    registry,
+                    Instant::now(),
+                    format!("{} connection: {reason}", which.name()),
+                );
+            } else if let Err(reason) = self.conn_mut(which).write_out() {
+                self.fail(
+                    registry,
+                    Instant::now(),
+                    format!("{} connection: {reason}", which.name()),
+                );
+            }
+        }
+        events.append(&mut self.out);
+    }
+
+    /// Timers: reconnect after backoff, connect/handshake timeout, health
+    /// pings. Also delivers deferred events and writes queued bytes.
+    pub fn tick(&mut self, registry: &Registry, now: Instant, events: &mut Vec<LinkEvent>) {
+        match self.state {
+            State::Idle => {}
+            State::Backoff { retry_at } => {
+                if now >= retry_at {
+                    self.begin_connect(registry, now);
+                }
+            }
+            State::Connecting { deadline } => {
+                if now >= deadline {
+                    let what = if self.sub.connected && self.cmd.connected {
+                        "handshake"
+                    } else {
+                        "connect"
+                    };
+                    self.fail(
+                        registry,
+                        now,
+                        format!("{what} timed out after {:?}", self.opts.connect_timeout),
+                    );
+                }
+            }
+            State::Up => self.health(registry, now),
+        }
+        self.flush(registry, events);
+    }
+
+    fn health(&mut self, registry: &Registry, now: Instant) {
+        for which in [Which::Sub, Which::Cmd] {
+            let interval = self.opts.ping_interval;
+            let timeout = self.opts.ping_timeout;
+            let c = self.conn_mut(which);
+            if let Some(sent) = c.health_sent {
+                if now.duration_since(sent) >= timeout {
+                    let reason = format!(
+                        "{} connection: no reply to PING within {timeout:?}",
+                        which.name()
+                    );
+                    self.fail(registry, now, reason);
+                    return;
+                }
+            } else if now.duration_since(c.last_health) >= interval {
+                c.send(&[b"PING"], Some(Expect::Health), 0);
+                c.health_sent = Some(now);
+                c.last_health = now;
+            }
+        }
+    }
+
+    fn conn_mut(&mut self, which: Which) -> &mut Conn {
+        match which {
+            Which::Sub => &mut self.sub,
+            Which::Cmd => &mut self.cmd,
+        }
+    }
+
+    fn resolve(&mut self) -> Result<(), String> {
+        if !self.addrs.is_empty() {
+            return Ok(());
+        }
+        if let Ok(ip) = self.url.host.parse::<IpAddr>() {
+            self.addrs = vec![SocketAddr::new(ip, self.url.port)];
+            return Ok(());
+        }
+        // getaddrinfo: blocking, but only until a resolution succeeds (at
+        // start, normally); the addresses are then kept for every reconnect.
+        // No thread involved.
+        let addrs = (self.url.host.as_str(), self.url.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {}: {e}", self.url.host))?;
+        self.addrs = addrs.collect();
+        if self.addrs.is_empty() {
+            return Err(format!("{} resolves to no address", self.url.host));
+        }
+        Ok(())
+    }
+
+    fn begin_connect(&mut self, registry: &Registry, now: Instant) {
+        if let Err(reason) = self.resolve() {
+            self.fail(registry, now, reason);
+            return;
+        }
+        let addr = self.addrs[self.attempt % self.addrs.len()];
+        self.attempt = self.attempt.wrapping_add(1);
+        debug!("redis link: connecting to {addr} ({})", self.url.redacted());
+        for which in [Which::Sub, Which::Cmd] {
+            let c = self.conn_mut(which);
+            let mut stream = match TcpStream::connect(addr) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.fail(registry, now, format!("connect to {addr} failed: {e}"));
+                    return;
+                }
+            };
+            if let Err(e) = registry.register(
+                &mut stream,
+                c.token,
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                self.fail(registry, now, format!("cannot register redis socket: {e}"));
+                return;
+            }
+            c.stream = Some(stream);
+            c.connected = false;
+            c.handshaken = false;
+            c.last_health = now;
+            c.health_sent = None;
+        }
+        self.state = State::Connecting {
+            deadline: now + self.opts.connect_timeout,
+        };
+        self.queue_handshake();
+    }
+
+    fn queue_handshake(&mut self) {
+        let (user, pass) = (self.url.username.clone(), self.url.password.clone());
+        for c in [&mut self.sub, &mut self.cmd] {
+            match (&user, &pass) {
+                (Some(u), Some(p)) => c.send(
+                    &[b"AUTH", u.as_bytes(), p.as_bytes()],
+                    Some(Expect::Auth),
+                    0,
+                ),
+                (None, Some(p)) => c.send(&[b"AUTH", p.as_bytes()], Some(Expect::Auth), 0),
+                _ => {}
+            }
+        }
+        if self.url.db != 0 {
+            let db = self.url.db.to_string();
+            self.cmd
+                .send(&[b"SELECT", db.as_bytes()], Some(Expect::Select), 0);
+        }
+        self.cmd.send(&[b"PING"], Some(Expect::Hello), 0);
+        for (verb, set) in [
+            (&b"SUBSCRIBE"[..], &self.channels),
+            (&b"PSUBSCRIBE"[..], &self.patterns),
+        ] {
+            let all: Vec<&[u8]> = set.iter().map(Vec::as_slice).collect();
+            for chunk in all.chunks(SUBSCRIBE_CHUNK) {
+                let mut args: Vec<&[u8]> = Vec::with_capacity(chunk.len() + 1);
+                args.push(verb);
+                args.extend_from_slice(chunk);
+                resp::encode_command(&mut self.sub.wbuf, &args);
+            }
+        }
+        // Its reply comes after every subscribe confirmation.
+        self.sub.send(&[b"PING"], Some(Expect::Hello), 0);
+    }
+
+    /// Finish connecting, read and parse everything available.
+    fn service(&mut self, which: Which) -> Result<(), String> {
+        if !self.conn_mut(which).check_connected()? {
+            return Ok(());
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            let c = self.conn_mut(which);
+            let Some(s) = c.stream.as_mut() else {
+                return Ok(());
+            };
+            match s.read(&mut chunk) {
+                Ok(0) => return Err("connection closed by redis".into()),
+                Ok(n) => {
+                    c.rbuf.extend_from_slice(&chunk[..n]);
+                    self.parse(which)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read failed: {e}")),
+            }
+        }
+    }
+
+    fn parse(&mut self, which: Which) -> Result<(), String> {
+        let max_reply = self.opts.max_reply_bytes;
+        let mut start = 0;
+        let result = loop {
+            let c = self.conn_mut(which);
+            if start == c.rbuf.len() {
+                break Ok(());
+            }
+            match c.decoder.decode(&c.rbuf[start..]) {
+                Ok(Some((reply, used))) => {
+                    start += used;
+                    if let Err(e) = self.dispatch(which, reply) {
+                        break Err(e);
+                    }
+                }
+                Ok(None) if c.rbuf.len() - start > max_reply => {
+                    break Err(format!("reply larger than {max_reply} bytes"));
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(format!("protocol error: {e}")),
+            }
+        };
+        let c = self.conn_mut(which);
+        if result.is_ok() && start > 0 {
+            c.rbuf.drain(..start);
+            if c.rbuf.is_empty() && c.rbuf.capacity() > KEEP_CAPACITY {
+                c.rbuf.shrink_to(READ_CHUNK);
+            }
+        }
+        result
+    }
+
+    fn dispatch(&mut self, which: Which, reply: Reply) -> Result<(), String> {
+        match which {
+            Which::Cmd => self.cmd_reply(reply),
+            Which::Sub => match reply {
+                Reply::Array(items) => self.sub_push(items),
+                other => self.sub_reply(which, other),
+            },
+        }
+    }
+
+    fn cmd_reply(&mut self, reply: Reply) -> Result<(), String> {
+        let p = self
+            .cmd
+            .pending
+            .pop_front()
+            .ok_or_else(|| format!("unexpected reply {}", brief(&reply)))?;
+        self.queued_bytes -= p.size;
+        match p.expect {
+            Expect::Tag(tag) => self.out.push(LinkEvent::Reply { tag, reply }),
+            Expect::Publish => {
+                if let Reply::Error(e) = reply {
+                    self.stats.publish_errors += 1;
+                    debug!("redis PUBLISH failed: {e}");
+                }
+            }
+            other => self.control_reply(Which::Cmd, other, reply)?,
+        }
+        Ok(())
+    }
+
+    fn sub_push(&mut self, items: Vec<Reply>) -> Result<(), String> {
+        #[derive(PartialEq)]
+        enum Kind {
+            Message,
+            PMessage,
+            Confirm,
+            Pong,
+        }
+        let kind = match items.first() {
+            Some(Reply::Bulk(k)) => match k.as_slice() {
+                b"message" => Kind::Message,
+                b"pmessage" => Kind::PMessage,
+                b"subscribe" | b"psubscribe" | b"unsubscribe" | b"punsubscribe" => Kind::Confirm,
+                b"pong" => Kind::Pong,
+                _ => return Err(format!("unexpected push {}", brief(&Reply::Array(items)))),
+            },
+            _ => return self.sub_reply(Which::Sub, Reply::Array(items)),
+        };
+        match kind {
+            Kind::Confirm => Ok(()),
+            Kind::Pong => self.sub_reply(Which::Sub, Reply::Status(b"PONG".to_vec())),
+            Kind::Message | Kind::PMessage => {
+                let mut it = items
+                    .into_iter()
+                    .skip(if kind == Kind::PMessage { 2 } else { 1 });
+                match (it.next(), it.next(), it.next()) {
+                    (Some(Reply::Bulk(channel)), Some(Reply::Bulk(payload)), None) => {
+                        self.stats.messages_received += 1;
+                        self.out.push(LinkEvent::Message { channel, payload });
+                        Ok(())
+                    }
+                    _ => Err("malformed message push".into()),
+                }
+            }
+        }
+    }
+
+    fn sub_reply(&mut self, which: Which, reply: Reply) -> Result<(), String> {
+        if let Reply::Error(e) = &reply {
+            // SUBSCRIBE errors (ACL, NOAUTH) are not in `pending`: any
+            // error here is fatal for the subscriber connection.
+            if self.sub.pending.front().map(|p| p.expect) == Some(Expect::Auth) {
+                return Err(format!("AUTH failed: {e}"));
+            }
+            return Err(format!("redis error: {e}"));
+        }
+        let p = self
+            .sub
+            .pending
+            .pop_front()
+            .ok_or_else(|| format!("unexpected reply {}", brief(&reply)))?;
+        self.control_reply(which, p.expect, reply)
+    }
+
+    fn control_reply(&mut self, which: Which, expect: Expect, reply: Reply) -> Result<(), String> {
+        if let Reply::Error(e) = &reply {
+            return Err(match expect {
+                Expect::Auth => format!("AUTH failed: {e}"),
+                Expect::Select => format!("SELECT {} failed: {e}", self.url.db),
+                _ => format!("redis error: {e}"),
+            });
+        }
+        match expect {
+            Expect::Hello => {
+                self.conn_mut(which).handshaken = true;
+                self.check_up();
+            }
+            Expect::Health => self.conn_mut(which).health_sent = None,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn check_up(&mut self) {
+        let connecting = matches!(self.state, State::Connecting { .. });
+        if !connecting || !self.sub.handshaken || !self.cmd.handshaken {
+            return;
+        }
+        let now = Instant::now();
+        if self.reported_down {
+            let down_for = self
+                .since
+                .map(|s| now.duration_since(s))
+                .unwrap_or_default();
+            info!(
+                "redis link up again ({}) after {down_for:.1?} down; cluster delivery resumed",
+                self.url.redacted()
+            );
+        } else {
+            info!("redis link up ({})", self.url.redacted());
+        }
+        self.state = State::Up;
+        self.reported_down = false;
+        self.since = Some(now);
+        self.backoff = self.opts.backoff_min;
+        self.stats.connects += 1;
+        self.sub.last_health = now;
+        self.cmd.last_health = now;
+        self.out.push(LinkEvent::Up);
+    }
+
+    /// Close both connections; answer every awaited tag with UNAVAILABLE and
+    /// count unconfirmed publishes as dropped.
+    fn drop_conns(&mut self, registry: &Registry) {
+        self.sub.close(registry);
+        self.cmd.close(registry);
+        self.sub.pending.clear();
+        for p in self.cmd.pending.drain(..) {
+            match p.expect {
+                Expect::Tag(tag) => {
+                    self.stats.failed_commands += 1;
+                    self.out.push(LinkEvent::Reply {
+                        tag,
+                        reply: Reply::Error(UNAVAILABLE.into()),
+                    });
+                }
+                Expect::Publish => self.stats.dropped_publishes += 1,
+                _ => {}
+            }
+        }
+        self.queued_bytes = 0;
+    }
+
+    fn fail(&mut self, registry: &Registry, now: Instant, reason: String) {
+        self.stats.failed_attempts += 1;
+        if !self.reported_down {
+            warn!(
+                "redis link down ({}): {reason}; serving local clients only, reconnecting",
+                self.url.redacted()
+            );
+            self.reported_down = true;
+            self.since = Some(now);
+            self.stats.outages += 1;
+            self.out.push(LinkEvent::Down {
+                reason: reason.clone(),
+            });
+        } else {
+            debug!("redis reconnect attempt failed: {reason}");
+        }
+        self.drop_conns(registry);
+        self.last_error = Some(reason);
+        let delay = self.jitter(self.backoff);
+        self.backoff = (self.backoff * 2).min(self.opts.backoff_max);
+        self.state = State::Backoff {
+            retry_at: now + delay,
+        };
+    }
+
+    /// `d` scaled by a factor in [0.75, 1.25) so nodes do not reconnect in step.
+    fn jitter(&mut self, d: Duration) -> Duration {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let f = 0.75 + (self.rng % 1000) as f64 / 2000.0;
+        d.mul_f64(f)
+    }
+}
+
+/// A reply shortened for log lines.
+fn brief(reply: &Reply) -> String {
+    let mut s = format!("{reply:?}");
+    if s.len() > 120 {
+        let mut end = 120;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+    s
+}
+
+#[cfg(test)]
+#[path = "redis_tests.rs"]
+mod tests;
