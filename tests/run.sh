@@ -41,6 +41,8 @@ apt_install() {
 # Rust unit + integration tests (tests/*.rs drive the real binary).
 suite_rust() {
     need_cargo
+    # Real components the Rust tests drive: redis-server (scaling).
+    apt_install redis-server || { log "cannot install redis-server"; return 1; }
     local out="$LOGDIR/rust.log"
     log "building tests"
     # Build first so compile time is not counted against test deadlines.
