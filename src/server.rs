@@ -860,10 +860,13 @@ impl Server {
                     channel,
                     event,
                     data,
-                    ..
+                    except,
                 } => {
+                    // The connection to leave out may be ours even when the event entered
+                    // through another node (the app's REST call went there).
+                    let except = except.as_deref().and_then(|s| self.parse_socket_id(s));
                     self.publish_stamp = self.publish_stamp.wrapping_add(1);
-                    self.publish(app, &channel, &event, &data, None, &mut None);
+                    self.publish(app, &channel, &event, &data, except, &mut None);
                 }
                 crate::scaling::Body::Global { line } => {
                     self.publish_global(&ws::text(line.as_bytes()));

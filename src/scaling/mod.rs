@@ -34,7 +34,7 @@ pub enum Body {
         channel: String,
         event: String,
         data: String,
-        /// The origin's socket id to leave out; meaningless (and harmless) on other nodes.
+        /// The socket id to leave out: it may live on any node, whichever node the event entered.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         except: Option<String>,
     },
