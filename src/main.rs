@@ -64,6 +64,15 @@ struct ConfigArgs {
     /// The broadcast FIFO [default: $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR or /tmp/ferrocast-$UID, + /broadcast.fifo].
     #[arg(long, value_name = "PATH")]
     fifo: Option<PathBuf>,
+    /// Id of the default Pusher app (used when the file lists no `apps`) [default: app-id].
+    #[arg(long, value_name = "ID")]
+    app_id: Option<String>,
+    /// Key of the default Pusher app [default: app-key].
+    #[arg(long, value_name = "KEY")]
+    app_key: Option<String>,
+    /// Secret of the default Pusher app [default: app-secret]. Prefer FERROCAST_APP_SECRET: flags show in `ps`.
+    #[arg(long, value_name = "SECRET")]
+    app_secret: Option<String>,
     /// Serve the live debug console at /console (login: an app's key and secret).
     #[arg(long)]
     console: bool,
@@ -92,6 +101,9 @@ impl ConfigArgs {
         flag("fifo", self.fifo.as_ref().map(|p| p.display().to_string()));
         flag("auto_port", self.auto_port.then(|| "true".to_string()));
         flag("console.enabled", self.console.then(|| "true".to_string()));
+        flag("app_id", self.app_id.clone());
+        flag("app_key", self.app_key.clone());
+        flag("app_secret", self.app_secret.clone());
         Ok(Sources {
             file: self.config.clone(),
             overrides,

@@ -863,3 +863,222 @@ fn health_and_metrics() {
     let n: f64 = line.split_whitespace().last().unwrap().parse().unwrap();
     assert!(n >= 1.0, "{line}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cache channels, /internal/broadcast, sign-in requirement, presence limits, timeouts, flags
+// ---------------------------------------------------------------------------------------------
+
+/// A server from a whole configuration object (apps and top-level keys).
+fn start_cfg(cfg: Value) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "config.json", &cfg);
+    let path = path.to_str().unwrap().to_string();
+    let server = Server::start(&["--config", &path], &[]);
+    Fixture { server, _dir: dir }
+}
+
+#[test]
+fn cache_channel_replays_last_event_or_reports_a_miss() {
+    let f = start_default();
+    let s = &f.server;
+    // Published while nobody listens: remembered anyway.
+    let body = br#"{"name":"price","channel":"cache-prices","data":"{\"eur\":1.08}"}"#;
+    assert_eq!(rest(s, "POST", &events_path(), &[], body).status, 200);
+    let (mut c, _, _) = pusher_connect(s, KEY);
+    let ok = subscribe(&mut c, "cache-prices", None, None);
+    assert_eq!(
+        ok["event"], "pusher_internal:subscription_succeeded",
+        "{ok}"
+    );
+    let replay = next_json(&mut c);
+    assert_eq!(
+        replay,
+        json!({"event":"price","channel":"cache-prices","data":"{\"eur\":1.08}"})
+    );
+    let ok = subscribe(&mut c, "cache-empty", None, None);
+    assert_eq!(
+        ok["event"], "pusher_internal:subscription_succeeded",
+        "{ok}"
+    );
+    let miss = next_json(&mut c);
+    assert_eq!(miss["event"], "pusher:cache_miss", "{miss}");
+    assert_eq!(miss["channel"], "cache-empty", "{miss}");
+}
+
+#[test]
+fn internal_broadcast_needs_its_token() {
+    let f = start_cfg(json!({"apps": [app(json!({}))], "internal_token": "t0ken"}));
+    let s = &f.server;
+    let mut sub = s.channel_client();
+    sub.subscribe("news");
+    let form = b"channel=news&message=hello+from+cadsock";
+    let post = |headers: &[(&str, &str)]| raw_http(s, "POST", "/internal/broadcast", form, headers);
+    assert_eq!(post(&[]).status, 401);
+    assert_eq!(post(&[("Authorization", "Bearer wrong")]).status, 401);
+    assert_eq!(post(&[("Authorization", "Bearer t0ken")]).status, 200);
+    assert_eq!(sub.recv_text(T), "hello from cadsock");
+    // Without a configured token the endpoint does not exist.
+    let g = start_default();
+    let r = raw_http(
+        &g.server,
+        "POST",
+        "/internal/broadcast",
+        form,
+        &[("Authorization", "Bearer ")],
+    );
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn connections_that_must_sign_in_are_closed_when_they_do_not() {
+    let f = start(vec![app(json!({
+        "require_user_authentication": true,
+        "user_authentication_timeout_secs": 1
+    }))]);
+    let s = &f.server;
+    let (mut lazy, _, _) = pusher_connect(s, KEY);
+    let (mut good, socket_id, _) = pusher_connect(s, KEY);
+    let user_data = r#"{"id":"u1"}"#;
+    good.send_json(&json!({"event":"pusher:signin","data":{"auth": user_sig(&socket_id, user_data), "user_data": user_data}}));
+    let ok = next_json(&mut good);
+    assert_eq!(ok["event"], "pusher:signin_success", "{ok}");
+    expect_error_then_close(&mut lazy, 4009);
+    // Well past the deadline, the signed-in connection still answers.
+    std::thread::sleep(Duration::from_millis(1500));
+    good.send_json(&json!({"event":"pusher:ping","data":{}}));
+    let pong = wait_frame(&mut good, "pong", |v| v["event"] == "pusher:pong");
+    assert_eq!(pong["event"], "pusher:pong");
+}
+
+#[test]
+fn presence_limits_refuse_new_members_not_new_connections() {
+    let f = start(vec![app(json!({
+        "max_presence_members_per_channel": 1,
+        "max_presence_member_size_kb": 1
+    }))]);
+    let s = &f.server;
+    let ch = "presence-room";
+    let join = |user: &str, info: &str| {
+        let (mut c, sid, _) = pusher_connect(s, KEY);
+        let data = format!(r#"{{"user_id":"{user}","user_info":{{"name":"{info}"}}}}"#);
+        let ans = subscribe(
+            &mut c,
+            ch,
+            Some(&channel_sig(&sid, ch, Some(&data))),
+            Some(&data),
+        );
+        (c, ans)
+    };
+    let (_a, first) = join("1", "ann");
+    assert_eq!(
+        first["event"], "pusher_internal:subscription_succeeded",
+        "{first}"
+    );
+    let (_b, second_tab) = join("1", "ann");
+    assert_eq!(
+        second_tab["event"], "pusher_internal:subscription_succeeded",
+        "same user, second tab: {second_tab}"
+    );
+    let (_c, full) = join("2", "bob");
+    assert_eq!(full["event"], "pusher:subscription_error", "{full}");
+    let g = start(vec![app(json!({"max_presence_member_size_kb": 1}))]);
+    let (mut c, sid, _) = pusher_connect(&g.server, KEY);
+    let big = format!(
+        r#"{{"user_id":"3","user_info":{{"bio":"{}"}}}}"#,
+        "x".repeat(2000)
+    );
+    let ans = subscribe(
+        &mut c,
+        ch,
+        Some(&channel_sig(&sid, ch, Some(&big))),
+        Some(&big),
+    );
+    assert_eq!(ans["event"], "pusher:subscription_error", "{ans}");
+}
+
+#[test]
+fn silent_pusher_client_gets_4201() {
+    let f = start_cfg(json!({
+        "apps": [app(json!({}))],
+        "ping_interval_secs": 1,
+        "activity_timeout_secs": 2
+    }));
+    let (mut c, _, _) = pusher_connect(&f.server, KEY);
+    // We never answer the server's pusher:ping: after activity_timeout_secs we are told to
+    // reconnect (4200-4299), with the error first.
+    let deadline = Instant::now() + T;
+    let mut saw_ping = false;
+    loop {
+        assert!(Instant::now() < deadline, "no 4201 in time");
+        match c.next_event(T) {
+            Event::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["event"] == "pusher:ping" {
+                    saw_ping = true;
+                    continue;
+                }
+                assert_eq!(v["event"], "pusher:error", "{v}");
+                assert_eq!(v["data"]["code"], 4201, "{v}");
+                break;
+            }
+            other => panic!("expected pusher:ping / pusher:error, got {other:?}"),
+        }
+    }
+    assert!(
+        saw_ping,
+        "the server pings an idle client before giving up on it"
+    );
+    assert_eq!(c.expect_close(T).0, 4201);
+}
+
+#[test]
+fn read_requests_over_their_rate_get_429() {
+    let f = start(vec![app(json!({"max_read_requests_per_second": 1}))]);
+    let s = &f.server;
+    let path = format!("/apps/{ID}/channels");
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| rest(s, "GET", &path, &[], b"").status)
+        .collect();
+    assert_eq!(statuses[0], 200);
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+#[test]
+fn default_app_from_flags() {
+    let s = Server::start(
+        &[
+            "--app-id",
+            "flag-id",
+            "--app-key",
+            "flag-key",
+            "--app-secret",
+            "flag-secret",
+        ],
+        &[],
+    );
+    let (mut c, _, _) = pusher_connect(&s, "flag-key");
+    let ok = subscribe(&mut c, "public-x", None, None);
+    assert_eq!(
+        ok["event"], "pusher_internal:subscription_succeeded",
+        "{ok}"
+    );
+    let body = br#"{"name":"e","channel":"public-x","data":"via flags"}"#;
+    let r = raw_http(
+        &s,
+        "POST",
+        "/apps/flag-id/events",
+        body,
+        &[("Authorization", "Bearer flag-secret")],
+    );
+    assert_eq!(r.status, 200);
+    let ev = next_json(&mut c);
+    assert_eq!(ev["data"], "via flags", "{ev}");
+    let r = raw_http(
+        &s,
+        "POST",
+        "/apps/flag-id/events",
+        body,
+        &[("Authorization", "Bearer app-secret")],
+    );
+    assert_eq!(r.status, 401, "the built-in default secret no longer works");
+}
