@@ -12,6 +12,7 @@ pub mod conn;
 pub mod console;
 pub mod fifo;
 pub mod http;
+pub mod httpclient;
 pub mod listener;
 pub mod message;
 pub mod metrics;

@@ -41,6 +41,16 @@ enum Command {
     /// no FIFO line is lost. For a configuration change alone, SIGHUP (systemctl reload) keeps
     /// every connection.
     Restart(ConfigArgs),
+    /// Used by worker processes: one HTTP call for an `http` validation or routing handler.
+    #[command(hide = true)]
+    HttpRequest(HttpRequestArgs),
+}
+
+#[derive(Args)]
+struct HttpRequestArgs {
+    /// `validate` (GET, forwards the client's cookies) or `route` (POST, stdin as body).
+    purpose: String,
+    url: String,
 }
 
 /// Where the configuration comes from. Flags beat FERROCAST_* variables, which beat the file.
@@ -149,6 +159,7 @@ fn main() -> ExitCode {
         Command::Broadcast(args) => broadcast(args),
         Command::Config(args) => config_command(args),
         Command::Restart(args) => restart(args),
+        Command::HttpRequest(args) => http_request(args),
     }
 }
 
@@ -267,6 +278,81 @@ fn config_command(args: ConfigCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e.to_string(), 2),
+    }
+}
+
+/// The child side of `http` handlers. Exit 0 with the result on stdout means success; the
+/// server reads nothing else, so errors go to stderr (the server's log) with their reason.
+fn http_request(args: HttpRequestArgs) -> ExitCode {
+    use std::io::{Read, Write};
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let timeout = std::time::Duration::from_secs(
+        env("FERROCAST_HTTP_TIMEOUT_SECS").and_then(|v| v.parse().ok()).unwrap_or(5),
+    );
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for (var, name) in [
+        ("HTTP_COOKIE", "Cookie"),
+        ("HTTP_AUTHORIZATION", "Authorization"),
+        ("REMOTE_ADDR", "X-Forwarded-For"),
+        ("FERROCAST_SOCKET_ID", "X-Ferrocast-Socket-Id"),
+        ("FERROCAST_USER_ID", "X-Ferrocast-User"),
+    ] {
+        if let Some(v) = env(var) {
+            headers.push((name.to_string(), v));
+        }
+    }
+    let (method, body) = match args.purpose.as_str() {
+        "validate" => ("GET", Vec::new()),
+        "route" => {
+            let mut body = Vec::new();
+            if let Err(e) = std::io::stdin().read_to_end(&mut body) {
+                eprintln!("ferrocast http-request: reading the message: {e}");
+                return ExitCode::from(1);
+            }
+            headers.push(("Content-Type".into(), "text/plain; charset=utf-8".into()));
+            ("POST", body)
+        }
+        other => {
+            eprintln!("ferrocast http-request: unknown purpose {other}");
+            return ExitCode::from(2);
+        }
+    };
+    let max = env("FERROCAST_MAX_OUTPUT_BYTES").and_then(|v| v.parse().ok()).unwrap_or(1 << 20);
+    let resp = match ferrocast::httpclient::request(method, &args.url, &headers, &body, timeout, max) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ferrocast http-request: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match (args.purpose.as_str(), resp.status) {
+        ("validate", 200) => {
+            let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+            let id = match v.get("id") {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                _ => {
+                    eprintln!("ferrocast http-request: {} answered 200 without an \"id\"", args.url);
+                    return ExitCode::from(1);
+                }
+            };
+            // First line: the user id; second: the whole answer, kept as user info.
+            let _ = writeln!(out, "{id}\n{v}");
+            ExitCode::SUCCESS
+        }
+        ("validate", 403) => {
+            let _ = writeln!(out, "forbidden");
+            ExitCode::from(1)
+        }
+        ("route", 200..=299) => {
+            let _ = out.write_all(&resp.body);
+            ExitCode::SUCCESS
+        }
+        (_, status) => {
+            eprintln!("ferrocast http-request: {} answered {status}", args.url);
+            ExitCode::from(1)
+        }
     }
 }
 
