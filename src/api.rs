@@ -318,7 +318,13 @@ impl Server {
         let due = self.now + self.cfg.ping_interval_secs as u32;
         conn.timer_due = self.timers.schedule(key, conn.id, due);
         self.mark_dirty(key);
-        debug!("connection {key} upgraded ({mode:?})");
+        debug!(
+            "connection {key} upgraded ({mode:?}) for {}",
+            self.conns
+                .get(key)
+                .map(|c| c.peer.to_string())
+                .unwrap_or_default()
+        );
         match pusher {
             None => {}
             Some(Err((code, message))) => {

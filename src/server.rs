@@ -310,7 +310,6 @@ impl Server {
                 break;
             }
         }
-        let _ = crate::systemd::stopping();
         let left = self.conns.len();
         if left > 0 {
             warn!(
@@ -1333,6 +1332,8 @@ impl Server {
             _ => ("SIGTERM", close::GOING_AWAY, "server shutting down"),
         };
         info!("received {name}; closing {} connection(s)", self.sessions);
+        // systemd shows "deactivating" from here, not after the drain.
+        let _ = crate::systemd::stopping();
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
             if signal == SIGUSR2 {
