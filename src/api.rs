@@ -17,6 +17,9 @@ use crate::ws::{self, close};
 /// How a request is answered.
 enum Decision {
     Respond(Vec<u8>),
+    /// A complete plain-HTTP exchange on a keep-alive connection: answer, drop the request's
+    /// `consumed` bytes and wait for the next one.
+    RespondKeepAlive(Vec<u8>, usize),
     Upgrade {
         mode: Mode,
         accept: String,
@@ -43,37 +46,73 @@ fn not_found() -> Decision {
 impl Server {
     /// Called with new bytes in a connection's request buffer.
     pub(crate) fn handle_request(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let inbuf = std::mem::take(&mut conn.inbuf);
-        let decision = match http::parse(&inbuf, self.cfg.max_request_bytes) {
-            Ok(None) => Decision::NeedBody,
-            Err(http::ParseError::TooLarge) => Decision::Respond(http::response(
-                431,
-                &[],
-                &http::error_body("request head too large"),
-            )),
-            Err(http::ParseError::Malformed) => Decision::Respond(http::response(
-                400,
-                &[],
-                &http::error_body("malformed HTTP request"),
-            )),
-            Ok(Some(req)) => self.route(key, &req, &inbuf),
-        };
-        match decision {
-            Decision::NeedBody => {
-                if let Some(conn) = self.conns.get_mut(key) {
-                    conn.inbuf = inbuf;
+        // One pass per complete request: a keep-alive connection may have several queued
+        // (pipelined) in one read.
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            let inbuf = std::mem::take(&mut conn.inbuf);
+            let decision = match http::parse(&inbuf, self.cfg.max_request_bytes) {
+                Ok(None) => Decision::NeedBody,
+                Err(http::ParseError::TooLarge) => Decision::Respond(http::response(
+                    431,
+                    &[],
+                    &http::error_body("request head too large"),
+                )),
+                Err(http::ParseError::Malformed) => Decision::Respond(http::response(
+                    400,
+                    &[],
+                    &http::error_body("malformed HTTP request"),
+                )),
+                Ok(Some(req)) => {
+                    let request_len = req.head_len + req.content_length().unwrap_or(0);
+                    match self.route(key, &req, &inbuf) {
+                        Decision::Respond(mut bytes)
+                            if req.keep_alive()
+                                && !http::wants_upgrade(&req)
+                                && req.header("transfer-encoding").is_none()
+                                && request_len <= req.head_len + self.cfg.max_body_bytes
+                                && inbuf.len() >= request_len =>
+                        {
+                            http::keep_connection_open(&mut bytes);
+                            Decision::RespondKeepAlive(bytes, request_len)
+                        }
+                        other => other,
+                    }
+                }
+            };
+            match decision {
+                Decision::NeedBody => {
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        conn.inbuf = inbuf;
+                    }
+                    return;
+                }
+                Decision::Respond(bytes) => return self.respond_and_close(key, bytes),
+                Decision::Upgrade {
+                    mode,
+                    accept,
+                    head_len,
+                    pusher,
+                } => return self.upgrade(key, mode, &accept, pusher, &inbuf[head_len..]),
+                Decision::RespondKeepAlive(bytes, consumed) => {
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        return;
+                    };
+                    conn.push(bytes.into());
+                    // The next request gets a fresh handshake_timeout_secs; an idle keep-alive
+                    // connection is closed when it passes.
+                    let due = self.now + self.cfg.handshake_timeout_secs as u32;
+                    conn.timer_due = self.timers.schedule(key, conn.id, due);
+                    conn.inbuf = inbuf[consumed..].to_vec();
+                    let more = !conn.inbuf.is_empty();
+                    self.mark_dirty(key);
+                    if !more {
+                        return;
+                    }
                 }
             }
-            Decision::Respond(bytes) => self.respond_and_close(key, bytes),
-            Decision::Upgrade {
-                mode,
-                accept,
-                head_len,
-                pusher,
-            } => self.upgrade(key, mode, &accept, pusher, &inbuf[head_len..]),
         }
     }
 

@@ -19,6 +19,8 @@ pub struct Request<'b> {
     pub headers: Vec<(&'b str, &'b [u8])>,
     /// Bytes of the head, including the blank line; what follows is body or WebSocket frames.
     pub head_len: usize,
+    /// 1 for HTTP/1.1, 0 for HTTP/1.0.
+    pub minor_version: u8,
 }
 
 impl<'b> Request<'b> {
@@ -49,6 +51,11 @@ impl<'b> Request<'b> {
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     }
 
+    /// HTTP/1.1 without `Connection: close`: the connection may carry another request.
+    pub fn keep_alive(&self) -> bool {
+        self.minor_version == 1 && !self.header_has_token("connection", "close")
+    }
+
     pub fn content_length(&self) -> Option<usize> {
         self.header("content-length").and_then(|v| v.parse().ok())
     }
@@ -71,10 +78,11 @@ pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Option<Request<'_>>, ParseE
             if head_len > max_bytes {
                 return Err(ParseError::TooLarge);
             }
-            if req.version != Some(1) {
+            let Some(minor_version) = req.version else {
                 return Err(ParseError::Malformed);
-            }
+            };
             Ok(Some(Request {
+                minor_version,
                 method: req.method.unwrap_or(""),
                 target: req.path.unwrap_or(""),
                 headers: req.headers.iter().map(|h| (h.name, h.value)).collect(),
@@ -120,8 +128,10 @@ pub fn wants_upgrade(req: &Request) -> bool {
 
 /// Checks an upgrade request and returns the `Sec-WebSocket-Accept` value.
 pub fn check_upgrade(req: &Request, allowed_origins: &[String]) -> Result<String, Refusal> {
-    if req.method != "GET" {
-        return Err(Refusal::BadRequest("WebSocket upgrades must use GET"));
+    if req.method != "GET" || req.minor_version != 1 {
+        return Err(Refusal::BadRequest(
+            "WebSocket upgrades must be HTTP/1.1 GET requests",
+        ));
     }
     if !req.header_has_token("upgrade", "websocket") {
         return Err(Refusal::BadRequest("missing \"Upgrade: websocket\""));
@@ -177,6 +187,22 @@ pub fn switching_protocols(accept: &str) -> Vec<u8> {
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     )
     .into_bytes()
+}
+
+/// Turns a response built by [`response`] into one that keeps the connection open.
+pub fn keep_connection_open(resp: &mut Vec<u8>) {
+    const CLOSE: &[u8] = b"\r\nConnection: close\r\n";
+    const KEEP: &[u8] = b"\r\nConnection: keep-alive\r\n";
+    let head_end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(resp.len());
+    if let Some(pos) = resp[..head_end + 2]
+        .windows(CLOSE.len())
+        .position(|w| w == CLOSE)
+    {
+        resp.splice(pos..pos + CLOSE.len(), KEEP.iter().copied());
+    }
 }
 
 pub fn reason_phrase(status: u16) -> &'static str {

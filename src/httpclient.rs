@@ -7,7 +7,9 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("unsupported URL \"{0}\": use http://host[:port]/path (put https endpoints behind a local http proxy)")]
+    #[error(
+        "unsupported URL \"{0}\": use http://host[:port]/path (put https endpoints behind a local http proxy)"
+    )]
     Url(String),
     #[error("cannot connect to {0}: {1}")]
     Connect(String, io::Error),
@@ -32,7 +34,9 @@ pub struct Url<'a> {
 }
 
 pub fn parse_url(url: &str) -> Result<Url<'_>, ClientError> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| ClientError::Url(url.into()))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| ClientError::Url(url.into()))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -69,15 +73,19 @@ pub fn request(
         .map_err(|e| ClientError::Connect(target.clone(), e))?
         .next()
         .ok_or_else(|| ClientError::Connect(target.clone(), io::ErrorKind::NotFound.into()))?;
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| ClientError::Connect(target.clone(), e))?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| ClientError::Connect(target.clone(), e))?;
     let io_err = |e| ClientError::Io(target.clone(), e);
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
     let mut head = format!(
         "{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: ferrocast/{}\r\n",
         u.path,
-        if u.port == 80 { u.host.to_string() } else { target.clone() },
+        if u.port == 80 {
+            u.host.to_string()
+        } else {
+            target.clone()
+        },
         env!("CARGO_PKG_VERSION")
     );
     for (k, v) in headers {
@@ -93,7 +101,9 @@ pub fn request(
     head.push_str("\r\n");
     let io_err = |e| ClientError::Io(target.clone(), e);
     stream.write_all(head.as_bytes()).map_err(io_err)?;
-    stream.write_all(body).map_err(|e| ClientError::Io(target.clone(), e))?;
+    stream
+        .write_all(body)
+        .map_err(|e| ClientError::Io(target.clone(), e))?;
     let mut raw = Vec::new();
     let limit = max_body + 64 * 1024;
     let mut chunk = [0u8; 16 * 1024];
@@ -124,7 +134,12 @@ fn parse_response(raw: &[u8], max_body: usize) -> Option<Response> {
     let headers: Vec<(String, String)> = resp
         .headers
         .iter()
-        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).trim().to_string()))
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).trim().to_string(),
+            )
+        })
         .collect();
     let rest = &raw[head_len..];
     let chunked = headers
@@ -132,7 +147,11 @@ fn parse_response(raw: &[u8], max_body: usize) -> Option<Response> {
         .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
     let body = if chunked {
         dechunk(rest, max_body)?
-    } else if let Some(len) = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse::<usize>().ok()) {
+    } else if let Some(len) = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
         rest.get(..len)?.to_vec()
     } else {
         rest.to_vec()
@@ -140,7 +159,11 @@ fn parse_response(raw: &[u8], max_body: usize) -> Option<Response> {
     if body.len() > max_body {
         return None;
     }
-    Some(Response { status, headers, body })
+    Some(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut data: &[u8], max_body: usize) -> Option<Vec<u8>> {
@@ -168,7 +191,10 @@ mod tests {
     #[test]
     fn urls() {
         let u = parse_url("http://127.0.0.1:8000/auth.php?x=1").unwrap();
-        assert_eq!((u.host, u.port, u.path), ("127.0.0.1", 8000, "/auth.php?x=1"));
+        assert_eq!(
+            (u.host, u.port, u.path),
+            ("127.0.0.1", 8000, "/auth.php?x=1")
+        );
         let u = parse_url("http://localhost").unwrap();
         assert_eq!((u.host, u.port, u.path), ("localhost", 80, "/"));
         let u = parse_url("http://[::1]:9/p").unwrap();
@@ -190,6 +216,12 @@ mod tests {
         let r = parse_response(b"HTTP/1.0 403 Forbidden\r\n\r\nno", 100).unwrap();
         assert_eq!((r.status, r.body.as_slice()), (403, &b"no"[..]));
         assert!(parse_response(b"garbage", 100).is_none());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffff\r\nab", 100).is_none());
+        assert!(
+            parse_response(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffff\r\nab",
+                100
+            )
+            .is_none()
+        );
     }
 }

@@ -287,7 +287,9 @@ fn http_request(args: HttpRequestArgs) -> ExitCode {
     use std::io::{Read, Write};
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let timeout = std::time::Duration::from_secs(
-        env("FERROCAST_HTTP_TIMEOUT_SECS").and_then(|v| v.parse().ok()).unwrap_or(5),
+        env("FERROCAST_HTTP_TIMEOUT_SECS")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5),
     );
     let mut headers: Vec<(String, String)> = Vec::new();
     for (var, name) in [
@@ -317,14 +319,17 @@ fn http_request(args: HttpRequestArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let max = env("FERROCAST_MAX_OUTPUT_BYTES").and_then(|v| v.parse().ok()).unwrap_or(1 << 20);
-    let resp = match ferrocast::httpclient::request(method, &args.url, &headers, &body, timeout, max) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ferrocast http-request: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let max = env("FERROCAST_MAX_OUTPUT_BYTES")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 20);
+    let resp =
+        match ferrocast::httpclient::request(method, &args.url, &headers, &body, timeout, max) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("ferrocast http-request: {e}");
+                return ExitCode::from(1);
+            }
+        };
     let mut out = std::io::stdout().lock();
     match (args.purpose.as_str(), resp.status) {
         ("validate", 200) => {
@@ -333,7 +338,10 @@ fn http_request(args: HttpRequestArgs) -> ExitCode {
                 Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
                 Some(serde_json::Value::Number(n)) => n.to_string(),
                 _ => {
-                    eprintln!("ferrocast http-request: {} answered 200 without an \"id\"", args.url);
+                    eprintln!(
+                        "ferrocast http-request: {} answered 200 without an \"id\"",
+                        args.url
+                    );
                     return ExitCode::from(1);
                 }
             };
