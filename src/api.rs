@@ -657,7 +657,19 @@ impl Server {
             Endpoint::Channels => self.query_channels(app, req),
             Endpoint::Channel(name) => self.query_channel(app, req, &name),
             Endpoint::ChannelUsers(name) => self.query_users(app, &name),
-            Endpoint::TerminateUser(user) => Ok(self.terminate_user(app, &user)),
+            Endpoint::TerminateUser(user) => {
+                if let Some(scaling) = self.scaling.as_mut() {
+                    let app_id = self.apps.get(app).cfg.id.clone();
+                    scaling.send(
+                        Some(&app_id),
+                        crate::scaling::Body::Terminate {
+                            user_id: user.clone(),
+                        },
+                    );
+                }
+                self.terminate_local(app, &user);
+                Ok(json!({}))
+            }
         };
         match result {
             Ok(body) => self.rest_result(200, respond(200, &body)),
@@ -724,25 +736,35 @@ impl Server {
     }
 
     /// The attributes `info` asks for, for one channel.
+    /// The attributes `info` asks for, for one channel, across the cluster.
     fn channel_info(&self, app: usize, name: &str, info: Info) -> Value {
         let mut out = Map::new();
-        let channel = self.channels[app]
-            .lookup(name)
-            .and_then(|id| self.channels[app].get(id));
+        let (subscribers, members) = self.cluster_channel(app, name);
         if info.subscription_count {
-            out.insert(
-                "subscription_count".into(),
-                json!(channel.map(|c| c.subscribers.len()).unwrap_or(0)),
-            );
+            out.insert("subscription_count".into(), json!(subscribers));
         }
         if info.user_count {
-            let users = channel
-                .and_then(|c| c.members.as_ref())
-                .map(|m| m.users.len())
-                .unwrap_or(0);
-            out.insert("user_count".into(), json!(users));
+            out.insert("user_count".into(), json!(members.len()));
         }
         Value::Object(out)
+    }
+
+    /// Subscribers and presence member ids of a channel on this node and the others.
+    fn cluster_channel(
+        &self,
+        app: usize,
+        name: &str,
+    ) -> (usize, std::collections::BTreeSet<String>) {
+        let local = self.channels[app]
+            .lookup(name)
+            .and_then(|id| self.channels[app].get(id));
+        let (remote_subscribers, remote_members) = self.remote_channel(app, name);
+        let mut members: std::collections::BTreeSet<String> = remote_members.into_keys().collect();
+        if let Some(m) = local.and_then(|c| c.members.as_ref()) {
+            members.extend(m.users.keys().map(|u| u.to_string()));
+        }
+        let subscribers = local.map(|c| c.subscribers.len()).unwrap_or(0) + remote_subscribers;
+        (subscribers, members)
     }
 
     fn query_channels(&self, app: usize, req: &Request) -> Result<Value, RestError> {
@@ -767,10 +789,16 @@ impl Server {
                 message: "only info=user_count is available when listing channels".into(),
             });
         }
+        let mut names: std::collections::BTreeSet<String> = self.channels[app]
+            .iter()
+            .map(|(_, ch)| ch.name.to_string())
+            .collect();
+        names.extend(self.remote_channels(app));
         let mut channels = Map::new();
-        for (_, ch) in self.channels[app].iter() {
-            if ch.name.starts_with(prefix) && !ch.name.starts_with('#') {
-                channels.insert(ch.name.to_string(), self.channel_info(app, &ch.name, info));
+        for name in names {
+            if name.starts_with(prefix) && !name.starts_with('#') {
+                let attrs = self.channel_info(app, &name, info);
+                channels.insert(name, attrs);
             }
         }
         Ok(json!({ "channels": channels }))
@@ -790,7 +818,7 @@ impl Server {
                 message: "info=user_count is only for presence channels".into(),
             });
         }
-        let occupied = self.channels[app].lookup(name).is_some();
+        let occupied = self.cluster_channel(app, name).0 > 0;
         let mut out = match self.channel_info(app, name, info) {
             Value::Object(m) => m,
             _ => Map::new(),
@@ -818,19 +846,19 @@ impl Server {
                 message: "users can only be listed for presence channels".into(),
             });
         }
-        let users: Vec<Value> = self.channels[app]
-            .lookup(name)
-            .and_then(|id| self.channels[app].get(id))
-            .and_then(|c| c.members.as_ref())
-            .map(|m| m.users.keys().map(|id| json!({ "id": &**id })).collect())
-            .unwrap_or_default();
+        let users: Vec<Value> = self
+            .cluster_channel(app, name)
+            .1
+            .into_iter()
+            .map(|id| json!({ "id": id }))
+            .collect();
         Ok(json!({ "users": users }))
     }
 
     /// Closes every connection of the app signed in (`pusher:signin`) as `user`. As Pusher
     /// documents, connections that only joined presence channels under that id are left alone:
     /// presence ids are asserted by the app's auth endpoint, not proven by the user.
-    fn terminate_user(&mut self, app: usize, user: &str) -> Value {
+    pub(crate) fn terminate_local(&mut self, app: usize, user: &str) {
         let keys: Vec<usize> = self
             .conns
             .iter()
@@ -855,7 +883,6 @@ impl Server {
             );
             self.close_with(key, pp::code::UNAUTHORIZED, "terminated");
         }
-        json!({})
     }
 }
 

@@ -33,24 +33,6 @@ pub struct Member {
     pub connections: u32,
 }
 
-impl Members {
-    /// The `{"ids","hash","count"}` object of `subscription_succeeded`.
-    pub fn snapshot(&self) -> serde_json::Value {
-        let ids: Vec<&str> = self.users.keys().map(|k| &**k).collect();
-        let hash: serde_json::Map<String, serde_json::Value> = self
-            .users
-            .iter()
-            .map(|(k, m)| {
-                (
-                    k.to_string(),
-                    m.info.clone().unwrap_or(serde_json::Value::Null),
-                )
-            })
-            .collect();
-        serde_json::json!({"ids": ids, "hash": hash, "count": self.users.len()})
-    }
-}
-
 #[derive(Default)]
 pub struct Channels {
     by_name: HashMap<Box<str>, ChannelId>,

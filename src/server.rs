@@ -676,6 +676,9 @@ impl Server {
         }
         let id = channels.subscribe(name, key);
         conn.subs.push(id);
+        if let Some(scaling) = self.scaling.as_mut() {
+            scaling.state_dirty = true;
+        }
         debug!("connection {key} subscribed to {name}");
         if !self.consoles.is_empty() {
             let socket_id = conn.socket_id(self.process_id);
@@ -723,6 +726,9 @@ impl Server {
             self.leave_presence(key, app, id);
         }
         self.channels[app].unsubscribe(id, key);
+        if let Some(scaling) = self.scaling.as_mut() {
+            scaling.state_dirty = true;
+        }
     }
 
     /// Sends one text message to one connection (replies are not subject to the queue limit:
@@ -807,74 +813,6 @@ impl Server {
             }
             Line::Invalid(why) => {
                 warn!("ignored a FIFO line: {why}");
-            }
-        }
-    }
-
-    /// Publishes an event here and on every other node. `except` is the socket id of the
-    /// connection that caused it (it lives on one node only, so the others ignore it).
-    pub(crate) fn broadcast_event(
-        &mut self,
-        app: usize,
-        channel: &str,
-        event: &str,
-        data: &str,
-        except: Option<&str>,
-        plain: &mut Option<Frame>,
-    ) {
-        let local_except = except.and_then(|s| self.parse_socket_id(s));
-        self.publish(app, channel, event, data, local_except, plain);
-        if let Some(scaling) = self.scaling.as_mut() {
-            let app_id = self.apps.get(app).cfg.id.clone();
-            scaling.send(
-                Some(&app_id),
-                crate::scaling::Body::Publish {
-                    channel: channel.into(),
-                    event: event.into(),
-                    data: data.into(),
-                    except: except.map(str::to_string),
-                },
-            );
-        }
-    }
-
-    /// Delivers what other nodes published.
-    fn deliver_from_other_nodes(&mut self) {
-        let Some(scaling) = self.scaling.as_mut() else {
-            return;
-        };
-        let mut events = std::mem::take(&mut self.link_events);
-        let envelopes = scaling.incoming(&mut events);
-        self.link_events = events;
-        for env in envelopes {
-            let app = match env.app.as_deref() {
-                None => 0,
-                Some(id) => match self.apps.by_id(id) {
-                    Some(app) => app,
-                    None => continue,
-                },
-            };
-            match env.body {
-                crate::scaling::Body::Publish {
-                    channel,
-                    event,
-                    data,
-                    except,
-                } => {
-                    // The connection to leave out may be ours even when the event entered
-                    // through another node (the app's REST call went there).
-                    let except = except.as_deref().and_then(|s| self.parse_socket_id(s));
-                    self.publish_stamp = self.publish_stamp.wrapping_add(1);
-                    self.publish(app, &channel, &event, &data, except, &mut None);
-                }
-                crate::scaling::Body::Global { line } => {
-                    self.publish_global(&ws::text(line.as_bytes()));
-                }
-                crate::scaling::Body::Frame { channel, text } => {
-                    if let Some(id) = self.channels[app].lookup(&channel) {
-                        self.publish_frame(app, id, &ws::text(text.as_bytes()), None);
-                    }
-                }
             }
         }
     }
@@ -981,7 +919,7 @@ impl Server {
     }
 
     /// Queues `frame` to every raw-mode and channel-mode session (CarbonPHP's global pipe).
-    fn publish_global(&mut self, frame: &Frame) {
+    pub(crate) fn publish_global(&mut self, frame: &Frame) {
         let limit = self.cfg.outbound_queue_bytes;
         let mut delivered = 0u64;
         for (key, conn) in self.conns.iter_mut() {
@@ -1185,6 +1123,7 @@ impl Server {
         self.fired = fired;
         self.check_fifo();
         self.console_stats();
+        self.scaling_tick();
     }
 
     fn on_timer(&mut self, entry: Entry) {

@@ -214,3 +214,227 @@ fn redis_outage_keeps_local_delivery_and_recovers() {
     );
     drop(redis);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cluster state: presence, queries, node death, terminate
+// ---------------------------------------------------------------------------------------------
+
+use common::{Client, Event};
+use ferrocast::pusher::auth;
+
+fn node_with(redis: &Redis, extra: &[&str]) -> Server {
+    let url = format!("scaling.redis_url=redis://127.0.0.1:{}/0", redis.port);
+    let mut args = vec!["--set", "scaling.driver=redis", "--set", &url];
+    args.extend_from_slice(extra);
+    let s = Server::start(&args, &[]);
+    assert!(
+        s.wait_for_log("redis link up", T).is_some(),
+        "node never connected to Redis:\n{}",
+        s.logs_text()
+    );
+    s
+}
+
+fn pusher(node: &Server) -> (Client, String) {
+    let mut c = node.ws("/app/app-key?protocol=7");
+    let first = c.recv_json(T);
+    let data: Value = serde_json::from_str(first["data"].as_str().unwrap()).unwrap();
+    (c, data["socket_id"].as_str().unwrap().to_string())
+}
+
+/// Joins a presence channel as `user`; returns the member ids in subscription_succeeded.
+fn join(c: &mut Client, socket_id: &str, channel: &str, user: &str) -> Vec<String> {
+    let data = format!(r#"{{"user_id":"{user}"}}"#);
+    let sig = auth::channel_auth("app-key", "app-secret", socket_id, channel, Some(&data));
+    c.send_json(&serde_json::json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":sig,"channel_data":data}}));
+    loop {
+        let v = c.recv_json(T);
+        if v["event"] == "pusher_internal:subscription_succeeded" {
+            let inner: Value = serde_json::from_str(v["data"].as_str().unwrap()).unwrap();
+            let mut ids: Vec<String> = inner["presence"]["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_str().unwrap().to_string())
+                .collect();
+            ids.sort();
+            return ids;
+        }
+        assert_ne!(v["event"], "pusher:subscription_error", "{v}");
+    }
+}
+
+/// Reads member events until the members known to `c` (its subscription snapshot plus what was
+/// announced since) are exactly `expected`. Each user is announced at most once and never when
+/// already known: that is the cluster-wide once-only rule, whatever order the nodes' messages
+/// take through Redis.
+fn settle(c: &mut Client, snapshot: &[String], expected: &[&str]) {
+    let mut known: std::collections::BTreeSet<String> = snapshot.iter().cloned().collect();
+    let want: std::collections::BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
+    while known != want {
+        match member_event(c, T) {
+            Some((ev, user)) if ev == "pusher_internal:member_added" => {
+                assert!(
+                    known.insert(user.clone()),
+                    "{user} announced twice (known: {known:?})"
+                );
+            }
+            Some((ev, user)) => panic!("unexpected {ev} for {user} while waiting for {want:?}"),
+            None => panic!("members never converged: known {known:?}, expected {want:?}"),
+        }
+    }
+}
+
+/// The next member event (added/removed, user id), skipping pings; None if none within `wait`.
+fn member_event(c: &mut Client, wait: Duration) -> Option<(String, String)> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match c.next_event(left) {
+            Event::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                let ev = v["event"].as_str().unwrap_or("").to_string();
+                if ev.starts_with("pusher_internal:member_") {
+                    let d: Value = serde_json::from_str(v["data"].as_str().unwrap()).unwrap();
+                    return Some((ev, d["user_id"].as_str().unwrap().to_string()));
+                }
+            }
+            Event::Timeout => return None,
+            other => panic!("waiting for a member event: {other:?}"),
+        }
+    }
+}
+
+fn get_json(node: &Server, path: &str) -> Value {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer app-secret\r\nConnection: close\r\n\r\n"
+    );
+    let mut s = TcpStream::connect(node.addr()).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {resp}"))
+}
+
+#[test]
+fn presence_is_one_membership_across_nodes() {
+    let redis = Redis::start();
+    let (a, b, c) = (node(&redis), node(&redis), node(&redis));
+    let ch = "presence-lobby";
+    let (mut watcher, wsid) = pusher(&c);
+    assert_eq!(join(&mut watcher, &wsid, ch, "watcher"), vec!["watcher"]);
+    // Wait until node A knows of the watcher (a presence delta through Redis).
+    let users_path = format!("/apps/app-id/channels/{ch}/users");
+    assert!(wait_until(T, || get_json(&a, &users_path)["users"]
+        .as_array()
+        .is_some_and(|u| u.len() == 1)));
+
+    let (mut tab1, s1) = pusher(&a);
+    let ids = join(&mut tab1, &s1, ch, "ann");
+    assert_eq!(ids, vec!["ann", "watcher"], "the member list spans nodes");
+    assert_eq!(
+        member_event(&mut watcher, T),
+        Some(("pusher_internal:member_added".into(), "ann".into()))
+    );
+    let (mut tab2, s2) = pusher(&b);
+    join(&mut tab2, &s2, ch, "ann");
+    assert_eq!(
+        member_event(&mut watcher, Duration::from_secs(2)),
+        None,
+        "a second tab on another node is not a new member"
+    );
+
+    // The cluster agrees on who is there, asked from any node.
+    for n in [&a, &b, &c] {
+        let users = get_json(n, &format!("/apps/app-id/channels/{ch}/users"));
+        let mut ids: Vec<&str> = users["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_str().unwrap())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, vec!["ann", "watcher"], "from node {}", n.port());
+        let info = get_json(
+            n,
+            &format!("/apps/app-id/channels/{ch}?info=user_count,subscription_count"),
+        );
+        assert_eq!(info["user_count"], 2, "{info}");
+        assert_eq!(info["subscription_count"], 3, "{info}");
+    }
+
+    tab1.close();
+    assert_eq!(
+        member_event(&mut watcher, Duration::from_secs(2)),
+        None,
+        "ann still has a tab on node B"
+    );
+    tab2.close();
+    assert_eq!(
+        member_event(&mut watcher, T),
+        Some(("pusher_internal:member_removed".into(), "ann".into()))
+    );
+}
+
+#[test]
+fn a_dead_nodes_members_are_removed_by_the_others() {
+    let redis = Redis::start();
+    let timeout = ["--set", "scaling.node_timeout_secs=3"];
+    let a = node_with(&redis, &timeout);
+    let b = node_with(&redis, &timeout);
+    let mut doomed = node_with(&redis, &timeout);
+    let ch = "presence-ops";
+    let (mut on_a, sa) = pusher(&a);
+    let snap_a = join(&mut on_a, &sa, ch, "alice");
+    let (mut on_b, sb) = pusher(&b);
+    let snap_b = join(&mut on_b, &sb, ch, "bob");
+    let (mut on_c, sc) = pusher(&doomed);
+    join(&mut on_c, &sc, ch, "carol");
+    settle(&mut on_a, &snap_a, &["alice", "bob", "carol"]);
+    settle(&mut on_b, &snap_b, &["alice", "bob", "carol"]);
+
+    // kill -9: no goodbye, no state left behind but what the others remember.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(doomed.pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = doomed.wait_exit(T);
+    for watcher in [&mut on_a, &mut on_b] {
+        assert_eq!(
+            member_event(watcher, Duration::from_secs(20)),
+            Some(("pusher_internal:member_removed".into(), "carol".into())),
+            "carol's node died: the survivors remove her within node_timeout_secs"
+        );
+    }
+    let users = get_json(&a, &format!("/apps/app-id/channels/{ch}/users"));
+    assert_eq!(users["users"].as_array().unwrap().len(), 2, "{users}");
+}
+
+#[test]
+fn terminate_connections_reaches_every_node() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let mut victims = Vec::new();
+    for n in [&a, &b] {
+        let (mut c, sid) = pusher(n);
+        let user_data = r#"{"id":"mallory"}"#;
+        let sig = auth::user_auth("app-key", "app-secret", &sid, user_data);
+        c.send_json(
+            &serde_json::json!({"event":"pusher:signin","data":{"auth":sig,"user_data":user_data}}),
+        );
+        assert_eq!(c.recv_json(T)["event"], "pusher:signin_success");
+        victims.push(c);
+    }
+    let (mut bystander, _) = pusher(&b);
+    let req = "POST /apps/app-id/users/mallory/terminate_connections HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer app-secret\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let mut s = TcpStream::connect(a.addr()).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    for v in victims.iter_mut() {
+        assert_eq!(v.expect_close(T).0, 4009);
+    }
+    bystander.send_json(&serde_json::json!({"event":"pusher:ping","data":{}}));
+    assert_eq!(bystander.recv_json(T)["event"], "pusher:pong");
+}

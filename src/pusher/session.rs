@@ -142,13 +142,15 @@ impl Server {
         // Refuse before joining when the presence channel is full and this user is new to it.
         if let Some((user_id, _)) = &member {
             let channels = &self.channels[app];
-            let full = channels
+            let local = channels
                 .lookup(channel)
                 .and_then(|id| channels.get(id))
-                .and_then(|c| c.members.as_ref())
-                .is_some_and(|m| {
-                    m.users.len() >= max_members && !m.users.contains_key(user_id.as_str())
-                });
+                .and_then(|c| c.members.as_ref());
+            let (_, mut everyone) = self.remote_channel(app, channel);
+            if let Some(m) = local {
+                everyone.extend(m.users.keys().map(|u| (u.to_string(), None)));
+            }
+            let full = everyone.len() >= max_members && !everyone.contains_key(user_id.as_str());
             if full {
                 refuse(
                     self,
@@ -173,11 +175,8 @@ impl Server {
             if new && let Some((user_id, info)) = member {
                 self.join_presence(key, app, id, user_id, info);
             }
-            let snapshot = self.channels[app]
-                .get(id)
-                .and_then(|c| c.members.as_ref())
-                .map(|m| m.snapshot());
-            self.reply(key, &pp::subscription_succeeded(channel, snapshot.as_ref()));
+            let snapshot = self.presence_snapshot(app, id, channel);
+            self.reply(key, &pp::subscription_succeeded(channel, Some(&snapshot)));
         } else {
             self.reply(key, &pp::subscription_succeeded(channel, None));
         }
@@ -196,6 +195,22 @@ impl Server {
                 None => self.reply(key, &pp::cache_miss(channel)),
             }
         }
+    }
+
+    /// The `{"ids","hash","count"}` of a presence channel across the cluster.
+    fn presence_snapshot(&self, app: usize, id: ChannelId, channel: &str) -> Value {
+        let (_, mut members) = self.remote_channel(app, channel);
+        if let Some(m) = self.channels[app].get(id).and_then(|c| c.members.as_ref()) {
+            for (user, member) in &m.users {
+                members.insert(user.to_string(), member.info.clone());
+            }
+        }
+        let ids: Vec<&String> = members.keys().collect();
+        let hash: serde_json::Map<String, Value> = members
+            .iter()
+            .map(|(u, info)| (u.clone(), info.clone().unwrap_or(Value::Null)))
+            .collect();
+        serde_json::json!({"ids": ids, "hash": hash, "count": members.len()})
     }
 
     /// Adds a presence member; `member_added` goes to the others only on the user's first
@@ -233,9 +248,13 @@ impl Server {
             p.presence.push((id, user_id.as_str().into()));
         }
         if first {
-            let frame = ws::text(pp::member_added(&name, &user_id, info.as_ref()).as_bytes());
-            self.publish_frame(app, id, &frame, Some(key));
-            self.console_event("member_added", None, Some(&name), None, Some(&user_id));
+            self.send_presence(app, &name, &user_id, info.as_ref(), true);
+            // A user already present through another node is not news.
+            if !self.member_on_other_nodes(app, &name, &user_id) {
+                let frame = ws::text(pp::member_added(&name, &user_id, info.as_ref()).as_bytes());
+                self.publish_frame(app, id, &frame, Some(key));
+                self.console_event("member_added", None, Some(&name), None, Some(&user_id));
+            }
         }
     }
 
@@ -268,9 +287,12 @@ impl Server {
         };
         if last {
             let name = ch.name.clone();
-            let frame = ws::text(pp::member_removed(&name, &user_id).as_bytes());
-            self.publish_frame(app, id, &frame, Some(key));
-            self.console_event("member_removed", None, Some(&name), None, Some(&user_id));
+            self.send_presence(app, &name, &user_id, None, false);
+            if !self.member_on_other_nodes(app, &name, &user_id) {
+                let frame = ws::text(pp::member_removed(&name, &user_id).as_bytes());
+                self.publish_frame(app, id, &frame, Some(key));
+                self.console_event("member_removed", None, Some(&name), None, Some(&user_id));
+            }
         }
     }
 

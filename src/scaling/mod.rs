@@ -4,6 +4,8 @@
 //! The Redis link lives in the same poll loop (no threads: the server forks). Local delivery never
 //! waits for Redis; while Redis is away, nodes serve their own clients and `/up` says `degraded`.
 
+pub mod bridge;
+pub mod cluster;
 pub mod redis;
 pub mod resp;
 
@@ -16,7 +18,7 @@ use crate::config::ScalingConfig;
 use redis::{LinkEvent, RedisLink};
 
 /// What crosses between nodes. `node` is the origin, so a node ignores its own messages.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct Envelope {
     pub node: String,
     /// App id (not index: nodes may list apps in another order).
@@ -26,7 +28,7 @@ pub struct Envelope {
     pub body: Body,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Body {
     /// An event on a channel (FIFO line, REST, internal broadcast, console).
@@ -42,6 +44,20 @@ pub enum Body {
     Global { line: String },
     /// A client event, already in its final JSON form.
     Frame { channel: String, text: String },
+    /// A user's first connection to a presence channel on the origin node, or its last one left.
+    Presence {
+        channel: String,
+        user_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        info: Option<serde_json::Value>,
+        joined: bool,
+    },
+    /// The origin's whole channel state; also its heartbeat.
+    State { channels: Vec<cluster::StateEntry> },
+    /// "Send me your state": a node that just (re)connected.
+    Sync,
+    /// REST terminate_connections: every node closes that user's signed-in connections.
+    Terminate { user_id: String },
 }
 
 pub struct Scaling {
@@ -51,6 +67,12 @@ pub struct Scaling {
     pub received: u64,
     pub published: u64,
     pub started_at: Instant,
+    /// The other nodes' channels and members.
+    pub cluster: cluster::Cluster,
+    pub last_state_sent: Instant,
+    /// Local channels changed since the last state was sent: send it at the next tick.
+    pub state_dirty: bool,
+    pub node_timeout: std::time::Duration,
 }
 
 impl Scaling {
@@ -76,6 +98,10 @@ impl Scaling {
             received: 0,
             published: 0,
             started_at: Instant::now(),
+            cluster: cluster::Cluster::default(),
+            last_state_sent: Instant::now() - cluster::STATE_EVERY,
+            state_dirty: false,
+            node_timeout: std::time::Duration::from_secs(cfg.node_timeout_secs),
         })
     }
 
@@ -99,11 +125,14 @@ impl Scaling {
         }
     }
 
-    /// Envelopes from other nodes among the link's events.
-    pub fn incoming(&mut self, events: &mut Vec<LinkEvent>) -> Vec<Envelope> {
+    /// Envelopes from other nodes among the link's events, and whether the link just came up
+    /// (time to exchange state).
+    pub fn incoming(&mut self, events: &mut Vec<LinkEvent>) -> (Vec<Envelope>, bool) {
         let mut out = Vec::new();
+        let mut came_up = false;
         for event in events.drain(..) {
             match event {
+                LinkEvent::Up => came_up = true,
                 LinkEvent::Message { channel, payload } if channel == self.channel => {
                     match serde_json::from_slice::<Envelope>(&payload) {
                         Ok(env) if env.node != self.node_id => {
@@ -118,7 +147,7 @@ impl Scaling {
                 _ => {}
             }
         }
-        out
+        (out, came_up)
     }
 }
 

@@ -1,0 +1,297 @@
+//! The server's side of scaling: what it sends to the other nodes and what it does with what
+//! they send. Local delivery always happens first and never waits for Redis.
+
+use std::time::Instant;
+
+use log::{info, warn};
+use serde_json::Value;
+
+use super::Body;
+use super::cluster::{self, MemberEvent, NodeState};
+use crate::pusher::protocol as pp;
+use crate::server::Server;
+use crate::ws::{self, Frame};
+
+impl Server {
+    /// Publishes an event here and on every other node. `except` is the socket id of the
+    /// connection that caused it, wherever that connection lives.
+    pub(crate) fn broadcast_event(
+        &mut self,
+        app: usize,
+        channel: &str,
+        event: &str,
+        data: &str,
+        except: Option<&str>,
+        plain: &mut Option<Frame>,
+    ) {
+        let local_except = except.and_then(|s| self.parse_socket_id(s));
+        self.publish(app, channel, event, data, local_except, plain);
+        if let Some(scaling) = self.scaling.as_mut() {
+            let app_id = self.apps.get(app).cfg.id.clone();
+            scaling.send(
+                Some(&app_id),
+                Body::Publish {
+                    channel: channel.into(),
+                    event: event.into(),
+                    data: data.into(),
+                    except: except.map(str::to_string),
+                },
+            );
+        }
+    }
+
+    /// Tells the other nodes a user appeared in or left a presence channel on this node.
+    pub(crate) fn send_presence(
+        &mut self,
+        app: usize,
+        channel: &str,
+        user_id: &str,
+        info: Option<&Value>,
+        joined: bool,
+    ) {
+        if let Some(scaling) = self.scaling.as_mut() {
+            let app_id = self.apps.get(app).cfg.id.clone();
+            scaling.send(
+                Some(&app_id),
+                Body::Presence {
+                    channel: channel.into(),
+                    user_id: user_id.into(),
+                    info: info.cloned(),
+                    joined,
+                },
+            );
+        }
+    }
+
+    /// Whether a presence user is on another node (so a local join or leave is not news).
+    pub(crate) fn member_on_other_nodes(&self, app: usize, channel: &str, user_id: &str) -> bool {
+        self.scaling.as_ref().is_some_and(|s| {
+            s.cluster
+                .member_elsewhere(&self.apps.get(app).cfg.id, channel, user_id, None)
+        })
+    }
+
+    /// Subscribers and presence members the other nodes hold for a channel.
+    pub(crate) fn remote_channel(
+        &self,
+        app: usize,
+        channel: &str,
+    ) -> (usize, std::collections::HashMap<String, Option<Value>>) {
+        match &self.scaling {
+            Some(s) => s.cluster.channel(&self.apps.get(app).cfg.id, channel),
+            None => (0, Default::default()),
+        }
+    }
+
+    /// Occupied channels of an app on the other nodes.
+    pub(crate) fn remote_channels(&self, app: usize) -> Vec<String> {
+        match &self.scaling {
+            Some(s) => s.cluster.channels(&self.apps.get(app).cfg.id),
+            None => Vec::new(),
+        }
+    }
+
+    /// This node's channels, for the other nodes' replicas.
+    fn local_state(&self) -> NodeState {
+        let mut state = NodeState::new();
+        for (app, registry) in self.channels.iter().enumerate() {
+            let app_id = &self.apps.get(app).cfg.id;
+            for (_, ch) in registry.iter() {
+                let members = ch
+                    .members
+                    .as_ref()
+                    .map(|m| {
+                        m.users
+                            .iter()
+                            .map(|(u, m)| (u.to_string(), m.info.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                state.insert(
+                    (app_id.clone(), ch.name.to_string()),
+                    cluster::ChannelState {
+                        subscribers: ch.subscribers.len(),
+                        members,
+                    },
+                );
+            }
+        }
+        state
+    }
+
+    fn send_state(&mut self) {
+        let entries = cluster::to_entries(&self.local_state());
+        if let Some(scaling) = self.scaling.as_mut() {
+            scaling.send(None, Body::State { channels: entries });
+            scaling.last_state_sent = Instant::now();
+            scaling.state_dirty = false;
+        }
+    }
+
+    fn is_local_member(&self, app_id: &str, channel: &str, user: &str) -> bool {
+        let Some(app) = self.apps.by_id(app_id) else {
+            return false;
+        };
+        self.channels[app]
+            .lookup(channel)
+            .and_then(|id| self.channels[app].get(id))
+            .and_then(|c| c.members.as_ref())
+            .is_some_and(|m| m.users.contains_key(user))
+    }
+
+    /// Announces member changes that happened on other nodes to this node's subscribers.
+    fn announce(&mut self, events: Vec<MemberEvent>) {
+        for event in events {
+            let (app_id, channel, text) = match &event {
+                MemberEvent::Added {
+                    app,
+                    channel,
+                    user_id,
+                    info,
+                } => (
+                    app,
+                    channel,
+                    pp::member_added(channel, user_id, info.as_ref()),
+                ),
+                MemberEvent::Removed {
+                    app,
+                    channel,
+                    user_id,
+                } => (app, channel, pp::member_removed(channel, user_id)),
+            };
+            let Some(app) = self.apps.by_id(app_id) else {
+                continue;
+            };
+            if let Some(id) = self.channels[app].lookup(channel) {
+                self.publish_frame(app, id, &ws::text(text.as_bytes()), None);
+            }
+        }
+    }
+
+    /// Once a second: send our state when due, forget silent nodes.
+    pub(crate) fn scaling_tick(&mut self) {
+        let Some(scaling) = self.scaling.as_ref() else {
+            return;
+        };
+        if (scaling.state_dirty || scaling.last_state_sent.elapsed() >= cluster::STATE_EVERY)
+            && scaling.link.is_up()
+        {
+            self.send_state();
+        }
+        let Some(scaling) = self.scaling.as_mut() else {
+            return;
+        };
+        let timeout = scaling.node_timeout;
+        let mut cluster = std::mem::take(&mut scaling.cluster);
+        let (dead, events) = cluster.expire(Instant::now(), timeout, |a, c, u| {
+            self.is_local_member(a, c, u)
+        });
+        if let Some(scaling) = self.scaling.as_mut() {
+            scaling.cluster = cluster;
+        }
+        for node in &dead {
+            warn!(
+                "node {node} sent nothing for {}s; removing its members",
+                timeout.as_secs()
+            );
+        }
+        self.announce(events);
+    }
+
+    /// Delivers what other nodes published and folds their state into ours.
+    pub(crate) fn deliver_from_other_nodes(&mut self) {
+        let Some(scaling) = self.scaling.as_mut() else {
+            return;
+        };
+        let mut events = std::mem::take(&mut self.link_events);
+        let (envelopes, came_up) = scaling.incoming(&mut events);
+        self.link_events = events;
+        if came_up {
+            // Reconcile: tell everyone what we hold and ask for what they hold.
+            self.send_state();
+            if let Some(scaling) = self.scaling.as_mut() {
+                scaling.send(None, Body::Sync);
+            }
+        }
+        for env in envelopes {
+            let app = match env.app.as_deref() {
+                None => 0,
+                Some(id) => match self.apps.by_id(id) {
+                    Some(app) => app,
+                    None => continue,
+                },
+            };
+            let now = Instant::now();
+            match env.body {
+                Body::Publish {
+                    channel,
+                    event,
+                    data,
+                    except,
+                } => {
+                    // The connection to leave out may be ours even when the event entered
+                    // through another node (the app's REST call went there).
+                    let except = except.as_deref().and_then(|s| self.parse_socket_id(s));
+                    self.publish_stamp = self.publish_stamp.wrapping_add(1);
+                    self.publish(app, &channel, &event, &data, except, &mut None);
+                }
+                Body::Global { line } => self.publish_global(&ws::text(line.as_bytes())),
+                Body::Frame { channel, text } => {
+                    if let Some(id) = self.channels[app].lookup(&channel) {
+                        self.publish_frame(app, id, &ws::text(text.as_bytes()), None);
+                    }
+                }
+                Body::Presence {
+                    channel,
+                    user_id,
+                    info,
+                    joined,
+                } => {
+                    let app_id = self.apps.get(app).cfg.id.clone();
+                    let local = self.is_local_member(&app_id, &channel, &user_id);
+                    let delta = cluster::Delta {
+                        node: &env.node,
+                        app: &app_id,
+                        channel: &channel,
+                        user: &user_id,
+                        info,
+                        joined,
+                    };
+                    let event = self
+                        .scaling
+                        .as_mut()
+                        .and_then(|s| s.cluster.presence(delta, local, now));
+                    self.announce(event.into_iter().collect());
+                }
+                Body::State { channels } => {
+                    let Some(scaling) = self.scaling.as_mut() else {
+                        continue;
+                    };
+                    let mut cluster = std::mem::take(&mut scaling.cluster);
+                    let known = cluster.node_count();
+                    let events = cluster.replace(
+                        &env.node,
+                        cluster::from_entries(channels),
+                        now,
+                        |a, c, u| self.is_local_member(a, c, u),
+                    );
+                    if cluster.node_count() > known {
+                        info!(
+                            "node {} joined the cluster ({} other node(s))",
+                            env.node,
+                            cluster.node_count()
+                        );
+                    }
+                    if let Some(scaling) = self.scaling.as_mut() {
+                        scaling.cluster = cluster;
+                    }
+                    self.announce(events);
+                }
+                Body::Sync => self.send_state(),
+                Body::Terminate { user_id } => {
+                    self.terminate_local(app, &user_id);
+                }
+            }
+        }
+    }
+}

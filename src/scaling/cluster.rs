@@ -1,0 +1,423 @@
+//! What the other nodes hold: their channels' subscriber counts and presence members.
+//!
+//! Each node keeps a replica of every other node's state, fed by presence deltas (sent at once,
+//! so `member_added` is timely) and by a full state every [`STATE_EVERY`] that doubles as the
+//! heartbeat. A node that stops sending is forgotten after `node_timeout_secs` by every other
+//! node on its own — no locks, no coordination, nothing to clean up in Redis — and the members
+//! only it held are announced as removed.
+//!
+//! Cluster-wide semantics follow from one rule: a member event is emitted locally when the user's
+//! presence in a channel *anywhere* changes between "nowhere" and "somewhere".
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// How often a node sends its full state (and so proves it is alive).
+pub const STATE_EVERY: Duration = Duration::from_secs(2);
+
+/// One channel as a node reports it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChannelState {
+    pub subscribers: usize,
+    /// Presence members: user id → user info.
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub members: HashMap<String, Option<Value>>,
+}
+
+/// A node's channels keyed by (app id, channel name).
+pub type NodeState = HashMap<(String, String), ChannelState>;
+
+/// Wire form of a node's state (tuple keys do not serialize as JSON object keys).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StateEntry {
+    pub app: String,
+    pub channel: String,
+    #[serde(flatten)]
+    pub state: ChannelState,
+}
+
+pub fn to_entries(state: &NodeState) -> Vec<StateEntry> {
+    state
+        .iter()
+        .map(|((app, channel), s)| StateEntry {
+            app: app.clone(),
+            channel: channel.clone(),
+            state: s.clone(),
+        })
+        .collect()
+}
+
+pub fn from_entries(entries: Vec<StateEntry>) -> NodeState {
+    entries
+        .into_iter()
+        .map(|e| ((e.app, e.channel), e.state))
+        .collect()
+}
+
+/// A member change that should be announced to this node's subscribers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MemberEvent {
+    Added {
+        app: String,
+        channel: String,
+        user_id: String,
+        info: Option<Value>,
+    },
+    Removed {
+        app: String,
+        channel: String,
+        user_id: String,
+    },
+}
+
+struct Remote {
+    last_seen: Instant,
+    state: NodeState,
+}
+
+/// A user's arrival in (or departure from) a presence channel on `node`.
+pub struct Delta<'a> {
+    pub node: &'a str,
+    pub app: &'a str,
+    pub channel: &'a str,
+    pub user: &'a str,
+    pub info: Option<Value>,
+    pub joined: bool,
+}
+
+#[derive(Default)]
+pub struct Cluster {
+    nodes: HashMap<String, Remote>,
+}
+
+impl Cluster {
+    /// Whether `user` is in `channel` on any other node, leaving out `except_node`.
+    pub fn member_elsewhere(
+        &self,
+        app: &str,
+        channel: &str,
+        user: &str,
+        except_node: Option<&str>,
+    ) -> bool {
+        self.nodes.iter().any(|(id, r)| {
+            Some(id.as_str()) != except_node
+                && r.state
+                    .get(&(app.to_string(), channel.to_string()))
+                    .is_some_and(|c| c.members.contains_key(user))
+        })
+    }
+
+    /// Subscribers and members of a channel on the other nodes.
+    pub fn channel(&self, app: &str, channel: &str) -> (usize, HashMap<String, Option<Value>>) {
+        let key = (app.to_string(), channel.to_string());
+        let mut subscribers = 0;
+        let mut members = HashMap::new();
+        for r in self.nodes.values() {
+            if let Some(c) = r.state.get(&key) {
+                subscribers += c.subscribers;
+                for (u, info) in &c.members {
+                    members.entry(u.clone()).or_insert_with(|| info.clone());
+                }
+            }
+        }
+        (subscribers, members)
+    }
+
+    /// Every occupied channel of `app` on the other nodes.
+    pub fn channels(&self, app: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .nodes
+            .values()
+            .flat_map(|r| r.state.iter())
+            .filter(|((a, _), c)| a == app && c.subscribers > 0)
+            .map(|((_, ch), _)| ch.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// A presence delta from another node. `local` says whether this node itself has the user
+    /// in the channel. Returns the event to announce here, if any.
+    pub fn presence(&mut self, delta: Delta<'_>, local: bool, now: Instant) -> Option<MemberEvent> {
+        let Delta {
+            node,
+            app,
+            channel,
+            user,
+            info,
+            joined,
+        } = delta;
+        let elsewhere = local || self.member_elsewhere(app, channel, user, Some(node));
+        let remote = self
+            .nodes
+            .entry(node.to_string())
+            .or_insert_with(|| Remote {
+                last_seen: now,
+                state: NodeState::new(),
+            });
+        remote.last_seen = now;
+        let entry = remote
+            .state
+            .entry((app.to_string(), channel.to_string()))
+            .or_default();
+        let had = entry.members.contains_key(user);
+        if joined {
+            entry.members.insert(user.to_string(), info.clone());
+            (!had && !elsewhere).then(|| MemberEvent::Added {
+                app: app.into(),
+                channel: channel.into(),
+                user_id: user.into(),
+                info,
+            })
+        } else {
+            entry.members.remove(user);
+            (had && !elsewhere).then(|| MemberEvent::Removed {
+                app: app.into(),
+                channel: channel.into(),
+                user_id: user.into(),
+            })
+        }
+    }
+
+    /// A full state from `node` (also its heartbeat). `is_local(app, channel, user)` says
+    /// whether this node holds the user. Returns the member events the change implies here.
+    pub fn replace(
+        &mut self,
+        node: &str,
+        state: NodeState,
+        now: Instant,
+        is_local: impl Fn(&str, &str, &str) -> bool,
+    ) -> Vec<MemberEvent> {
+        let old = self.nodes.remove(node).map(|r| r.state).unwrap_or_default();
+        let mut events = Vec::new();
+        for ((app, channel), c) in &state {
+            for (user, info) in &c.members {
+                let had = old
+                    .get(&(app.clone(), channel.clone()))
+                    .is_some_and(|o| o.members.contains_key(user));
+                if !had
+                    && !is_local(app, channel, user)
+                    && !self.member_elsewhere(app, channel, user, None)
+                {
+                    events.push(MemberEvent::Added {
+                        app: app.clone(),
+                        channel: channel.clone(),
+                        user_id: user.clone(),
+                        info: info.clone(),
+                    });
+                }
+            }
+        }
+        for ((app, channel), c) in &old {
+            for user in c.members.keys() {
+                let still = state
+                    .get(&(app.clone(), channel.clone()))
+                    .is_some_and(|n| n.members.contains_key(user));
+                if !still
+                    && !is_local(app, channel, user)
+                    && !self.member_elsewhere(app, channel, user, None)
+                {
+                    events.push(MemberEvent::Removed {
+                        app: app.clone(),
+                        channel: channel.clone(),
+                        user_id: user.clone(),
+                    });
+                }
+            }
+        }
+        self.nodes.insert(
+            node.to_string(),
+            Remote {
+                last_seen: now,
+                state,
+            },
+        );
+        events
+    }
+
+    /// Forgets nodes silent for longer than `timeout`; returns their names and the member
+    /// removals to announce here.
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+        is_local: impl Fn(&str, &str, &str) -> bool,
+    ) -> (Vec<String>, Vec<MemberEvent>) {
+        let dead: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, r)| now.saturating_duration_since(r.last_seen) > timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut events = Vec::new();
+        for id in &dead {
+            let Some(r) = self.nodes.remove(id) else {
+                continue;
+            };
+            for ((app, channel), c) in r.state {
+                for user in c.members.keys() {
+                    if !is_local(&app, &channel, user)
+                        && !self.member_elsewhere(&app, &channel, user, None)
+                    {
+                        events.push(MemberEvent::Removed {
+                            app: app.clone(),
+                            channel: channel.clone(),
+                            user_id: user.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        (dead, events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn none(_: &str, _: &str, _: &str) -> bool {
+        false
+    }
+
+    #[test]
+    fn member_events_fire_once_across_nodes() {
+        let mut c = Cluster::default();
+        let t = Instant::now();
+        let added = c.presence(
+            Delta {
+                node: "b",
+                app: "a1",
+                channel: "presence-x",
+                user: "u",
+                info: None,
+                joined: true,
+            },
+            false,
+            t,
+        );
+        assert!(matches!(added, Some(MemberEvent::Added { .. })));
+        // Same user on a third node: already somewhere.
+        assert_eq!(
+            c.presence(
+                Delta {
+                    node: "c",
+                    app: "a1",
+                    channel: "presence-x",
+                    user: "u",
+                    info: None,
+                    joined: true
+                },
+                false,
+                t
+            ),
+            None
+        );
+        // Leaves b: still on c.
+        assert_eq!(
+            c.presence(
+                Delta {
+                    node: "b",
+                    app: "a1",
+                    channel: "presence-x",
+                    user: "u",
+                    info: None,
+                    joined: false
+                },
+                false,
+                t
+            ),
+            None
+        );
+        // Leaves c: gone everywhere.
+        assert!(matches!(
+            c.presence(
+                Delta {
+                    node: "c",
+                    app: "a1",
+                    channel: "presence-x",
+                    user: "u",
+                    info: None,
+                    joined: false
+                },
+                false,
+                t
+            ),
+            Some(MemberEvent::Removed { .. })
+        ));
+        // Joins remotely while here locally: nothing to announce.
+        assert_eq!(
+            c.presence(
+                Delta {
+                    node: "b",
+                    app: "a1",
+                    channel: "presence-x",
+                    user: "v",
+                    info: None,
+                    joined: true
+                },
+                true,
+                t
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn dead_nodes_take_their_members_with_them() {
+        let mut c = Cluster::default();
+        let t0 = Instant::now();
+        let mut state = NodeState::new();
+        let mut ch = ChannelState {
+            subscribers: 2,
+            ..Default::default()
+        };
+        ch.members.insert("u".into(), None);
+        state.insert(("a1".into(), "presence-x".into()), ch);
+        let events = c.replace("b", state, t0, none);
+        assert_eq!(events.len(), 1);
+        assert_eq!(c.channel("a1", "presence-x").0, 2);
+        assert_eq!(c.channels("a1"), vec!["presence-x"]);
+        let (dead, events) = c.expire(t0 + Duration::from_secs(11), Duration::from_secs(10), none);
+        assert_eq!(dead, vec!["b"]);
+        assert!(
+            matches!(events.as_slice(), [MemberEvent::Removed { user_id, .. }] if user_id == "u")
+        );
+        assert_eq!(c.node_count(), 0);
+    }
+
+    #[test]
+    fn state_diff_announces_changes_only() {
+        let mut c = Cluster::default();
+        let t = Instant::now();
+        let mk = |users: &[&str]| {
+            let mut s = NodeState::new();
+            let mut ch = ChannelState {
+                subscribers: users.len(),
+                ..Default::default()
+            };
+            for u in users {
+                ch.members.insert(u.to_string(), None);
+            }
+            s.insert(("a".into(), "presence-y".into()), ch);
+            s
+        };
+        assert_eq!(c.replace("b", mk(&["1", "2"]), t, none).len(), 2);
+        assert!(c.replace("b", mk(&["1", "2"]), t, none).is_empty());
+        let ev = c.replace("b", mk(&["2", "3"]), t, none);
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        let wire = to_entries(&mk(&["9"]));
+        assert_eq!(
+            from_entries(serde_json::from_str(&serde_json::to_string(&wire).unwrap()).unwrap()),
+            mk(&["9"])
+        );
+    }
+}
