@@ -129,6 +129,8 @@ pub struct Server {
     pub(crate) process_id: u32,
     pub(crate) shutdown_deadline: Option<Instant>,
     pub(crate) ping: Frame,
+    /// Nodes the app rate limits are currently divided between.
+    pub(crate) rate_share_nodes: usize,
     /// The Redis link to the other nodes (`scaling.driver: redis`).
     pub(crate) scaling: Option<crate::scaling::Scaling>,
     pub(crate) link_events: Vec<crate::scaling::redis::LinkEvent>,
@@ -223,6 +225,7 @@ impl Server {
             process_id,
             shutdown_deadline: None,
             ping: ws::encode(ws::OP_PING, b"").into(),
+            rate_share_nodes: 1,
             scaling,
             link_events: Vec::new(),
             consoles: Vec::new(),

@@ -438,3 +438,42 @@ fn terminate_connections_reaches_every_node() {
     bystander.send_json(&serde_json::json!({"event":"pusher:ping","data":{}}));
     assert_eq!(bystander.recv_json(T)["event"], "pusher:pong");
 }
+
+#[test]
+fn backend_rate_limit_is_shared_by_the_nodes() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_config(
+        dir.path(),
+        "c.json",
+        &serde_json::json!({"apps": [{"id": "app-id", "key": "app-key", "secret": "app-secret",
+                                       "max_backend_events_per_second": 4}]}),
+    );
+    let cfg = cfg.to_str().unwrap().to_string();
+    let a = node_with(&redis, &["--config", &cfg]);
+    let _b = node_with(&redis, &["--config", &cfg]);
+    assert!(
+        a.wait_for_log("2 node(s) in the cluster", T).is_some(),
+        "A never saw B:\n{}",
+        a.logs_text()
+    );
+    // A's share of 4 events/s is 2: a burst of 6 gets at most 2-3 through (a little refill).
+    let mut statuses = Vec::new();
+    let mut s = TcpStream::connect(a.addr()).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    for i in 0..6 {
+        let body = format!(r#"{{"name":"e","channel":"rl","data":"{i}"}}"#);
+        let req = format!(
+            "POST /apps/app-id/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer app-secret\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        statuses.push(head[9..12].parse::<u16>().unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!((1..=3).contains(&ok), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+}

@@ -54,11 +54,14 @@ pub struct App {
 
 pub struct Apps {
     apps: Vec<App>,
+    /// Live nodes sharing the rate limits (1 without scaling).
+    nodes: u32,
 }
 
 impl Apps {
     pub fn new(configs: Vec<AppConfig>) -> Apps {
         Apps {
+            nodes: 1,
             apps: configs
                 .into_iter()
                 .map(|cfg| App {
@@ -68,6 +71,20 @@ impl Apps {
                     cfg,
                 })
                 .collect(),
+        }
+    }
+
+    /// With several nodes, each enforces its share of every app-wide rate (rounded up), so the
+    /// cluster as a whole allows about the configured rate without a Redis round trip per
+    /// request. Called when the number of live nodes changes.
+    pub fn share_rates(&mut self, nodes: usize) {
+        let nodes = nodes.max(1) as u32;
+        self.nodes = nodes;
+        for app in &mut self.apps {
+            app.backend_events =
+                RateLimit::new(app.cfg.max_backend_events_per_second.div_ceil(nodes));
+            app.read_requests =
+                RateLimit::new(app.cfg.max_read_requests_per_second.div_ceil(nodes));
         }
     }
 
@@ -84,10 +101,9 @@ impl Apps {
             return Err("the list of apps changed; restart to add, remove or reorder apps".into());
         }
         for (app, cfg) in self.apps.iter_mut().zip(configs) {
-            app.backend_events = RateLimit::new(cfg.max_backend_events_per_second);
-            app.read_requests = RateLimit::new(cfg.max_read_requests_per_second);
             app.cfg = cfg;
         }
+        self.share_rates(self.nodes as usize);
         Ok(())
     }
 

@@ -196,6 +196,23 @@ impl Server {
             );
         }
         self.announce(events);
+        self.share_rates_with_nodes();
+    }
+
+    /// Re-divides the app rate limits when nodes come or go.
+    fn share_rates_with_nodes(&mut self) {
+        let nodes = self
+            .scaling
+            .as_ref()
+            .map(|s| 1 + s.cluster.node_count())
+            .unwrap_or(1);
+        if nodes != self.rate_share_nodes {
+            self.rate_share_nodes = nodes;
+            self.apps.share_rates(nodes);
+            info!(
+                "{nodes} node(s) in the cluster: each enforces 1/{nodes} of every app rate limit"
+            );
+        }
     }
 
     /// Delivers what other nodes published and folds their state into ours.
@@ -286,6 +303,7 @@ impl Server {
                         scaling.cluster = cluster;
                     }
                     self.announce(events);
+                    self.share_rates_with_nodes();
                 }
                 Body::Sync => self.send_state(),
                 Body::Terminate { user_id } => {
