@@ -24,6 +24,8 @@ enum Decision {
         mode: Mode,
         accept: String,
         head_len: usize,
+        /// The handshake's CGI environment, when a validation or routing handler needs it.
+        env: Option<Vec<(String, String)>>,
         /// Pusher: the app, or the error to send right after the upgrade.
         pusher: Option<Result<usize, (u16, String)>>,
     },
@@ -94,8 +96,30 @@ impl Server {
                     mode,
                     accept,
                     head_len,
+                    env,
                     pusher,
-                } => return self.upgrade(key, mode, &accept, pusher, &inbuf[head_len..]),
+                } => {
+                    let rest = &inbuf[head_len..];
+                    match env {
+                        Some(env)
+                            if self.cfg.validate.enabled()
+                                && matches!(mode, Mode::Raw | Mode::Channel) =>
+                        {
+                            return self.start_validation(key, mode, accept, env, rest);
+                        }
+                        Some(env) => {
+                            self.upgrade(key, mode, &accept, pusher, rest);
+                            if let Some(conn) = self.conns.get_mut(key) {
+                                conn.route = Some(Box::new(crate::jobs::RouteState {
+                                    env,
+                                    ..Default::default()
+                                }));
+                            }
+                            return;
+                        }
+                        None => return self.upgrade(key, mode, &accept, pusher, rest),
+                    }
+                }
                 Decision::RespondKeepAlive(bytes, consumed) => {
                     let Some(conn) = self.conns.get_mut(key) else {
                         return;
@@ -261,10 +285,24 @@ impl Server {
                 return Decision::Respond(http::Refusal::OriginForbidden.response());
             }
         }
+        // Validation (raw and channel clients) and routing (raw clients) run handlers that see
+        // the handshake as a CGI request.
+        let needs_env = (self.cfg.validate.enabled() && matches!(mode, Mode::Raw | Mode::Channel))
+            || (self.cfg.route.enabled() && mode == Mode::Raw);
+        let env = needs_env.then(|| {
+            let conn = &self.conns[key];
+            crate::jobs::cgi_env(
+                req,
+                conn.peer,
+                self.local_addr.port(),
+                &conn.socket_id(self.process_id),
+            )
+        });
         Decision::Upgrade {
             mode,
             accept,
             head_len: req.head_len,
+            env,
             pusher,
         }
     }
@@ -313,7 +351,7 @@ impl Server {
         Ok(app)
     }
 
-    fn upgrade(
+    pub(crate) fn upgrade(
         &mut self,
         key: usize,
         mode: Mode,

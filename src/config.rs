@@ -67,6 +67,63 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// Several nodes sharing channels through Redis.
     pub scaling: ScalingConfig,
+    /// Who a connection belongs to, decided before the 101 by a forked handler.
+    pub validate: HandlerConfig,
+    /// What answers a raw-mode client's messages (CarbonPHP's startApplication).
+    pub route: HandlerConfig,
+    pub validate_timeout_secs: u64,
+    pub route_timeout_secs: u64,
+    /// Handler processes running at once; more jobs wait in a queue of `max_queued_jobs`.
+    pub max_workers: usize,
+    pub max_queued_jobs: usize,
+    /// Output a handler may return; the rest is cut (and the client told).
+    pub max_worker_output_bytes: usize,
+    /// Routed requests of one connection running at once (1 keeps replies in request order).
+    pub max_inflight_per_connection: usize,
+    /// Per-user FIFOs (`<fifo dir>/users/<id>.fifo`): `deliver` a line to the user's
+    /// connections, `route` it to the application on the user's behalf, or `off`.
+    pub user_fifo: String,
+}
+
+/// A forked handler: `none`, `exec` (run `command`, no shell) or `http` (call `url`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandlerConfig {
+    pub handler: String,
+    pub command: Vec<String>,
+    pub url: String,
+}
+
+impl Default for HandlerConfig {
+    fn default() -> Self {
+        HandlerConfig {
+            handler: "none".into(),
+            command: Vec::new(),
+            url: String::new(),
+        }
+    }
+}
+
+impl HandlerConfig {
+    pub fn enabled(&self) -> bool {
+        self.handler != "none"
+    }
+
+    fn validate(&self, key: &str) -> Result<(), String> {
+        match self.handler.as_str() {
+            "none" => Ok(()),
+            "exec" if self.command.is_empty() => {
+                Err(format!("{key}.command: give the program and its arguments"))
+            }
+            "exec" => Ok(()),
+            "http" => crate::httpclient::parse_url(&self.url)
+                .map(|_| ())
+                .map_err(|e| format!("{key}.url: {e}")),
+            other => Err(format!(
+                "{key}.handler: \"{other}\" is not none, exec or http"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -219,6 +276,15 @@ impl Default for Config {
             tls: TlsConfig::default(),
             console: ConsoleConfig::default(),
             scaling: ScalingConfig::default(),
+            validate: HandlerConfig::default(),
+            route: HandlerConfig::default(),
+            validate_timeout_secs: 5,
+            route_timeout_secs: 30,
+            max_workers: 64,
+            max_queued_jobs: 256,
+            max_worker_output_bytes: 1024 * 1024,
+            max_inflight_per_connection: 1,
+            user_fifo: "deliver".into(),
         }
     }
 }
@@ -406,6 +472,17 @@ impl Config {
                 "console.path: \"{}\" must start with '/'",
                 self.console.path
             ));
+        }
+        self.validate.validate("validate")?;
+        self.route.validate("route")?;
+        if !matches!(self.user_fifo.as_str(), "deliver" | "route" | "off") {
+            return Err(format!(
+                "user_fifo: \"{}\" is not deliver, route or off",
+                self.user_fifo
+            ));
+        }
+        if self.max_workers == 0 || self.max_inflight_per_connection == 0 {
+            return Err("max_workers and max_inflight_per_connection must be at least 1".into());
         }
         if !matches!(self.scaling.driver.as_str(), "local" | "redis") {
             return Err(format!(

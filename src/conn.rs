@@ -18,6 +18,8 @@ use crate::ws::{Frame, Reassembly};
 pub enum Phase {
     /// Reading the HTTP request head.
     Request,
+    /// The handshake waits for a forked validation handler's verdict.
+    Validating,
     /// A WebSocket session.
     Open,
     /// A response or close frame is queued; once written we shut down our side and wait for EOF.
@@ -71,6 +73,10 @@ pub struct Conn {
     pub publish_stamp: u32,
     /// Pusher protocol state; `None` for other connections.
     pub pusher: Option<Box<crate::pusher::PusherConn>>,
+    /// The user a validation handler said this connection belongs to.
+    pub user: Option<Box<str>>,
+    /// Routing to the application (raw mode with a `route` handler).
+    pub route: Option<Box<crate::jobs::RouteState>>,
     /// TLS session when the listener serves `wss://`.
     pub tls: Option<Box<rustls::ServerConnection>>,
     close_notify_sent: bool,
@@ -107,6 +113,8 @@ impl Conn {
             publish_stamp: 0,
             pusher: None,
             tls: None,
+            user: None,
+            route: None,
             close_notify_sent: false,
         }
     }

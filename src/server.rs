@@ -12,7 +12,7 @@ use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -85,6 +85,11 @@ pub struct Stats {
     pub write_calls: u64,
     pub fifo_lines: u64,
     pub fifo_dropped: u64,
+    /// Forked handler jobs started, refused (queue full) and failed (non-zero exit, signal,
+    /// timeout, spawn error).
+    pub workers_started: u64,
+    pub workers_refused: u64,
+    pub workers_failed: u64,
     pub slow_consumers: u64,
     /// Events published through the HTTP API (REST and /internal/broadcast).
     pub api_publishes: u64,
@@ -129,6 +134,11 @@ pub struct Server {
     pub(crate) process_id: u32,
     pub(crate) shutdown_deadline: Option<Instant>,
     pub(crate) ping: Frame,
+    /// Forked handler processes and what each one is for.
+    pub(crate) workers: crate::worker::Workers,
+    pub(crate) jobs: HashMap<crate::worker::JobId, crate::jobs::JobFor>,
+    pub(crate) finished_jobs: Vec<(crate::worker::JobId, crate::worker::Outcome)>,
+    pub(crate) user_fifos: crate::jobs::UserFifos,
     /// Nodes the app rate limits are currently divided between.
     pub(crate) rate_share_nodes: usize,
     /// The Redis link to the other nodes (`scaling.driver: redis`).
@@ -181,7 +191,7 @@ impl Server {
         let local_addr = listener.local_addr().map_err(StartError::Poll)?;
         let fifo = open_fifo(&cfg)?;
         let mut signals =
-            Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR2]).map_err(StartError::Poll)?;
+            Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR2, SIGCHLD]).map_err(StartError::Poll)?;
         let registry = poll.registry();
         registry
             .register(&mut listener, LISTENER, Interest::READABLE)
@@ -225,6 +235,14 @@ impl Server {
             process_id,
             shutdown_deadline: None,
             ping: ws::encode(ws::OP_PING, b"").into(),
+            workers: crate::worker::Workers::new(
+                cfg.max_workers,
+                cfg.max_queued_jobs,
+                crate::jobs::WORKER_TOKENS,
+            ),
+            jobs: HashMap::new(),
+            finished_jobs: Vec::new(),
+            user_fifos: Default::default(),
             rate_share_nodes: 1,
             scaling,
             link_events: Vec::new(),
@@ -275,6 +293,11 @@ impl Server {
                     LISTENER => self.accept(),
                     FIFO => self.read_fifo(),
                     SIGNALS => self.handle_signals(),
+                    token if self.workers.owns(token) => {
+                        self.workers
+                            .on_ready(self.poll.registry(), token, &mut self.finished_jobs);
+                    }
+                    token if Server::owns_user_fifo(token) => self.read_user_fifo(token),
                     token if self.scaling.as_ref().is_some_and(|s| s.link.owns(token)) => {
                         if let Some(scaling) = self.scaling.as_mut() {
                             scaling.link.on_ready(
@@ -295,6 +318,16 @@ impl Server {
                 }
             }
             self.retry_deferred();
+            if self.workers.running() > 0 {
+                self.workers.expire(
+                    self.poll.registry(),
+                    Instant::now(),
+                    &mut self.finished_jobs,
+                );
+            }
+            if !self.finished_jobs.is_empty() {
+                self.finish_jobs();
+            }
             self.tick();
             if let Some(scaling) = self.scaling.as_mut() {
                 scaling
@@ -319,6 +352,8 @@ impl Server {
                 "shutdown timeout reached with {left} connection(s) still flushing; closing them"
             );
         }
+        self.workers.kill_all();
+        self.remove_all_user_fifos();
         if let Some(listener) = self.restart_listener.take() {
             info!("restarting in place");
             let fifo = self.fifo.into_fd()?;
@@ -345,6 +380,9 @@ impl Server {
         }
         if self.shutdown_deadline.is_some() {
             timeout = timeout.min(Duration::from_millis(100));
+        }
+        if let Some(deadline) = self.workers.next_deadline() {
+            timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
         }
         if let Some(t) = self
             .scaling
@@ -469,6 +507,14 @@ impl Server {
                             conn.inbuf = buf;
                             conn.trim_buffers();
                         }
+                    }
+                }
+                // Frames sent right behind the handshake wait for the verdict, within reason.
+                Phase::Validating => {
+                    conn.inbuf.extend_from_slice(&scratch[..n]);
+                    if conn.inbuf.len() > self.cfg.max_request_bytes + self.cfg.max_message_bytes {
+                        self.close_now(key, "sent too much before the handshake completed");
+                        break;
                     }
                 }
                 // Waiting for the peer's EOF: input is discarded.
@@ -611,7 +657,10 @@ impl Server {
 
     fn on_raw_message(&mut self, key: usize, text: &str) {
         if text == "ping" {
+            // Answered here, as CarbonPHP does: no process for a keep-alive.
             self.reply(key, "pong");
+        } else if self.cfg.route.enabled() {
+            self.route_message(key, text);
         } else {
             debug!(
                 "connection {key}: no application router configured; ignored a {}-byte message",
@@ -1067,6 +1116,14 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if conn.phase == Phase::Open
+            && let Some(user) = conn.user.take()
+        {
+            self.drop_user_conn(&user, key);
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let subs = std::mem::take(&mut conn.subs);
         for id in subs {
             self.leave(key, id);
@@ -1213,6 +1270,8 @@ impl Server {
                 }
             }
             Phase::Closing => self.close_now(key, "closed"),
+            // The validation job's own deadline decides.
+            Phase::Validating => {}
         }
     }
 
@@ -1257,6 +1316,9 @@ impl Server {
             match signal {
                 SIGTERM | SIGINT | SIGUSR2 => self.begin_shutdown(signal),
                 SIGHUP => self.reload(),
+                SIGCHLD => self
+                    .workers
+                    .reap(self.poll.registry(), &mut self.finished_jobs),
                 _ => {}
             }
         }
@@ -1290,7 +1352,7 @@ impl Server {
         for key in keys {
             match self.conns[key].phase {
                 Phase::Open => self.close_with(key, code, reason),
-                Phase::Request => self.close_now(key, "shutdown"),
+                Phase::Request | Phase::Validating => self.close_now(key, "shutdown"),
                 Phase::Closing => {}
             }
         }
