@@ -83,6 +83,8 @@ pub struct Config {
     /// Per-user FIFOs (`<fifo dir>/users/<id>.fifo`): `deliver` a line to the user's
     /// connections, `route` it to the application on the user's behalf, or `off`.
     pub user_fifo: String,
+    /// Batching, timeouts and retries of every app's webhooks.
+    pub webhooks: crate::pusher::webhooks::WebhookSettings,
 }
 
 /// A forked handler: `none`, `exec` (run `command`, no shell) or `http` (call `url`).
@@ -214,6 +216,12 @@ pub struct AppConfig {
     /// Close connections that do not `pusher:signin` within `user_authentication_timeout_secs`.
     pub require_user_authentication: bool,
     pub user_authentication_timeout_secs: u64,
+    /// Where to tell the application what happens on its channels.
+    pub webhooks: Vec<crate::pusher::webhooks::WebhookConfig>,
+    /// Socket Rush's switch: keep the list but send nothing.
+    pub webhooks_enabled: bool,
+    /// Collect events for `webhooks.batch_ms`; off = one request per event.
+    pub webhook_batching: bool,
 }
 
 impl Default for AppConfig {
@@ -241,6 +249,9 @@ impl Default for AppConfig {
             require_channel_authorization: false,
             require_user_authentication: false,
             user_authentication_timeout_secs: 30,
+            webhooks: Vec::new(),
+            webhooks_enabled: true,
+            webhook_batching: true,
         }
     }
 }
@@ -285,6 +296,7 @@ impl Default for Config {
             max_worker_output_bytes: 1024 * 1024,
             max_inflight_per_connection: 1,
             user_fifo: "deliver".into(),
+            webhooks: Default::default(),
         }
     }
 }
@@ -501,6 +513,9 @@ impl Config {
         for (i, app) in apps.iter().enumerate() {
             if app.id.is_empty() || app.key.is_empty() || app.secret.is_empty() {
                 return Err(format!("apps[{i}]: id, key and secret must not be empty"));
+            }
+            for (j, hook) in app.webhooks.iter().enumerate() {
+                hook.validate(&format!("apps[{i}].webhooks[{j}]"))?;
             }
             if app.activity_timeout == 0 {
                 return Err(format!("apps[{i}].activity_timeout: must be at least 1"));

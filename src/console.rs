@@ -175,6 +175,11 @@ impl Server {
 
     /// Worker counters for the console (zeros until workers exist).
     pub(crate) fn worker_stats(&self) -> Value {
-        json!({"running": 0, "queued": 0, "started": 0, "failed": 0})
+        json!({
+            "running": self.workers.running(),
+            "queued": self.workers.queued(),
+            "started": self.stats.workers_started,
+            "failed": self.stats.workers_failed,
+        })
     }
 }

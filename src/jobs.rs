@@ -44,6 +44,8 @@ pub enum JobFor {
     Route { key: usize, conn_id: u64 },
     /// A line from a user's FIFO in `route` mode; the output goes to all the user's connections.
     UserRoute { user: String },
+    /// A signed webhook batch.
+    Webhook(crate::pusher::webhooks::Delivery),
 }
 
 /// Routing state of a connection: kept only for raw-mode connections when routing is on.
@@ -330,6 +332,7 @@ impl Server {
                         self.next_route(key);
                     }
                 }
+                JobFor::Webhook(delivery) => self.finish_webhook(delivery, outcome),
                 JobFor::UserRoute { user } => {
                     for t in route_replies(&outcome, self.cfg.max_worker_output_bytes) {
                         self.send_to_user(&user, t.as_bytes());

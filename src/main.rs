@@ -305,6 +305,23 @@ fn http_request(args: HttpRequestArgs) -> ExitCode {
     }
     let (method, body) = match args.purpose.as_str() {
         "validate" => ("GET", Vec::new()),
+        "webhook" => {
+            let mut body = Vec::new();
+            if let Err(e) = std::io::stdin().read_to_end(&mut body) {
+                eprintln!("ferrocast http-request: reading the webhook body: {e}");
+                return ExitCode::from(1);
+            }
+            headers.push(("Content-Type".into(), "application/json".into()));
+            for (var, name) in [
+                ("FERROCAST_WEBHOOK_KEY", "X-Pusher-Key"),
+                ("FERROCAST_WEBHOOK_SIGNATURE", "X-Pusher-Signature"),
+            ] {
+                if let Some(v) = env(var) {
+                    headers.push((name.into(), v));
+                }
+            }
+            ("POST", body)
+        }
         "route" => {
             let mut body = Vec::new();
             if let Err(e) = std::io::stdin().read_to_end(&mut body) {
@@ -353,6 +370,7 @@ fn http_request(args: HttpRequestArgs) -> ExitCode {
             let _ = writeln!(out, "forbidden");
             ExitCode::from(1)
         }
+        ("webhook", 200..=299) => ExitCode::SUCCESS,
         ("route", 200..=299) => {
             let _ = out.write_all(&resp.body);
             ExitCode::SUCCESS

@@ -68,6 +68,36 @@ pub fn render(server: &Server) -> String {
         "Requests and client events refused by a rate limit.",
         s.rate_limited,
     );
+    counter(
+        "workers_started_total",
+        "Forked handler jobs started.",
+        s.workers_started,
+    );
+    counter(
+        "workers_refused_total",
+        "Handler jobs refused because the worker queue was full.",
+        s.workers_refused,
+    );
+    counter(
+        "workers_failed_total",
+        "Handler jobs that failed, crashed or timed out.",
+        s.workers_failed,
+    );
+    counter(
+        "webhooks_sent_total",
+        "Webhook batches delivered.",
+        server.webhooks.sent,
+    );
+    counter(
+        "webhook_failures_total",
+        "Webhook send attempts that failed (each is retried or dropped).",
+        server.webhooks.failed_attempts,
+    );
+    counter(
+        "webhooks_dropped_total",
+        "Webhook batches given up on (tries exhausted or queue full).",
+        server.webhooks.dropped,
+    );
     let _ = writeln!(
         out,
         "# HELP ferrocast_rest_calls_total REST API responses by status.\n# TYPE ferrocast_rest_calls_total counter"

@@ -134,6 +134,9 @@ pub struct Server {
     pub(crate) process_id: u32,
     pub(crate) shutdown_deadline: Option<Instant>,
     pub(crate) ping: Frame,
+    pub(crate) webhooks: crate::pusher::webhooks::Webhooks,
+    /// Webhook batches being sent by workers right now.
+    pub(crate) webhook_jobs: usize,
     /// Forked handler processes and what each one is for.
     pub(crate) workers: crate::worker::Workers,
     pub(crate) jobs: HashMap<crate::worker::JobId, crate::jobs::JobFor>,
@@ -235,6 +238,8 @@ impl Server {
             process_id,
             shutdown_deadline: None,
             ping: ws::encode(ws::OP_PING, b"").into(),
+            webhooks: Default::default(),
+            webhook_jobs: 0,
             workers: crate::worker::Workers::new(
                 cfg.max_workers,
                 cfg.max_queued_jobs,
@@ -328,6 +333,9 @@ impl Server {
             if !self.finished_jobs.is_empty() {
                 self.finish_jobs();
             }
+            if self.webhooks.has_batches() {
+                self.pump_webhooks();
+            }
             self.tick();
             if let Some(scaling) = self.scaling.as_mut() {
                 scaling
@@ -380,6 +388,9 @@ impl Server {
         }
         if self.shutdown_deadline.is_some() {
             timeout = timeout.min(Duration::from_millis(100));
+        }
+        if self.webhooks.has_batches() {
+            timeout = timeout.min(Duration::from_millis(20));
         }
         if let Some(deadline) = self.workers.next_deadline() {
             timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
@@ -726,8 +737,23 @@ impl Server {
         {
             return Some((id, false));
         }
+        let created = channels.lookup(name).is_none();
         let id = channels.subscribe(name, key);
         conn.subs.push(id);
+        let app = conn.app();
+        if self.webhooks_on(app) {
+            if created {
+                self.webhook_occupied(app, name);
+            }
+            let count = self.channels[app]
+                .get(id)
+                .map(|c| c.subscribers.len())
+                .unwrap_or(0);
+            self.webhook_count(app, name, count);
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Some((id, true));
+        };
         if let Some(scaling) = self.scaling.as_mut() {
             scaling.state_dirty = true;
         }
@@ -777,7 +803,19 @@ impl Server {
         if conn.pusher.is_some() {
             self.leave_presence(key, app, id);
         }
-        self.channels[app].unsubscribe(id, key);
+        let name = self.channels[app].get(id).map(|c| c.name.to_string());
+        let vacated = self.channels[app].unsubscribe(id, key);
+        if let Some(name) = name.filter(|_| self.webhooks_on(app)) {
+            if vacated {
+                self.webhook_vacated(app, &name);
+            } else {
+                let count = self.channels[app]
+                    .get(id)
+                    .map(|c| c.subscribers.len())
+                    .unwrap_or(0);
+                self.webhook_count(app, &name, count);
+            }
+        }
         if let Some(scaling) = self.scaling.as_mut() {
             scaling.state_dirty = true;
         }

@@ -1,9 +1,11 @@
 //! The Pusher Channels protocol: apps, connection state, wire messages, signatures, REST API.
 
 pub mod auth;
+pub mod notify;
 pub mod protocol;
 pub mod rest;
 pub mod session;
+pub mod webhooks;
 
 use std::time::Instant;
 

@@ -192,7 +192,13 @@ impl Server {
                         self.mark_dirty(key);
                     }
                 }
-                None => self.reply(key, &pp::cache_miss(channel)),
+                None => {
+                    self.reply(key, &pp::cache_miss(channel));
+                    self.webhook(
+                        app,
+                        serde_json::json!({"name": "cache_miss", "channel": channel}),
+                    );
+                }
             }
         }
     }
@@ -254,6 +260,7 @@ impl Server {
                 let frame = ws::text(pp::member_added(&name, &user_id, info.as_ref()).as_bytes());
                 self.publish_frame(app, id, &frame, Some(key));
                 self.console_event("member_added", None, Some(&name), None, Some(&user_id));
+                self.webhook(app, serde_json::json!({"name": "member_added", "channel": &*name, "user_id": user_id}));
             }
         }
     }
@@ -292,6 +299,7 @@ impl Server {
                 let frame = ws::text(pp::member_removed(&name, &user_id).as_bytes());
                 self.publish_frame(app, id, &frame, Some(key));
                 self.console_event("member_removed", None, Some(&name), None, Some(&user_id));
+                self.webhook(app, serde_json::json!({"name": "member_removed", "channel": &*name, "user_id": &*user_id}));
             }
         }
     }
@@ -394,6 +402,17 @@ impl Server {
         let frame = ws::text(pp::client_event(event, channel, data, user_id.as_deref()).as_bytes());
         self.stats.client_events += 1;
         self.publish_frame(app, id, &frame, Some(key));
+        if self.webhooks_on(app) {
+            let socket_id = self.conns.get(key).map(|c| c.socket_id(self.process_id));
+            let mut hook = serde_json::json!({
+                "name": "client_event", "channel": channel, "event": event,
+                "data": data.get(), "socket_id": socket_id,
+            });
+            if let Some(u) = &user_id {
+                hook["user_id"] = serde_json::Value::String(u.clone());
+            }
+            self.webhook(app, hook);
+        }
         if let Some(scaling) = self.scaling.as_mut() {
             let app_id = self.apps.get(app).cfg.id.clone();
             let text = String::from_utf8_lossy(ws::payload(&frame)).into_owned();

@@ -1,0 +1,166 @@
+//! The server's side of webhooks: noticing events, and handing signed batches to workers.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::webhooks::Delivery;
+use crate::jobs::JobFor;
+use crate::server::Server;
+use crate::worker::{Handler, Job, Outcome};
+
+impl Server {
+    /// Whether anyone listens to this app's webhooks (cheap: checked before building events).
+    pub(crate) fn webhooks_on(&self, app: usize) -> bool {
+        let cfg = &self.apps.get(app).cfg;
+        cfg.webhooks_enabled && !cfg.webhooks.is_empty()
+    }
+
+    pub(crate) fn webhook(&mut self, app: usize, event: Value) {
+        if !self.webhooks_on(app) {
+            return;
+        }
+        let hooks = self.apps.get(app).cfg.webhooks.clone();
+        self.webhooks.emit(app, &hooks, event);
+    }
+
+    /// A channel got its first subscriber on this node.
+    pub(crate) fn webhook_occupied(&mut self, app: usize, channel: &str) {
+        if self.webhooks_on(app) && self.webhooks.occupied(app, channel) {
+            self.webhook(app, json!({"name": "channel_occupied", "channel": channel}));
+        }
+    }
+
+    /// A channel lost its last subscriber on this node (announced after the grace period).
+    pub(crate) fn webhook_vacated(&mut self, app: usize, channel: &str) {
+        if self.webhooks_on(app) {
+            let grace = Duration::from_millis(self.cfg.webhooks.vacate_grace_ms);
+            self.webhooks.vacated(app, channel, grace);
+        }
+    }
+
+    pub(crate) fn webhook_count(&mut self, app: usize, channel: &str, count: usize) {
+        if self.webhooks_on(app) {
+            self.webhook(
+                app,
+                json!({"name": "subscription_count", "channel": channel, "subscription_count": count}),
+            );
+        }
+    }
+
+    /// Seals due batches and starts sending what is ready. Called every loop turn while there
+    /// is webhook work.
+    pub(crate) fn pump_webhooks(&mut self) {
+        let now = Instant::now();
+        for (app, channel) in self.webhooks.due_vacated(now) {
+            self.webhook(app, json!({"name": "channel_vacated", "channel": channel}));
+        }
+        let mut settings = self.cfg.webhooks.clone();
+        // Apps that turned batching off send at once.
+        if self
+            .apps
+            .iter()
+            .any(|a| !a.cfg.webhook_batching && !a.cfg.webhooks.is_empty())
+        {
+            settings.batch_ms = 0;
+        }
+        let apps = &self.apps;
+        self.webhooks
+            .seal(now, &settings, |app| apps.get(app).cfg.secret.clone());
+        // Leave room for validation and routing: webhooks use at most half the workers.
+        let budget = (self.cfg.max_workers / 2).max(1);
+        while self.webhook_jobs < budget {
+            let Some(delivery) = self.webhooks.next_ready(now) else {
+                break;
+            };
+            self.send_webhook(delivery);
+        }
+    }
+
+    fn send_webhook(&mut self, d: Delivery) {
+        let app = self.apps.get(d.app);
+        let Some(hook) = app.cfg.webhooks.get(d.hook) else {
+            return;
+        };
+        let mut env = vec![
+            (
+                "PATH".to_string(),
+                "/usr/local/bin:/usr/bin:/bin".to_string(),
+            ),
+            ("FERROCAST_WEBHOOK_KEY".to_string(), app.cfg.key.clone()),
+            (
+                "FERROCAST_WEBHOOK_SIGNATURE".to_string(),
+                d.signature.clone(),
+            ),
+            (
+                "FERROCAST_HTTP_TIMEOUT_SECS".to_string(),
+                self.cfg.webhooks.timeout_secs.to_string(),
+            ),
+        ];
+        let argv = if hook.url.is_empty() {
+            hook.exec.clone()
+        } else {
+            vec![
+                "/proc/self/exe".into(),
+                "http-request".into(),
+                "webhook".into(),
+                hook.url.clone(),
+            ]
+        };
+        env.push(("CONTENT_TYPE".into(), "application/json".into()));
+        let job = Job {
+            handler: Handler::Exec { argv },
+            env,
+            stdin: d.body.clone().into_bytes(),
+            deadline: Duration::from_secs(self.cfg.webhooks.timeout_secs + 1),
+            max_output: 64 * 1024,
+        };
+        match self
+            .workers
+            .submit(self.poll.registry(), job, &mut self.finished_jobs)
+        {
+            Ok(id) => {
+                self.webhook_jobs += 1;
+                self.jobs.insert(id, JobFor::Webhook(d));
+                self.stats.workers_started += 1;
+            }
+            Err(_) => {
+                let settings = self.cfg.webhooks.clone();
+                self.webhooks.failed(d, "worker queue full", &settings);
+            }
+        }
+    }
+
+    pub(crate) fn finish_webhook(&mut self, d: Delivery, outcome: Outcome) {
+        self.webhook_jobs = self.webhook_jobs.saturating_sub(1);
+        let reason = match outcome {
+            Outcome::Exited { code: 0, .. } => {
+                self.webhooks.sent += 1;
+                self.console_event(
+                    "webhook",
+                    None,
+                    None,
+                    None,
+                    Some(&format!(
+                        "sent a batch for app {}",
+                        self.apps.get(d.app).cfg.id
+                    )),
+                );
+                return;
+            }
+            Outcome::Exited { code, .. } => format!("receiver failed or refused (exit {code})"),
+            Outcome::Signaled { signal, .. } => format!("sender killed by signal {signal}"),
+            Outcome::TimedOut => "no answer in time".to_string(),
+            Outcome::SpawnFailed(e) => e,
+        };
+        self.console_event(
+            "webhook",
+            None,
+            None,
+            None,
+            Some(&format!("failed: {reason}")),
+        );
+        let settings = self.cfg.webhooks.clone();
+        self.webhooks.failed(d, &reason, &settings);
+    }
+}

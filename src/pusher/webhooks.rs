@@ -1,0 +1,384 @@
+//! Webhooks: what happened on an app's channels, told to the application in Pusher's format.
+//!
+//! Events are collected per webhook for `webhook_batch_ms` (or up to `webhook_max_batch`
+//! events), signed with the app secret, and sent by a forked worker (the loop never waits on the
+//! network). Failed sends are retried with backoff; what cannot be sent is dropped, counted and
+//! logged, never silently lost.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// One webhook of an app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// POST the batch here (http only; the worker's client).
+    pub url: String,
+    /// Or run this command with the batch on stdin (e.g. `["php", "artisan", "pusher:webhook"]`).
+    pub exec: Vec<String>,
+    /// `channel_occupied`, `channel_vacated`, `member_added`, `member_removed`, `client_event`,
+    /// `cache_miss`, `subscription_count`. Empty = all.
+    pub event_types: Vec<String>,
+    /// Only channels whose name starts with this.
+    pub channel_prefix: String,
+    /// Only channels whose name ends with this.
+    pub channel_suffix: String,
+}
+
+pub const EVENT_TYPES: [&str; 7] = [
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+    "cache_miss",
+    "subscription_count",
+];
+
+impl WebhookConfig {
+    pub fn validate(&self, at: &str) -> Result<(), String> {
+        if self.url.is_empty() == self.exec.is_empty() {
+            return Err(format!("{at}: give either url or exec"));
+        }
+        if !self.url.is_empty() {
+            crate::httpclient::parse_url(&self.url).map_err(|e| format!("{at}.url: {e}"))?;
+        }
+        if let Some(bad) = self
+            .event_types
+            .iter()
+            .find(|t| !EVENT_TYPES.contains(&t.as_str()))
+        {
+            return Err(format!("{at}.event_types: unknown event type \"{bad}\""));
+        }
+        Ok(())
+    }
+
+    fn wants(&self, name: &str, channel: &str) -> bool {
+        (self.event_types.is_empty() || self.event_types.iter().any(|t| t == name))
+            && channel.starts_with(&self.channel_prefix)
+            && channel.ends_with(&self.channel_suffix)
+    }
+}
+
+/// Server-wide webhook settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// How long events are collected into one request. 100 ms: short enough that the app
+    /// hears of a vacated channel at once, long enough that a burst of joins is one request.
+    pub batch_ms: u64,
+    pub max_batch: usize,
+    pub timeout_secs: u64,
+    /// Sends per batch, the first included.
+    pub tries: u32,
+    /// Batches waiting to be sent (or retried); past this the oldest is dropped and counted.
+    pub max_pending: usize,
+    /// A channel vacated and re-occupied within this time fires neither event (no flapping).
+    pub vacate_grace_ms: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            batch_ms: 100,
+            max_batch: 50,
+            timeout_secs: 5,
+            tries: 3,
+            max_pending: 1000,
+            vacate_grace_ms: 1000,
+        }
+    }
+}
+
+/// A signed batch on its way.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub app: usize,
+    pub hook: usize,
+    pub body: String,
+    pub signature: String,
+    pub attempt: u32,
+    pub not_before: Instant,
+}
+
+struct Batch {
+    app: usize,
+    hook: usize,
+    events: Vec<Value>,
+    since: Instant,
+}
+
+#[derive(Default)]
+pub struct Webhooks {
+    batches: Vec<Batch>,
+    /// Ready to send (or waiting for their retry time).
+    pub pending: VecDeque<Delivery>,
+    /// Vacated channels waiting out the grace period: (app, channel, due).
+    vacating: Vec<(usize, String, Instant)>,
+    pub sent: u64,
+    pub failed_attempts: u64,
+    pub dropped: u64,
+}
+
+impl Webhooks {
+    /// Adds an event for every webhook of the app that wants it.
+    pub fn emit(&mut self, app: usize, hooks: &[WebhookConfig], event: Value) {
+        let name = event["name"].as_str().unwrap_or("");
+        let channel = event["channel"].as_str().unwrap_or("");
+        for (i, hook) in hooks.iter().enumerate() {
+            if !hook.wants(name, channel) {
+                continue;
+            }
+            let batch = match self
+                .batches
+                .iter_mut()
+                .position(|b| b.app == app && b.hook == i)
+            {
+                Some(pos) => &mut self.batches[pos],
+                None => {
+                    self.batches.push(Batch {
+                        app,
+                        hook: i,
+                        events: Vec::new(),
+                        since: Instant::now(),
+                    });
+                    self.batches.last_mut().expect("just pushed")
+                }
+            };
+            // Only the latest count of a channel matters within one batch.
+            if name == "subscription_count" {
+                batch
+                    .events
+                    .retain(|e| !(e["name"] == "subscription_count" && e["channel"] == channel));
+            }
+            batch.events.push(event.clone());
+        }
+    }
+
+    /// A channel emptied: its `channel_vacated` waits out the grace period.
+    pub fn vacated(&mut self, app: usize, channel: &str, grace: Duration) {
+        self.vacating
+            .push((app, channel.to_string(), Instant::now() + grace));
+    }
+
+    /// A channel gained its first subscriber. False when it was vacated moments ago: then
+    /// neither the vacated nor the occupied event is sent.
+    pub fn occupied(&mut self, app: usize, channel: &str) -> bool {
+        match self
+            .vacating
+            .iter()
+            .position(|(a, c, _)| *a == app && c == channel)
+        {
+            Some(pos) => {
+                self.vacating.swap_remove(pos);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Vacated channels whose grace period is over.
+    pub fn due_vacated(&mut self, now: Instant) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        self.vacating.retain(|(a, c, due)| {
+            if *due <= now {
+                out.push((*a, c.clone()));
+                false
+            } else {
+                true
+            }
+        });
+        out
+    }
+
+    /// Turns full or old-enough batches into signed deliveries.
+    pub fn seal(
+        &mut self,
+        now: Instant,
+        settings: &WebhookSettings,
+        secret_of: impl Fn(usize) -> String,
+    ) {
+        let window = Duration::from_millis(settings.batch_ms);
+        let mut i = 0;
+        while i < self.batches.len() {
+            let b = &self.batches[i];
+            let ready = !b.events.is_empty()
+                && (b.events.len() >= settings.max_batch
+                    || now.saturating_duration_since(b.since) >= window);
+            if !ready {
+                i += 1;
+                continue;
+            }
+            let b = self.batches.swap_remove(i);
+            for chunk in b.events.chunks(settings.max_batch.max(1)) {
+                let body =
+                    json!({ "time_ms": crate::console::unix_ms(), "events": chunk }).to_string();
+                let signature = super::auth::webhook_signature(&secret_of(b.app), body.as_bytes());
+                self.queue(
+                    Delivery {
+                        app: b.app,
+                        hook: b.hook,
+                        body,
+                        signature,
+                        attempt: 1,
+                        not_before: now,
+                    },
+                    settings,
+                );
+            }
+        }
+    }
+
+    fn queue(&mut self, d: Delivery, settings: &WebhookSettings) {
+        if self.pending.len() >= settings.max_pending
+            && let Some(old) = self.pending.pop_front()
+        {
+            self.dropped += 1;
+            log::warn!(
+                "webhook queue full ({} batches): dropped a batch for app {} webhook {}",
+                settings.max_pending,
+                old.app,
+                old.hook
+            );
+        }
+        self.pending.push_back(d);
+    }
+
+    /// A send failed: retry after 1 s, 2 s, 4 s … or drop after `tries`.
+    pub fn failed(&mut self, mut d: Delivery, reason: &str, settings: &WebhookSettings) {
+        self.failed_attempts += 1;
+        if d.attempt >= settings.tries {
+            self.dropped += 1;
+            log::warn!(
+                "webhook for app {} (webhook {}) dropped after {} tries: {reason}",
+                d.app,
+                d.hook,
+                d.attempt
+            );
+            return;
+        }
+        log::info!(
+            "webhook for app {} failed (try {}): {reason}; retrying",
+            d.app,
+            d.attempt
+        );
+        d.not_before = Instant::now() + Duration::from_secs(1 << (d.attempt - 1).min(5));
+        d.attempt += 1;
+        self.queue(d, settings);
+    }
+
+    /// The next delivery whose time has come.
+    pub fn next_ready(&mut self, now: Instant) -> Option<Delivery> {
+        let pos = self.pending.iter().position(|d| d.not_before <= now)?;
+        self.pending.remove(pos)
+    }
+
+    pub fn has_batches(&self) -> bool {
+        self.batches.iter().any(|b| !b.events.is_empty())
+            || !self.vacating.is_empty()
+            || !self.pending.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(types: &[&str], prefix: &str) -> WebhookConfig {
+        WebhookConfig {
+            url: "http://127.0.0.1:1/h".into(),
+            event_types: types.iter().map(|s| s.to_string()).collect(),
+            channel_prefix: prefix.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn filters_batches_and_signs() {
+        let hooks = [hook(&["channel_occupied"], "private-"), hook(&[], "")];
+        let mut w = Webhooks::default();
+        w.emit(
+            0,
+            &hooks,
+            json!({"name":"channel_occupied","channel":"private-a"}),
+        );
+        w.emit(
+            0,
+            &hooks,
+            json!({"name":"channel_occupied","channel":"public"}),
+        );
+        w.emit(
+            0,
+            &hooks,
+            json!({"name":"subscription_count","channel":"public","subscription_count":1}),
+        );
+        w.emit(
+            0,
+            &hooks,
+            json!({"name":"subscription_count","channel":"public","subscription_count":2}),
+        );
+        let settings = WebhookSettings::default();
+        let later = Instant::now() + Duration::from_secs(1);
+        w.seal(later, &settings, |_| "secret".into());
+        assert_eq!(w.pending.len(), 2);
+        let first = w.pending.iter().find(|d| d.hook == 0).unwrap();
+        let v: Value = serde_json::from_str(&first.body).unwrap();
+        assert_eq!(v["events"].as_array().unwrap().len(), 1);
+        assert!(super::super::auth::verify_webhook_signature(
+            "secret",
+            first.body.as_bytes(),
+            &first.signature
+        ));
+        let all = w.pending.iter().find(|d| d.hook == 1).unwrap();
+        let v: Value = serde_json::from_str(&all.body).unwrap();
+        assert_eq!(
+            v["events"].as_array().unwrap().len(),
+            3,
+            "the counts of one channel coalesce: {v}"
+        );
+        assert!(v["time_ms"].as_u64().unwrap() > 0);
+    }
+
+    #[test]
+    fn retries_then_drops() {
+        let settings = WebhookSettings::default();
+        let mut w = Webhooks::default();
+        let d = Delivery {
+            app: 0,
+            hook: 0,
+            body: "{}".into(),
+            signature: String::new(),
+            attempt: 1,
+            not_before: Instant::now(),
+        };
+        w.failed(d, "500", &settings);
+        let d = w.pending.pop_front().unwrap();
+        assert_eq!(d.attempt, 2);
+        assert!(d.not_before > Instant::now());
+        w.failed(d, "500", &settings);
+        let d = w.pending.pop_front().unwrap();
+        w.failed(d, "500", &settings);
+        assert!(w.pending.is_empty());
+        assert_eq!(w.dropped, 1);
+    }
+
+    #[test]
+    fn quick_resubscribe_does_not_flap() {
+        let mut w = Webhooks::default();
+        w.vacated(0, "a", Duration::from_secs(1));
+        assert!(!w.occupied(0, "a"));
+        assert!(
+            w.due_vacated(Instant::now() + Duration::from_secs(2))
+                .is_empty()
+        );
+        w.vacated(0, "b", Duration::from_millis(0));
+        assert_eq!(
+            w.due_vacated(Instant::now() + Duration::from_millis(1)),
+            vec![(0, "b".to_string())]
+        );
+        assert!(w.occupied(0, "b"));
+    }
+}
