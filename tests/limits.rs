@@ -105,3 +105,75 @@ fn out_of_file_descriptors_then_recovers() {
         c.raw_ping_pong();
     }
 }
+
+#[test]
+fn max_connections_per_ip_is_429_for_that_address_only() {
+    let s = Server::start(&["--set", "max_connections_per_ip=2"], &[]);
+    let mut a = s.channel_client();
+    let _b = s.channel_client();
+    let err = s
+        .try_ws("/ws", &[])
+        .err()
+        .expect("a third connection from 127.0.0.1 must be refused");
+    assert_eq!(err.status(), Some(429), "{err:?}");
+    // Another address is not affected: connect from 127.0.0.2.
+    let other = socket2_connect_from("127.0.0.2", &s.addr());
+    let mut raw = RawConn::from_stream(other);
+    raw.handshake("/ws");
+    // Closing one frees a slot for the first address.
+    a.ping_pong();
+    a.close();
+    assert!(
+        wait_until(T, || s.try_ws("/ws", &[]).is_ok()),
+        "a slot never came free"
+    );
+}
+
+/// A TCP connection from a chosen loopback source address.
+fn socket2_connect_from(source: &str, target: &str) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let src: std::net::SocketAddrV4 = format!("{source}:0").parse().unwrap();
+    let dst: std::net::SocketAddrV4 = target.parse().unwrap();
+    let fd = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Stream,
+        nix::sys::socket::SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    nix::sys::socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &nix::sys::socket::SockaddrIn::from(src),
+    )
+    .unwrap();
+    nix::sys::socket::connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &nix::sys::socket::SockaddrIn::from(dst),
+    )
+    .unwrap();
+    unsafe { std::net::TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) }
+}
+
+#[test]
+fn max_channels_per_connection_is_an_error_not_a_disconnect() {
+    let s = Server::start(&["--set", "max_channels_per_connection=3"], &[]);
+    let mut c = s.channel_client();
+    for ch in ["a", "b", "c"] {
+        c.subscribe(ch);
+    }
+    c.send_json(&json!({"action": "subscribe", "channel": "d"}));
+    let v = c.recv_json(T);
+    assert_eq!(v["event"], "error", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_channels_per_connection"),
+        "{v}"
+    );
+    // Re-subscribing to a channel it already has is fine, and leaving one makes room.
+    c.subscribe("a");
+    c.unsubscribe("b");
+    c.subscribe("d");
+    c.ping_pong();
+}
