@@ -173,10 +173,12 @@ pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
             let Some((o_scheme, o_host)) = origin.split_once("://") else {
                 return false;
             };
+            // Compared as bytes: a multibyte host must not be sliced mid-character.
+            let (host, suffix) = (o_host.as_bytes(), rest.as_bytes());
             return o_scheme.eq_ignore_ascii_case(scheme)
-                && o_host.len() > rest.len() + 1
-                && o_host[o_host.len() - rest.len()..].eq_ignore_ascii_case(rest)
-                && o_host.as_bytes()[o_host.len() - rest.len() - 1] == b'.';
+                && host.len() > suffix.len() + 1
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                && host[host.len() - suffix.len() - 1] == b'.';
         }
         pattern.eq_ignore_ascii_case(origin)
     })
@@ -333,5 +335,8 @@ mod tests {
         assert!(!origin_allowed("http://app.example.com", &list));
         assert!(origin_allowed("HTTP://EXACT.test:8080", &list));
         assert!(!origin_allowed("http://exact.test", &list));
+        // Multibyte hosts are compared as bytes, never sliced mid-character.
+        assert!(!origin_allowed("https://ééé", &list));
+        assert!(!origin_allowed("https://xé.example.co", &list));
     }
 }
