@@ -326,3 +326,15 @@ fn advance_queue(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn connection_state_stays_small() {
+        // The per-connection budget (≤ 1 KiB of RSS per idle subscribed connection, DESIGN.md)
+        // starts here: the struct itself, before the slab slot, the socket and the kernel.
+        let size = std::mem::size_of::<super::Conn>();
+        println!("Conn is {size} bytes");
+        assert!(size <= 256, "Conn grew to {size} bytes");
+    }
+}
