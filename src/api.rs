@@ -105,6 +105,17 @@ impl Server {
                             if self.cfg.validate.enabled()
                                 && matches!(mode, Mode::Raw | Mode::Channel) =>
                         {
+                            // Routed requests of a validated raw client keep its handshake's
+                            // environment (cookies and all).
+                            if self.cfg.route.enabled()
+                                && mode == Mode::Raw
+                                && let Some(conn) = self.conns.get_mut(key)
+                            {
+                                conn.route = Some(Box::new(crate::jobs::RouteState {
+                                    env: env.clone(),
+                                    ..Default::default()
+                                }));
+                            }
                             return self.start_validation(key, mode, accept, env, rest);
                         }
                         Some(env) => {
@@ -502,7 +513,7 @@ impl Server {
                     self.cfg.prefix(),
                     self.cfg.console.path.trim_end_matches('/')
                 );
-                let page = crate::console::page(&session, &prefix);
+                let page = crate::console::page(&session, &prefix, self.cfg.prefix());
                 Decision::Respond(http::response_with(
                     200,
                     "text/html; charset=utf-8",

@@ -94,8 +94,11 @@ pub fn basic_auth_ok(server: &Server, header: Option<&str>) -> bool {
         .any(|app| eq(user, &app.cfg.key) && eq(password, &app.cfg.secret))
 }
 
-pub fn page(session: &str, prefix: &str) -> String {
+/// The page with its session and paths: `{{BASE}}` is the console's own path (server prefix
+/// and `console.path`), `{{PREFIX}}` the server's URL prefix.
+pub fn page(session: &str, base: &str, prefix: &str) -> String {
     PAGE.replace("{{SESSION}}", session)
+        .replace("{{BASE}}", base)
         .replace("{{PREFIX}}", prefix)
 }
 

@@ -105,20 +105,31 @@ pub fn cgi_env(
     env
 }
 
-/// A user id as a file name: kept when plainly safe, hex-encoded otherwise.
+/// A user id as a file name: kept when plainly safe; hex-encoded otherwise; a SHA-256 digest
+/// when even that would be too long for a file name. Ids that look like the encoded forms are
+/// encoded too, so two users can never share a FIFO.
 pub fn user_file_name(user: &str) -> String {
     let safe = !user.is_empty()
         && user.len() <= 128
-        && user != "."
-        && user != ".."
         && !user.starts_with('.')
+        && !user.starts_with("hex-")
+        && !user.starts_with("sha256-")
         && user
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
     if safe {
-        user.to_string()
+        return user.to_string();
+    }
+    let hex = hex::encode(user.as_bytes());
+    // 255 bytes per file name, less "hex-" and ".fifo".
+    if hex.len() <= 240 {
+        format!("hex-{hex}")
     } else {
-        format!("hex-{}", hex::encode(user.as_bytes()))
+        use sha2::Digest;
+        format!(
+            "sha256-{}",
+            hex::encode(sha2::Sha256::digest(user.as_bytes()))
+        )
     }
 }
 
@@ -327,7 +338,7 @@ impl Server {
                     if self.conns.get(key).is_some_and(|c| c.id == conn_id) {
                         let texts = route_replies(&outcome, self.cfg.max_worker_output_bytes);
                         for t in texts {
-                            self.reply(key, &t);
+                            self.route_reply(key, &t);
                         }
                         self.next_route(key);
                     }
@@ -370,24 +381,29 @@ impl Server {
             return; // the client left meanwhile
         };
         let peer = conn.peer;
+        let first_line = |stdout: &[u8]| {
+            String::from_utf8_lossy(stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
+        // `echo "forbidden"; exit;` exits 0 in PHP: the word decides, not the status.
+        let forbidden = matches!(&outcome, Outcome::Exited { stdout, .. } | Outcome::Signaled { stdout, .. }
+            if first_line(stdout) == "forbidden");
         let user = match &outcome {
             Outcome::Exited {
                 code: 0, stdout, ..
-            } => {
-                let first = String::from_utf8_lossy(stdout)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string();
+            } if !forbidden => {
+                let first = first_line(stdout);
                 (!first.is_empty() && first.len() <= 256).then_some(first)
             }
             _ => None,
         };
         let Some(user) = user else {
-            let forbidden = matches!(&outcome, Outcome::Exited { stdout, .. } | Outcome::Signaled { stdout, .. }
-                if String::from_utf8_lossy(stdout).lines().next().map(str::trim) == Some("forbidden"));
             let why = match &outcome {
+                _ if forbidden => "the handler said forbidden".to_string(),
                 Outcome::Exited { code: 0, .. } => {
                     "exit 0 but no user id on the first line".to_string()
                 }
@@ -451,6 +467,22 @@ impl Server {
         let mode = self.cfg.fifo_mode_bits().unwrap_or(0o660);
         let fifo = match Fifo::open(&path, mode) {
             Ok(f) => f,
+            // `users/` is ours: a plain file there is what a script writing to an absent user's
+            // FIFO leaves behind. Replace it.
+            Err(crate::fifo::FifoError::NotAFifo { .. }) => {
+                warn!(
+                    "{} is a plain file, not a FIFO; replacing it",
+                    path.display()
+                );
+                let _ = std::fs::remove_file(&path);
+                match Fifo::open(&path, mode) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        warn!("per-user FIFO for {user}: {e}");
+                        return;
+                    }
+                }
+            }
             Err(e) => {
                 warn!("per-user FIFO for {user}: {e}");
                 return;
@@ -557,20 +589,41 @@ impl Server {
         }
     }
 
-    /// One text message to every connection of a validated user.
+    /// One text message to every connection of a validated user, within each one's queue limit.
     fn send_to_user(&mut self, user: &str, text: &[u8]) {
         let Some(u) = self.user_fifos.by_user.get(user) else {
             return;
         };
         let frame = ws::text(text);
-        let keys = u.conns.clone();
-        for key in keys {
-            if let Some(conn) = self.conns.get_mut(key)
-                && conn.phase == Phase::Open
-            {
-                conn.push(frame.clone());
-                self.mark_dirty(key);
+        let limit = self.cfg.outbound_queue_bytes;
+        for &key in &u.conns {
+            if let Some(conn) = self.conns.get_mut(key) {
+                crate::server::deliver(
+                    conn,
+                    key,
+                    &frame,
+                    limit,
+                    &mut self.dirty,
+                    &mut self.overflowed,
+                );
             }
+        }
+    }
+
+    /// A routed reply, subject to the client's queue limit like any broadcast: a client that
+    /// sends requests without reading the answers is a slow consumer too.
+    fn route_reply(&mut self, key: usize, text: &str) {
+        let limit = self.cfg.outbound_queue_bytes;
+        if let Some(conn) = self.conns.get_mut(key) {
+            let frame = ws::text(text.as_bytes());
+            crate::server::deliver(
+                conn,
+                key,
+                &frame,
+                limit,
+                &mut self.dirty,
+                &mut self.overflowed,
+            );
         }
     }
 }
@@ -635,7 +688,13 @@ mod tests {
         assert_eq!(user_file_name(".."), "hex-2e2e");
         assert_eq!(user_file_name("a/b"), "hex-612f62");
         assert_eq!(user_file_name("nul\0"), "hex-6e756c00");
-        assert!(user_file_name(&"x".repeat(129)).starts_with("hex-"));
+        let long = user_file_name(&"y".repeat(200));
+        assert!(long.starts_with("sha256-") && long.len() < 250, "{long}");
+        // An id that looks encoded is encoded too: "hex-2e2e" cannot collide with "..".
+        assert_ne!(user_file_name("hex-2e2e"), user_file_name(".."));
+        assert!(user_file_name("hex-2e2e").starts_with("hex-6865"));
+        assert!(user_file_name(&format!("{}/", "x".repeat(100))).starts_with("hex-"));
+        assert!(user_file_name(&"x".repeat(129)).starts_with("sha256-"));
     }
 
     #[test]

@@ -1456,7 +1456,7 @@ impl Server {
 
 /// Queues a broadcast frame to one recipient, noting it for the end-of-turn flush or, when it is
 /// over its limit, for closing.
-fn deliver(
+pub(crate) fn deliver(
     conn: &mut Conn,
     key: usize,
     frame: &Frame,

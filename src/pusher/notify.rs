@@ -20,8 +20,9 @@ impl Server {
         if !self.webhooks_on(app) {
             return;
         }
-        let hooks = self.apps.get(app).cfg.webhooks.clone();
-        self.webhooks.emit(app, &hooks, event);
+        let cfg = &self.apps.get(app).cfg;
+        let (hooks, batching) = (cfg.webhooks.clone(), cfg.webhook_batching);
+        self.webhooks.emit(app, &hooks, batching, event);
     }
 
     /// A channel got its first subscriber on this node.
@@ -55,15 +56,7 @@ impl Server {
         for (app, channel) in self.webhooks.due_vacated(now) {
             self.webhook(app, json!({"name": "channel_vacated", "channel": channel}));
         }
-        let mut settings = self.cfg.webhooks.clone();
-        // Apps that turned batching off send at once.
-        if self
-            .apps
-            .iter()
-            .any(|a| !a.cfg.webhook_batching && !a.cfg.webhooks.is_empty())
-        {
-            settings.batch_ms = 0;
-        }
+        let settings = self.cfg.webhooks.clone();
         let apps = &self.apps;
         self.webhooks
             .seal(now, &settings, |app| apps.get(app).cfg.secret.clone());

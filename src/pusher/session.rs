@@ -406,7 +406,9 @@ impl Server {
             let socket_id = self.conns.get(key).map(|c| c.socket_id(self.process_id));
             let mut hook = serde_json::json!({
                 "name": "client_event", "channel": channel, "event": event,
-                "data": data.get(), "socket_id": socket_id,
+                // Pusher sends the event's data as a string: a string as itself, anything else
+                // as its JSON text.
+                "data": serde_json::from_str::<String>(data.get()).unwrap_or_else(|_| data.get().to_string()), "socket_id": socket_id,
             });
             if let Some(u) = &user_id {
                 hook["user_id"] = serde_json::Value::String(u.clone());

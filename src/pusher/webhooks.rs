@@ -107,6 +107,8 @@ pub struct Delivery {
 struct Batch {
     app: usize,
     hook: usize,
+    /// The app's `webhook_batching`: off = every event is sent on its own, at once.
+    batching: bool,
     events: Vec<Value>,
     since: Instant,
 }
@@ -125,7 +127,7 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// Adds an event for every webhook of the app that wants it.
-    pub fn emit(&mut self, app: usize, hooks: &[WebhookConfig], event: Value) {
+    pub fn emit(&mut self, app: usize, hooks: &[WebhookConfig], batching: bool, event: Value) {
         let name = event["name"].as_str().unwrap_or("");
         let channel = event["channel"].as_str().unwrap_or("");
         for (i, hook) in hooks.iter().enumerate() {
@@ -142,6 +144,7 @@ impl Webhooks {
                     self.batches.push(Batch {
                         app,
                         hook: i,
+                        batching,
                         events: Vec::new(),
                         since: Instant::now(),
                     });
@@ -149,7 +152,7 @@ impl Webhooks {
                 }
             };
             // Only the latest count of a channel matters within one batch.
-            if name == "subscription_count" {
+            if batching && name == "subscription_count" {
                 batch
                     .events
                     .retain(|e| !(e["name"] == "subscription_count" && e["channel"] == channel));
@@ -201,19 +204,30 @@ impl Webhooks {
         settings: &WebhookSettings,
         secret_of: impl Fn(usize) -> String,
     ) {
-        let window = Duration::from_millis(settings.batch_ms);
         let mut i = 0;
         while i < self.batches.len() {
             let b = &self.batches[i];
+            let (window, max) = if b.batching {
+                (
+                    Duration::from_millis(settings.batch_ms),
+                    settings.max_batch.max(1),
+                )
+            } else {
+                (Duration::ZERO, 1)
+            };
             let ready = !b.events.is_empty()
-                && (b.events.len() >= settings.max_batch
-                    || now.saturating_duration_since(b.since) >= window);
+                && (b.events.len() >= max || now.saturating_duration_since(b.since) >= window);
             if !ready {
                 i += 1;
                 continue;
             }
             let b = self.batches.swap_remove(i);
-            for chunk in b.events.chunks(settings.max_batch.max(1)) {
+            let max = if b.batching {
+                settings.max_batch.max(1)
+            } else {
+                1
+            };
+            for chunk in b.events.chunks(max) {
                 let body =
                     json!({ "time_ms": crate::console::unix_ms(), "events": chunk }).to_string();
                 let signature = super::auth::webhook_signature(&secret_of(b.app), body.as_bytes());
@@ -303,21 +317,25 @@ mod tests {
         w.emit(
             0,
             &hooks,
+            true,
             json!({"name":"channel_occupied","channel":"private-a"}),
         );
         w.emit(
             0,
             &hooks,
+            true,
             json!({"name":"channel_occupied","channel":"public"}),
         );
         w.emit(
             0,
             &hooks,
+            true,
             json!({"name":"subscription_count","channel":"public","subscription_count":1}),
         );
         w.emit(
             0,
             &hooks,
+            true,
             json!({"name":"subscription_count","channel":"public","subscription_count":2}),
         );
         let settings = WebhookSettings::default();
@@ -340,6 +358,41 @@ mod tests {
             "the counts of one channel coalesce: {v}"
         );
         assert!(v["time_ms"].as_u64().unwrap() > 0);
+    }
+
+    #[test]
+    fn without_batching_every_event_is_its_own_request() {
+        let hooks = [hook(&[], "")];
+        let mut w = Webhooks::default();
+        w.emit(
+            1,
+            &hooks,
+            false,
+            json!({"name":"channel_occupied","channel":"a"}),
+        );
+        w.emit(
+            1,
+            &hooks,
+            false,
+            json!({"name":"subscription_count","channel":"a","subscription_count":1}),
+        );
+        w.emit(
+            0,
+            &hooks,
+            true,
+            json!({"name":"channel_occupied","channel":"b"}),
+        );
+        w.seal(Instant::now(), &WebhookSettings::default(), |_| "s".into());
+        assert_eq!(
+            w.pending.len(),
+            2,
+            "the unbatched app's two events go at once, one each"
+        );
+        assert!(w.pending.iter().all(|d| d.app == 1));
+        assert!(
+            w.has_batches(),
+            "the batching app still waits for its window"
+        );
     }
 
     #[test]
