@@ -477,3 +477,105 @@ fn backend_rate_limit_is_shared_by_the_nodes() {
     assert!((1..=3).contains(&ok), "{statuses:?}");
     assert!(statuses.contains(&429), "{statuses:?}");
 }
+
+/// A webhook receiver on loopback: collects the event names (with channels) of every POST.
+fn webhook_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            s.set_read_timeout(Some(T)).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            // Read the head, then Content-Length bytes of body.
+            loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        let v: Value = serde_json::from_str(&body[..len]).unwrap_or(Value::Null);
+                        for e in v["events"].as_array().cloned().unwrap_or_default() {
+                            out.lock().unwrap().push(format!(
+                                "{} {}",
+                                e["name"].as_str().unwrap_or(""),
+                                e["channel"].as_str().unwrap_or("")
+                            ));
+                        }
+                        let _ = s.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn channel_occupied_and_vacated_fire_once_for_the_cluster() {
+    let redis = Redis::start();
+    let (port, seen) = webhook_receiver();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_config(
+        dir.path(),
+        "c.json",
+        &serde_json::json!({"apps": [{"id": "app-id", "key": "app-key", "secret": "app-secret",
+            "webhooks": [{"url": format!("http://127.0.0.1:{port}/hook"),
+                          "event_types": ["channel_occupied", "channel_vacated"]}]}]}),
+    );
+    let cfg = cfg.to_str().unwrap().to_string();
+    let a = node_with(&redis, &["--config", &cfg]);
+    let b = node_with(&redis, &["--config", &cfg]);
+    let count_of = |n: &Server| {
+        get_json(n, "/apps/app-id/channels/orders?info=subscription_count")["subscription_count"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let events = || seen.lock().unwrap().clone();
+
+    let mut on_a = a.channel_client();
+    on_a.subscribe("orders");
+    assert!(
+        wait_until(T, || events() == vec!["channel_occupied orders"]),
+        "{:?}",
+        events()
+    );
+    assert!(
+        wait_until(T, || count_of(&b) == 1),
+        "B never learned of A's subscriber"
+    );
+    let mut on_b = b.channel_client();
+    on_b.subscribe("orders");
+    assert!(wait_until(T, || count_of(&a) == 2));
+    on_a.close();
+    assert!(wait_until(T, || count_of(&b) == 1));
+    on_b.close();
+    assert!(
+        wait_until(T, || events().len() == 2),
+        "expected the vacated event: {:?}",
+        events()
+    );
+    // Past both nodes' grace periods: nothing more.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        events(),
+        vec!["channel_occupied orders", "channel_vacated orders"]
+    );
+}

@@ -26,8 +26,14 @@ impl Server {
     }
 
     /// A channel got its first subscriber on this node.
+    /// With several nodes, a channel already occupied on another node is not news: the
+    /// cluster fires `channel_occupied` once (as far as the nodes' replicas know, which is
+    /// within a second).
     pub(crate) fn webhook_occupied(&mut self, app: usize, channel: &str) {
-        if self.webhooks_on(app) && self.webhooks.occupied(app, channel) {
+        if self.webhooks_on(app)
+            && self.webhooks.occupied(app, channel)
+            && self.remote_channel(app, channel).0 == 0
+        {
             self.webhook(app, json!({"name": "channel_occupied", "channel": channel}));
         }
     }
@@ -54,7 +60,11 @@ impl Server {
     pub(crate) fn pump_webhooks(&mut self) {
         let now = Instant::now();
         for (app, channel) in self.webhooks.due_vacated(now) {
-            self.webhook(app, json!({"name": "channel_vacated", "channel": channel}));
+            // Still occupied here again, or on another node: not vacated for the cluster.
+            let here = self.channels[app].lookup(&channel).is_some();
+            if !here && self.remote_channel(app, &channel).0 == 0 {
+                self.webhook(app, json!({"name": "channel_vacated", "channel": channel}));
+            }
         }
         let settings = self.cfg.webhooks.clone();
         let apps = &self.apps;
