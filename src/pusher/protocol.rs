@@ -127,6 +127,10 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, String> {
         e if e.starts_with("client-") => {
             let channel = env.channel.ok_or("client events need a channel")?;
             let data = env.data.ok_or("client events need data")?;
+            // The data is forwarded as the client wrote it, so it must be JSON every receiver
+            // accepts: RawValue checks syntax but not number ranges (1e999 is not a number).
+            serde_json::from_str::<Value>(data.get())
+                .map_err(|e| format!("client event data is not valid JSON: {e}"))?;
             Ok(ClientMessage::ClientEvent {
                 event: env.event,
                 channel,
