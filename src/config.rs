@@ -581,6 +581,12 @@ impl Config {
         if self.fifo != new.fifo || self.fifo_mode != new.fifo_mode {
             changed.push("fifo");
         }
+        if self.max_workers != new.max_workers || self.max_queued_jobs != new.max_queued_jobs {
+            changed.push("max_workers/max_queued_jobs");
+        }
+        if self.scaling != new.scaling {
+            changed.push("scaling");
+        }
         changed
     }
 }

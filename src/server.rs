@@ -1412,14 +1412,6 @@ impl Server {
                         "configuration reload: {what} changed but needs a restart to take effect"
                     );
                 }
-                let keep = (
-                    self.cfg.host.clone(),
-                    self.cfg.port,
-                    self.cfg.auto_port,
-                    self.cfg.path.clone(),
-                    self.cfg.fifo.clone(),
-                    self.cfg.fifo_mode.clone(),
-                );
                 if let Err(e) = self.apps.reload(new.effective_apps()) {
                     warn!("configuration reload: {e}; app settings were not changed");
                 }
@@ -1438,15 +1430,18 @@ impl Server {
                     }
                     _ => {}
                 }
-                self.cfg = new;
-                (
-                    self.cfg.host,
-                    self.cfg.port,
-                    self.cfg.auto_port,
-                    self.cfg.path,
-                    self.cfg.fifo,
-                    self.cfg.fifo_mode,
-                ) = keep;
+                // Settings fixed at start keep their running values, so what the server reports
+                // (`ferrocast config`, /up) is what is in force.
+                let old = std::mem::replace(&mut self.cfg, new);
+                self.cfg.host = old.host;
+                self.cfg.port = old.port;
+                self.cfg.auto_port = old.auto_port;
+                self.cfg.path = old.path;
+                self.cfg.fifo = old.fifo;
+                self.cfg.fifo_mode = old.fifo_mode;
+                self.cfg.max_workers = old.max_workers;
+                self.cfg.max_queued_jobs = old.max_queued_jobs;
+                self.cfg.scaling = old.scaling;
                 info!("configuration reloaded");
             }
             Err(e) => error!("configuration reload failed, keeping the running configuration: {e}"),
