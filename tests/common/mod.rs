@@ -62,9 +62,12 @@ pub fn command(runtime_dir: &Path) -> Command {
 }
 
 /// Collects the lines of a child's pipe in a background thread.
+/// The lines read so far and whether the stream has ended.
+type LogState = (Vec<String>, bool);
+
 #[derive(Clone, Default)]
 pub struct Lines {
-    inner: Arc<(Mutex<(Vec<String>, bool)>, Condvar)>,
+    inner: Arc<(Mutex<LogState>, Condvar)>,
 }
 
 impl Lines {
