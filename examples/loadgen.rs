@@ -4,9 +4,11 @@
 //! cargo run --release --example loadgen -- idle    -n 1000 [--hold 5]
 //! cargo run --release --example loadgen -- fanout  -n 1000 --rate 2000 --messages 500 --size 64 --publish fifo:/tmp/b.fifo
 //! cargo run --release --example loadgen -- connect -c 64 --duration 5
+//! cargo run --release --example loadgen -- route   -c 16 --duration 5 --size 64 --protocol raw --url ws://127.0.0.1:PORT/raw
 //! ```
-//! Common options: `--url ws://127.0.0.1:PORT/ws`, `--protocol channel|pusher|nchan`, `--channel NAME`,
-//! `--server-pid PID[,PID…]`, `--threads N`, `--json`.
+//! Common options: `--url ws://127.0.0.1:PORT/ws` (repeatable: connections spread round-robin over
+//! several servers), `--protocol channel|pusher|nchan|raw`, `--channel NAME`,
+//! `--server-pid PID[,PID…]` (CPU and RSS summed), `--threads N`, `--json`.
 //!
 //! Every receiving thread runs its own `mio` loop over its share of the connections; the publisher
 //! (fanout) runs on the main thread, a progress line is printed on stderr every second.
@@ -56,14 +58,19 @@ enum Mode {
     Fanout(FanoutArgs),
     /// Handshake + subscribe + close cycles with C concurrent connections for a duration.
     Connect(ConnectArgs),
+    /// Request/reply through a raw-mode path (a `route` handler): C connections, each sends one
+    /// message, waits for the reply, repeats, for a duration.
+    Route(RouteArgs),
 }
 
 #[derive(Args, Clone)]
 struct Common {
     /// WebSocket URL of the server (loopback only). For `pusher` and `nchan` the path is replaced by
     /// `{prefix}/app/{key}?protocol=7` or `{prefix}/sub/{channel}` (prefix = the URL path without a final `/ws`).
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-    url: String,
+    /// Repeat `--url` (or separate with commas) to spread the connections round-robin over several
+    /// servers (e.g. nodes of one cluster); every URL must have the same path.
+    #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/ws")]
+    url: Vec<String>,
     #[arg(long, value_enum, default_value_t = Protocol::Channel)]
     protocol: Protocol,
     #[arg(long, default_value = "bench")]
@@ -151,6 +158,20 @@ struct ConnectArgs {
     duration: f64,
 }
 
+#[derive(Args)]
+struct RouteArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Concurrent connections, each with one request in flight.
+    #[arg(short = 'c', long = "concurrency", default_value_t = 16)]
+    c: usize,
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Request size in bytes (`"<seq> <ts_ns> xxx…"`); the reply must echo the first two fields.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
 enum Protocol {
     /// ferrocast / cadsock channel protocol: {"action":"subscribe","channel":C}
@@ -159,6 +180,8 @@ enum Protocol {
     Pusher,
     /// nginx nchan websocket subscriber at /sub/{channel} (raw messages)
     Nchan,
+    /// A plain WebSocket at the URL's path, nothing to subscribe (ferrocast raw mode).
+    Raw,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -166,6 +189,7 @@ enum Kind {
     Idle,
     Fanout,
     Connect,
+    Route,
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -393,6 +417,13 @@ impl Probe {
         Some(total)
     }
     fn cpu_secs(&self) -> Option<f64> {
+        self.stat_ticks(11)
+    }
+    /// CPU of the server's reaped children (cutime + cstime): forked handlers.
+    fn children_cpu_secs(&self) -> Option<f64> {
+        self.stat_ticks(13)
+    }
+    fn stat_ticks(&self, first: usize) -> Option<f64> {
         if self.pids.is_empty() {
             return None;
         }
@@ -401,8 +432,9 @@ impl Probe {
             let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let after = &s[s.rfind(')')? + 1..];
             let f: Vec<&str> = after.split_whitespace().collect();
-            // after ")": state(3) ppid(4) … utime(14) stime(15)  → indices 11, 12
-            ticks += f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            // after ")": state(3) ppid(4) … utime(14) stime(15) cutime(16) cstime(17)
+            //  → indices 11, 12 (self) and 13, 14 (children)
+            ticks += f.get(first)?.parse::<u64>().ok()? + f.get(first + 1)?.parse::<u64>().ok()?;
         }
         Some(ticks as f64 / self.tck)
     }
@@ -496,10 +528,13 @@ struct WorkerCfg {
     /// idle/fanout: connections of this thread; connect: concurrency of this thread.
     conns: usize,
     max_pending: usize,
-    addr: SocketAddr,
+    /// Targets (one per `--url`), connections spread round-robin.
+    addrs: Vec<SocketAddr>,
     sources: Vec<Ipv4Addr>,
-    host_header: String,
+    host_headers: Vec<String>,
     ws_path: String,
+    /// Route mode: request size.
+    req_size: usize,
     subscribe_msg: Vec<u8>,
     messages: u64,
     bitmap: bool,
@@ -527,6 +562,8 @@ fn pending_state(s: St) -> bool {
 
 struct Conn {
     stream: TcpStream,
+    /// Index into the worker's targets.
+    target: usize,
     generation: u32,
     state: St,
     t0: u64,
@@ -844,7 +881,8 @@ impl Worker {
             Some(self.cfg.sources[global % self.cfg.sources.len()])
         };
         self.r.opened += 1;
-        let mut stream = match open_socket(src, self.cfg.addr) {
+        let target = global % self.cfg.addrs.len();
+        let mut stream = match open_socket(src, self.cfg.addrs[target]) {
             Ok(s) => s,
             Err(e) => {
                 self.fail_note("socket/connect", e.to_string());
@@ -876,6 +914,7 @@ impl Worker {
         };
         self.slots[slot] = Some(Conn {
             stream,
+            target,
             generation: self.generation,
             state: St::Connecting,
             t0: now,
@@ -932,7 +971,7 @@ impl Worker {
         conn.accept.copy_from_slice(acc.as_bytes());
         let req = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: ferrocast-loadgen\r\n\r\n",
-            self.cfg.ws_path, self.cfg.host_header, key
+            self.cfg.ws_path, self.cfg.host_headers[conn.target], key
         );
         conn.state = St::Handshaking;
         conn.send(req.as_bytes())
@@ -945,6 +984,44 @@ impl Worker {
         self.hs.record(now.saturating_sub(conn.t0));
         if self.cfg.kind == Kind::Connect {
             return self.begin_close(conn, now, self.cfg.connect_timeout_ns);
+        }
+        if self.cfg.kind == Kind::Route {
+            return self.send_request(conn);
+        }
+        Flow::Keep
+    }
+
+    /// Route mode: the next request of this connection (`"<seq> <ts_ns> xxx…"`).
+    fn send_request(&mut self, conn: &mut Conn) -> Flow {
+        let mut buf = Vec::with_capacity(self.cfg.req_size + 32);
+        make_payload(&mut buf, conn.next_seq, now_ns(), self.cfg.req_size);
+        match self.send_text(conn, &buf) {
+            Ok(()) => Flow::Keep,
+            Err(e) => Flow::Fail("write", e.to_string()),
+        }
+    }
+
+    /// Route mode: a reply must echo the request's sequence number and timestamp.
+    fn on_route_reply(&mut self, conn: &mut Conn, msg: &[u8], now: u64) -> Flow {
+        match parse_bench(msg, Protocol::Raw) {
+            Some((seq, ts)) if seq == conn.next_seq => {
+                self.r.received += 1;
+                self.r.unique += 1;
+                self.last_rx_ns = now;
+                self.lat.record(now.saturating_sub(ts));
+                conn.next_seq += 1;
+            }
+            _ => {
+                self.r.other += 1;
+                if self.r.samples.len() < 5 {
+                    let t = String::from_utf8_lossy(&msg[..msg.len().min(120)]).into_owned();
+                    self.r.samples.push(format!("unexpected reply: {t}"));
+                }
+                conn.next_seq += 1;
+            }
+        }
+        if self.cfg.shared.phase.load(Relaxed) == PHASE_RUN {
+            return self.send_request(conn);
         }
         Flow::Keep
     }
@@ -1009,7 +1086,7 @@ impl Worker {
                     conn.state = St::WaitEstablished;
                     Flow::Keep
                 }
-                Protocol::Nchan => self.on_subscribed(conn, now),
+                Protocol::Nchan | Protocol::Raw => self.on_subscribed(conn, now),
             };
             if !matches!(flow, Flow::Keep) {
                 return (pos, flow);
@@ -1090,6 +1167,7 @@ impl Worker {
 
     fn on_message(&mut self, conn: &mut Conn, msg: &[u8], now: u64) -> Flow {
         match conn.state {
+            St::Subscribed if self.cfg.kind == Kind::Route => self.on_route_reply(conn, msg, now),
             St::Subscribed => {
                 if let Some((seq, ts)) = parse_bench(msg, self.cfg.protocol) {
                     self.r.received += 1;
@@ -1322,7 +1400,7 @@ impl Worker {
 
     fn open_more(&mut self, now: u64) {
         match self.cfg.kind {
-            Kind::Idle | Kind::Fanout => {
+            Kind::Idle | Kind::Fanout | Kind::Route => {
                 while (self.r.opened as usize) < self.cfg.conns
                     && self.pending < self.cfg.max_pending
                 {
@@ -1984,6 +2062,8 @@ struct Run {
     common: Common,
     kind: Kind,
     target: Url,
+    /// Every `--url` (the first is `target`).
+    targets: Vec<(SocketAddr, String)>,
     base: String,
     ws_path: String,
     shared: Arc<Shared>,
@@ -2001,10 +2081,32 @@ struct Totals {
 
 impl Run {
     fn new(common: Common, kind: Kind, conns: usize, messages: u64) -> Result<Run, String> {
+        Run::new_sized(common, kind, conns, messages, 64)
+    }
+
+    fn new_sized(
+        common: Common,
+        kind: Kind,
+        conns: usize,
+        messages: u64,
+        req_size: usize,
+    ) -> Result<Run, String> {
         if common.threads == 0 {
             return Err("--threads must be at least 1".into());
         }
-        let target = parse_url(&common.url, "ws", 80)?;
+        let first = common.url.first().ok_or("--url is required")?;
+        let target = parse_url(first, "ws", 80)?;
+        let mut targets = Vec::new();
+        for u in &common.url {
+            let t = parse_url(u, "ws", 80)?;
+            if t.path != target.path {
+                return Err(format!(
+                    "--url {u}: every URL must have the path {}",
+                    target.path
+                ));
+            }
+            targets.push((t.addr, t.host_header));
+        }
         let base = base_path(&target.path);
         let ws_path = match common.protocol {
             Protocol::Channel => target.path.clone(),
@@ -2013,6 +2115,7 @@ impl Run {
                 common.app_key
             ),
             Protocol::Nchan => format!("{base}/sub/{}", common.channel),
+            Protocol::Raw => target.path.clone(),
         };
         let limit = raise_nofile();
         // One descriptor per connection (connect mode: per concurrent cycle), plus a margin.
@@ -2056,10 +2159,11 @@ impl Run {
                 protocol: common.protocol,
                 conns: share,
                 max_pending: (common.max_pending / threads).max(1),
-                addr: target.addr,
+                addrs: targets.iter().map(|t| t.0).collect(),
                 sources: sources.clone(),
-                host_header: target.host_header.clone(),
+                host_headers: targets.iter().map(|t| t.1.clone()).collect(),
                 ws_path: ws_path.clone(),
+                req_size,
                 subscribe_msg: subscribe_msg.clone(),
                 messages,
                 bitmap,
@@ -2082,6 +2186,7 @@ impl Run {
         let mut run = Run {
             kind,
             target,
+            targets,
             base,
             ws_path,
             shared,
@@ -2284,6 +2389,10 @@ fn add_common(rep: &mut Report, run: &Run, t: &Totals) {
         format!("{}{}", run.target.addr, run.ws_path),
         json!(format!("ws://{}{}", run.target.addr, run.ws_path)),
     );
+    if run.targets.len() > 1 {
+        let all: Vec<String> = run.targets.iter().map(|t| t.0.to_string()).collect();
+        rep.add("targets (round-robin)", all.join(", "), json!(all));
+    }
     rep.add(
         "threads",
         run.common.threads.to_string(),
@@ -2408,6 +2517,7 @@ fn run_finish(run: Run, build: impl FnOnce(&Run, &Totals) -> Report) -> Report {
             host_header: run.target.host_header.clone(),
             path: run.target.path.clone(),
         },
+        targets: run.targets.clone(),
         base: run.base.clone(),
         ws_path: run.ws_path.clone(),
         shared: run.shared.clone(),
@@ -2422,6 +2532,25 @@ fn run_finish(run: Run, build: impl FnOnce(&Run, &Totals) -> Report) -> Report {
 
 fn up_counter(v: &Option<Value>, key: &str) -> Option<u64> {
     v.as_ref()?.get(key)?.as_u64()
+}
+
+/// `/up` of every target, with `write_calls` and `frames_out` summed (None if any is missing).
+fn fetch_up_all(run: &Run) -> Option<Value> {
+    let mut w = 0;
+    let mut f = 0;
+    let mut first = None;
+    for (addr, host) in &run.targets {
+        let up = fetch_up(*addr, host, &run.base);
+        w += up_counter(&up, "write_calls")?;
+        f += up_counter(&up, "frames_out")?;
+        if first.is_none() {
+            first = up;
+        }
+    }
+    let mut v = first?;
+    v["write_calls"] = json!(w);
+    v["frames_out"] = json!(f);
+    Some(v)
 }
 
 fn run_fanout(a: FanoutArgs) -> Result<(), String> {
@@ -2458,7 +2587,7 @@ fn run_fanout(a: FanoutArgs) -> Result<(), String> {
     }
     thread::sleep(Duration::from_secs_f64(a.settle));
     let rss1 = probe.rss_kb();
-    let up0 = fetch_up(run.target.addr, &run.target.host_header, &run.base);
+    let up0 = fetch_up_all(&run);
     let cpu0 = probe.cpu_secs();
     let expected = subs * a.messages;
     // Publishing must finish within 2x its nominal duration + 30 s, whatever happens.
@@ -2483,7 +2612,7 @@ fn run_fanout(a: FanoutArgs) -> Result<(), String> {
     }
     let cpu1 = probe.cpu_secs();
     let window_s = (now_ns() - prep.start_ns) as f64 / 1e9;
-    let up1 = fetch_up(run.target.addr, &run.target.host_header, &run.base);
+    let up1 = fetch_up_all(&run);
     let last_rx = run.sums().last_rx_ns;
     let pub_stats = publisher.stats();
     let pub_check = publisher.check();
@@ -2606,6 +2735,28 @@ fn run_fanout(a: FanoutArgs) -> Result<(), String> {
             }
             _ => None,
         };
+        let writes = match (
+            up_counter(&up0, "write_calls"),
+            up_counter(&up1, "write_calls"),
+        ) {
+            (Some(w0), Some(w1)) => Some(w1.saturating_sub(w0)),
+            _ => None,
+        };
+        let cpu_per_write = match (cpu, writes) {
+            (Some(c), Some(w)) if w > 0 => Some(c * 1e6 / w as f64),
+            _ => None,
+        };
+        rep.add(
+            "server write calls / CPU per write",
+            format!(
+                "{} / {} µs",
+                writes
+                    .map(|w| w.to_string())
+                    .unwrap_or_else(|| "n/a".into()),
+                opt_f(cpu_per_write, 2)
+            ),
+            json!({"write_calls": writes, "cpu_us_per_write": cpu_per_write}),
+        );
         rep.add(
             "frames per write syscall",
             match fpw {
@@ -2644,6 +2795,7 @@ fn run_bitmap(subs: u64, messages: u64) -> bool {
 fn run_connect(a: ConnectArgs) -> Result<(), String> {
     let probe = Probe::new(a.common.server_pid.clone());
     let cpu0 = probe.cpu_secs();
+    let ccpu0 = probe.children_cpu_secs();
     let run = Run::new(a.common.clone(), Kind::Connect, a.c, 0)?;
     let until = Instant::now() + Duration::from_secs_f64(a.duration);
     while Instant::now() < until {
@@ -2651,6 +2803,7 @@ fn run_connect(a: ConnectArgs) -> Result<(), String> {
     }
     let s_end = run.sums();
     let cpu1 = probe.cpu_secs();
+    let ccpu1 = probe.children_cpu_secs();
     let dur = run.t0.elapsed().as_secs_f64();
     let rep = run_finish(run, |run, t| {
         let mut rep = Report::new("connect");
@@ -2686,10 +2839,99 @@ fn run_connect(a: ConnectArgs) -> Result<(), String> {
             opt_f(per, 0),
             json!(per),
         );
+        let ccpu = match (ccpu0, ccpu1) {
+            (Some(a0), Some(a1)) => Some(a1 - a0),
+            _ => None,
+        };
+        rep.add(
+            "server children CPU (forked handlers)",
+            format!("{} s", opt_f(ccpu, 2)),
+            json!(ccpu),
+        );
         rep.add(
             "aborted at end / close timeouts",
             format!("{} / {}", t.r.aborted, t.r.close_timeouts),
             json!({"aborted": t.r.aborted, "close_timeouts": t.r.close_timeouts}),
+        );
+        rep
+    });
+    rep.print(a.common.json);
+    Ok(())
+}
+
+fn run_route(a: RouteArgs) -> Result<(), String> {
+    let probe = Probe::new(a.common.server_pid.clone());
+    let run = Run::new_sized(a.common.clone(), Kind::Route, a.c, 0, a.size)?;
+    let (setup_s, complete) = run.wait_setup(a.c);
+    if !complete {
+        eprintln!("loadgen: setup deadline passed");
+    }
+    // The window starts once every connection is open (each has its first request out).
+    let s0 = run.sums();
+    let cpu0 = probe.cpu_secs();
+    let ccpu0 = probe.children_cpu_secs();
+    let t0 = Instant::now();
+    let until = t0 + Duration::from_secs_f64(a.duration);
+    while Instant::now() < until {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let s1 = run.sums();
+    let cpu1 = probe.cpu_secs();
+    let ccpu1 = probe.children_cpu_secs();
+    let dur = t0.elapsed().as_secs_f64();
+    let rep = run_finish(run, |run, t| {
+        let mut rep = Report::new("route");
+        add_common(&mut rep, run, t);
+        rep.add(
+            "connections",
+            format!(
+                "{} requested, {} open (setup {setup_s:.3} s)",
+                a.c, s0.subscribed
+            ),
+            json!({"requested": a.c, "open": s0.subscribed}),
+        );
+        rep.add("request size", format!("{} B", a.size), json!(a.size));
+        rep.add("window", format!("{dur:.3} s"), json!(dur));
+        let n = s1.unique - s0.unique;
+        rep.add("replies in window", n.to_string(), json!(n));
+        let rps = n as f64 / dur.max(1e-9);
+        rep.add("requests/s", format!("{rps:.0}"), json!(rps));
+        rep.add(
+            "replies total (incl. setup and drain)",
+            t.r.unique.to_string(),
+            json!(t.r.unique),
+        );
+        rep.add(
+            "unexpected replies",
+            t.r.other.to_string(),
+            json!(t.r.other),
+        );
+        if !t.r.samples.is_empty() {
+            rep.json_only("samples", json!(t.r.samples));
+        }
+        rep.add("latency p50/p90/p99/max",
+            format!("{} / {} / {} / {}", us(t.lat.quantile(0.5)), us(t.lat.quantile(0.9)), us(t.lat.quantile(0.99)), us(t.lat.max)),
+            json!({"p50_ns": t.lat.quantile(0.5), "p90_ns": t.lat.quantile(0.9), "p99_ns": t.lat.quantile(0.99),
+                   "max_ns": t.lat.max, "mean_ns": t.lat.mean(), "n": t.lat.n}));
+        let cpu = match (cpu0, cpu1) {
+            (Some(a0), Some(a1)) => Some(a1 - a0),
+            _ => None,
+        };
+        let ccpu = match (ccpu0, ccpu1) {
+            (Some(a0), Some(a1)) => Some(a1 - a0),
+            _ => None,
+        };
+        rep.add(
+            "server CPU / children CPU",
+            format!("{} s / {} s", opt_f(cpu, 2), opt_f(ccpu, 2)),
+            json!({"server_cpu_s": cpu, "children_cpu_s": ccpu}),
+        );
+        let per = cpu.filter(|c| *c > 0.0).map(|c| n as f64 / c);
+        rep.add("requests per server CPU-second", opt_f(per, 0), json!(per));
+        rep.add(
+            "unexpected server closes",
+            t.r.server_closed.to_string(),
+            json!(t.r.server_closed),
         );
         rep
     });
@@ -2703,6 +2945,7 @@ fn main() {
         Mode::Idle(a) => run_idle(a),
         Mode::Fanout(a) => run_fanout(a),
         Mode::Connect(a) => run_connect(a),
+        Mode::Route(a) => run_route(a),
     };
     if let Err(e) = r {
         eprintln!("loadgen: {e}");

@@ -141,6 +141,8 @@ pub struct ScalingConfig {
     pub node_id: String,
     /// How long a silent node is considered alive.
     pub node_timeout_secs: u64,
+    /// `rediss://`: CA certificates (PEM) to trust besides the system's, for a private CA.
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 impl Default for ScalingConfig {
@@ -151,6 +153,7 @@ impl Default for ScalingConfig {
             prefix: "ferrocast".into(),
             node_id: String::new(),
             node_timeout_secs: 10,
+            redis_ca_file: None,
         }
     }
 }

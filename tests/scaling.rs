@@ -579,3 +579,83 @@ fn channel_occupied_and_vacated_fire_once_for_the_cluster() {
         vec!["channel_occupied orders", "channel_vacated orders"]
     );
 }
+
+#[test]
+fn rediss_links_nodes_over_tls() {
+    // A redis-server speaking only TLS, with a certificate made here; the nodes trust it through
+    // scaling.redis_ca_file.
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = dir.path().join("redis.crt");
+    let key = dir.path().join("redis.key");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&cert)
+        .args(["--tls-auth-clients", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (tests/run.sh installs it)");
+    assert!(
+        wait_until(T, || TcpStream::connect(("127.0.0.1", port)).is_ok()),
+        "TLS redis never listened"
+    );
+
+    let url = format!("scaling.redis_url=rediss://localhost:{port}/0");
+    let ca = format!("scaling.redis_ca_file={}", cert.display());
+    let start = || {
+        let s = Server::start(
+            &["--set", "scaling.driver=redis", "--set", &url, "--set", &ca],
+            &[],
+        );
+        assert!(
+            s.wait_for_log("redis link up", T).is_some(),
+            "no TLS link:\n{}",
+            s.logs_text()
+        );
+        s
+    };
+    let (a, b) = (start(), start());
+    let mut on_b = b.channel_client();
+    on_b.subscribe("secure");
+    a.publish_line(r#"{"channel":"secure","data":"over TLS"}"#);
+    assert_eq!(on_b.recv_text(T), "over TLS");
+
+    // Without the CA the certificate is refused, and the node says why.
+    let untrusting = Server::start(&["--set", "scaling.driver=redis", "--set", &url], &[]);
+    assert!(
+        untrusting.wait_for_log("redis link down", T).is_some(),
+        "{}",
+        untrusting.logs_text()
+    );
+    assert!(
+        untrusting.logs_text().contains("certificate"),
+        "{}",
+        untrusting.logs_text()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

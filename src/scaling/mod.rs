@@ -81,7 +81,11 @@ impl Scaling {
         sub: mio::Token,
         cmd: mio::Token,
     ) -> Result<Scaling, redis::LinkError> {
-        let link = RedisLink::new(&cfg.redis_url, sub, cmd)?;
+        let opts = redis::LinkOptions {
+            tls_ca_file: cfg.redis_ca_file.clone(),
+            ..Default::default()
+        };
+        let link = RedisLink::with_options(&cfg.redis_url, sub, cmd, opts)?;
         let node_id = if cfg.node_id.is_empty() {
             generate_node_id()
         } else {

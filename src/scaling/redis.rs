@@ -56,8 +56,8 @@ const KEEP_CAPACITY: usize = 256 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
-    #[error("rediss:// is not supported yet")]
-    TlsUnsupported,
+    #[error("rediss:// TLS setup: {0}")]
+    Tls(String),
     #[error("invalid redis url: {0}")]
     InvalidUrl(String),
     #[error("the subscriber and command connections need different tokens")]
@@ -86,6 +86,8 @@ pub struct RedisUrl {
     pub username: Option<String>,
     pub password: Option<String>,
     pub db: u32,
+    /// `rediss://`.
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for RedisUrl {
@@ -97,12 +99,12 @@ impl std::fmt::Debug for RedisUrl {
 impl RedisUrl {
     pub fn parse(url: &str) -> Result<RedisUrl, LinkError> {
         let bad = |why: &str| LinkError::InvalidUrl(format!("{why} in {:?}", redact_raw(url)));
-        let rest = if let Some(rest) = url.strip_prefix("redis://") {
-            rest
-        } else if url.starts_with("rediss://") {
-            return Err(LinkError::TlsUnsupported);
+        let (rest, tls) = if let Some(rest) = url.strip_prefix("redis://") {
+            (rest, false)
+        } else if let Some(rest) = url.strip_prefix("rediss://") {
+            (rest, true)
         } else {
-            return Err(bad("expected redis://"));
+            return Err(bad("expected redis:// or rediss://"));
         };
         if rest.contains('?') || rest.contains('#') {
             return Err(bad("query parameters are not supported"));
@@ -176,6 +178,7 @@ impl RedisUrl {
             username,
             password,
             db,
+            tls,
         })
     }
 
@@ -191,7 +194,8 @@ impl RedisUrl {
         } else {
             self.host.clone()
         };
-        format!("redis://{auth}{host}:{}/{}", self.port, self.db)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://{auth}{host}:{}/{}", self.port, self.db)
     }
 }
 
@@ -236,6 +240,9 @@ pub struct LinkOptions {
     pub limits: Limits,
     /// Largest buffered, still incomplete reply.
     pub max_reply_bytes: usize,
+    /// `rediss://`: a PEM file of CA certificates to trust, besides the system's bundle (for a
+    /// Redis with a private CA).
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for LinkOptions {
@@ -250,6 +257,7 @@ impl Default for LinkOptions {
             max_queue_bytes: 32 << 20,
             limits,
             max_reply_bytes: limits.max_bulk + (1 << 20),
+            tls_ca_file: None,
         }
     }
 }
@@ -332,6 +340,8 @@ impl Which {
 struct Conn {
     token: Token,
     stream: Option<TcpStream>,
+    /// The TLS session over `stream` (`rediss://`).
+    tls: Option<Box<rustls::ClientConnection>>,
     connected: bool,
     handshaken: bool,
     wbuf: Vec<u8>,
@@ -348,6 +358,7 @@ impl Conn {
         Conn {
             token,
             stream: None,
+            tls: None,
             connected: false,
             handshaken: false,
             wbuf: Vec::new(),
@@ -371,6 +382,7 @@ impl Conn {
         if let Some(mut s) = self.stream.take() {
             let _ = registry.deregister(&mut s);
         }
+        self.tls = None;
         self.connected = false;
         self.handshaken = false;
         self.wbuf.clear();
@@ -388,7 +400,8 @@ impl Conn {
     }
 
     fn unsent(&self) -> bool {
-        self.stream.is_some() && self.wpos < self.wbuf.len()
+        self.stream.is_some()
+            && (self.wpos < self.wbuf.len() || self.tls.as_ref().is_some_and(|t| t.wants_write()))
     }
 
     /// Has the non-blocking connect finished? Err when it failed.
@@ -422,7 +435,27 @@ impl Conn {
         let Some(s) = self.stream.as_mut() else {
             return Ok(());
         };
-        while self.wpos < self.wbuf.len() {
+        if let Some(tls) = self.tls.as_mut() {
+            // Commands go into the session (buffered until the handshake is done), then
+            // records go out until the socket is full.
+            while self.wpos < self.wbuf.len() {
+                match tls.writer().write(&self.wbuf[self.wpos..]) {
+                    Ok(0) => break,
+                    Ok(n) => self.wpos += n,
+                    Err(e) => return Err(format!("TLS write failed: {e}")),
+                }
+            }
+            while tls.wants_write() {
+                match tls.write_tls(s) {
+                    Ok(0) => return Err("write returned 0".into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(format!("write failed: {e}")),
+                }
+            }
+        }
+        while self.wpos < self.wbuf.len() && self.tls.is_none() {
             match s.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err("write returned 0".into()),
                 Ok(n) => self.wpos += n,
@@ -445,8 +478,50 @@ impl Conn {
     }
 }
 
+/// The client configuration of `rediss://`: the system's CA bundle plus `tls_ca_file`.
+fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, LinkError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let system = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+    ];
+    let files: Vec<&std::path::Path> = system
+        .iter()
+        .map(std::path::Path::new)
+        .filter(|p| p.exists())
+        .take(1)
+        .chain(ca_file)
+        .collect();
+    for file in files {
+        let certs = CertificateDer::pem_file_iter(file)
+            .map_err(|e| LinkError::Tls(format!("{}: {e}", file.display())))?;
+        for cert in certs.flatten() {
+            let _ = roots.add(cert);
+        }
+    }
+    if roots.is_empty() {
+        return Err(LinkError::Tls(
+            "no CA certificates to trust: install ca-certificates or set scaling.redis_ca_file"
+                .into(),
+        ));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| LinkError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
 /// The Redis link. See the module documentation.
 pub struct RedisLink {
+    /// `rediss://`: the TLS client configuration shared by both connections.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     url: RedisUrl,
     opts: LinkOptions,
     sub: Conn,
@@ -492,7 +567,13 @@ impl RedisLink {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        let tls = if url.tls {
+            Some(tls_config(opts.tls_ca_file.as_deref())?)
+        } else {
+            None
+        };
         Ok(RedisLink {
+            tls,
             sub: Conn::new(sub_token, opts.limits, now),
             cmd: Conn::new(cmd_token, opts.limits, now),
             backoff: opts.backoff_min,
@@ -791,7 +872,7 @@ impl RedisLink {
         self.attempt = self.attempt.wrapping_add(1);
         debug!("redis link: connecting to {addr} ({})", self.url.redacted());
         for which in [Which::Sub, Which::Cmd] {
-            let c = self.conn_mut(which);
+            let token = self.conn_mut(which).token;
             let mut stream = match TcpStream::connect(addr) {
                 Ok(s) => s,
                 Err(e) => {
@@ -799,14 +880,32 @@ impl RedisLink {
                     return;
                 }
             };
-            if let Err(e) = registry.register(
-                &mut stream,
-                c.token,
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
+            if let Err(e) =
+                registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            {
                 self.fail(registry, now, format!("cannot register redis socket: {e}"));
                 return;
             }
+            let session = match &self.tls {
+                None => None,
+                Some(config) => {
+                    let made = rustls_pki_types::ServerName::try_from(self.url.host.clone())
+                        .map_err(|e| format!("TLS server name {}: {e}", self.url.host))
+                        .and_then(|name| {
+                            rustls::ClientConnection::new(config.clone(), name)
+                                .map_err(|e| format!("TLS session: {e}"))
+                        });
+                    match made {
+                        Ok(session) => Some(Box::new(session)),
+                        Err(reason) => {
+                            self.fail(registry, now, reason);
+                            return;
+                        }
+                    }
+                }
+            };
+            let c = self.conn_mut(which);
+            c.tls = session;
             c.stream = Some(stream);
             c.connected = false;
             c.handshaken = false;
@@ -865,6 +964,33 @@ impl RedisLink {
             let Some(s) = c.stream.as_mut() else {
                 return Ok(());
             };
+            if let Some(tls) = c.tls.as_mut() {
+                match tls.reader().read(&mut chunk) {
+                    Ok(0) => return Err("connection closed by redis".into()),
+                    Ok(n) => {
+                        c.rbuf.extend_from_slice(&chunk[..n]);
+                        self.parse(which)?;
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(format!("TLS read failed: {e}")),
+                }
+                match tls.read_tls(s) {
+                    Ok(0) => return Err("connection closed by redis".into()),
+                    Ok(_) => {
+                        if let Err(e) = tls.process_new_packets() {
+                            let _ = tls.write_tls(s);
+                            return Err(format!("TLS: {e}"));
+                        }
+                        // Handshake messages (and alerts) may need to go out now.
+                        c.write_out()?;
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(format!("read failed: {e}")),
+                }
+            }
             match s.read(&mut chunk) {
                 Ok(0) => return Err("connection closed by redis".into()),
                 Ok(n) => {

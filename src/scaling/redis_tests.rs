@@ -303,9 +303,9 @@ fn url_parsing() {
     let u = RedisUrl::parse("redis://h/").unwrap();
     assert_eq!(u.db, 0);
 
-    let err = RedisUrl::parse("rediss://cache:6380").unwrap_err();
-    assert_eq!(err, LinkError::TlsUnsupported);
-    assert_eq!(err.to_string(), "rediss:// is not supported yet");
+    let u = RedisUrl::parse("rediss://cache:6380").unwrap();
+    assert!(u.tls);
+    assert_eq!(u.redacted(), "rediss://cache:6380/0");
 
     for bad in [
         "http://h",
