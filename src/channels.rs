@@ -19,6 +19,9 @@ pub struct Channel {
     pub subscribers: Vec<usize>,
     /// Presence channels: who is here. `None` for every other kind.
     pub members: Option<Box<Members>>,
+    /// Wall-clock ms of the first subscription, kept only where the cluster needs it to agree
+    /// on who fires `channel_occupied`; 0 otherwise (read: long ago).
+    pub occupied_at: u64,
 }
 
 /// Presence members keyed by user id (compared as strings), with how many of this channel's
@@ -83,6 +86,7 @@ impl Channels {
                     name: name.into(),
                     subscribers: Vec::new(),
                     members: None,
+                    occupied_at: 0,
                 }) as ChannelId;
                 self.by_name.insert(name.into(), id);
                 id

@@ -743,7 +743,7 @@ impl Server {
         let app = conn.app();
         if self.webhooks_on(app) {
             if created {
-                self.webhook_occupied(app, name);
+                self.webhook_occupied(app, id, name);
             }
             let count = self.channels[app]
                 .get(id)
@@ -804,10 +804,11 @@ impl Server {
             self.leave_presence(key, app, id);
         }
         let name = self.channels[app].get(id).map(|c| c.name.to_string());
+        let occupied_at = self.channels[app].get(id).map_or(0, |c| c.occupied_at);
         let vacated = self.channels[app].unsubscribe(id, key);
         if let Some(name) = name.filter(|_| self.webhooks_on(app)) {
             if vacated {
-                self.webhook_vacated(app, &name);
+                self.webhook_vacated(app, &name, occupied_at);
             } else {
                 let count = self.channels[app]
                     .get(id)

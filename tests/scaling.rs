@@ -543,8 +543,11 @@ fn channel_occupied_and_vacated_fire_once_for_the_cluster() {
     let cfg = cfg.to_str().unwrap().to_string();
     let a = node_with(&redis, &["--config", &cfg]);
     let b = node_with(&redis, &["--config", &cfg]);
-    let count_of = |n: &Server| {
-        get_json(n, "/apps/app-id/channels/orders?info=subscription_count")["subscription_count"]
+    let count_of = |n: &Server, channel: &str| {
+        get_json(
+            n,
+            &format!("/apps/app-id/channels/{channel}?info=subscription_count"),
+        )["subscription_count"]
             .as_u64()
             .unwrap_or(0)
     };
@@ -558,14 +561,14 @@ fn channel_occupied_and_vacated_fire_once_for_the_cluster() {
         events()
     );
     assert!(
-        wait_until(T, || count_of(&b) == 1),
+        wait_until(T, || count_of(&b, "orders") == 1),
         "B never learned of A's subscriber"
     );
     let mut on_b = b.channel_client();
     on_b.subscribe("orders");
-    assert!(wait_until(T, || count_of(&a) == 2));
+    assert!(wait_until(T, || count_of(&a, "orders") == 2));
     on_a.close();
-    assert!(wait_until(T, || count_of(&b) == 1));
+    assert!(wait_until(T, || count_of(&b, "orders") == 1));
     on_b.close();
     assert!(
         wait_until(T, || events().len() == 2),
@@ -577,6 +580,27 @@ fn channel_occupied_and_vacated_fire_once_for_the_cluster() {
     assert_eq!(
         events(),
         vec!["channel_occupied orders", "channel_vacated orders"]
+    );
+
+    // Both nodes empty a channel at the same moment: each sees the other empty when its grace
+    // period ends, and still only one of them (the later) sends the event.
+    let mut on_a = a.channel_client();
+    on_a.subscribe("invoices");
+    let mut on_b = b.channel_client();
+    on_b.subscribe("invoices");
+    assert!(wait_until(T, || count_of(&a, "invoices") == 2
+        && count_of(&b, "invoices") == 2));
+    on_a.close();
+    on_b.close();
+    assert!(
+        wait_until(T, || events().len() == 4),
+        "expected the vacated event: {:?}",
+        events()
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        events()[2..],
+        ["channel_occupied invoices", "channel_vacated invoices"]
     );
 }
 

@@ -5,9 +5,15 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::webhooks::Delivery;
+use crate::channels::ChannelId;
 use crate::jobs::JobFor;
 use crate::server::Server;
 use crate::worker::{Handler, Job, Outcome};
+
+/// How long a node waits, after occupying a channel, for the other nodes to say whether they
+/// held it first. Occupancy news crosses Redis in about a millisecond; this leaves room for a
+/// busy node.
+const OCCUPY_WINDOW: Duration = Duration::from_millis(500);
 
 impl Server {
     /// Whether anyone listens to this app's webhooks (cheap: checked before building events).
@@ -26,23 +32,47 @@ impl Server {
     }
 
     /// A channel got its first subscriber on this node.
-    /// With several nodes, a channel already occupied on another node is not news: the
-    /// cluster fires `channel_occupied` once (as far as the nodes' replicas know, which is
-    /// within a second).
-    pub(crate) fn webhook_occupied(&mut self, app: usize, channel: &str) {
-        if self.webhooks_on(app)
-            && self.webhooks.occupied(app, channel)
-            && self.remote_channel(app, channel).0 == 0
-        {
-            self.webhook(app, json!({"name": "channel_occupied", "channel": channel}));
+    ///
+    /// With several nodes, the cluster fires `channel_occupied` once: each node tells the others
+    /// at once when it occupies a channel, waits [`OCCUPY_WINDOW`] for their word, and fires
+    /// only if no node held the channel earlier (or emptied it within the grace period).
+    pub(crate) fn webhook_occupied(&mut self, app: usize, id: ChannelId, channel: &str) {
+        if !self.webhooks_on(app) {
+            return;
+        }
+        let news = self.webhooks.occupied(app, channel);
+        if self.scaling.is_none() {
+            if news {
+                self.webhook(app, json!({"name": "channel_occupied", "channel": channel}));
+            }
+            return;
+        }
+        // A quick return within the grace period keeps the earlier occupation's time.
+        let at_ms = if news { crate::console::unix_ms() } else { 0 };
+        if let Some(c) = self.channels[app].get_mut(id) {
+            c.occupied_at = at_ms;
+        }
+        self.send_occupancy(app, channel, at_ms, None);
+        if news {
+            self.webhooks
+                .occupy_later(app, channel, at_ms, OCCUPY_WINDOW);
         }
     }
 
     /// A channel lost its last subscriber on this node (announced after the grace period).
-    pub(crate) fn webhook_vacated(&mut self, app: usize, channel: &str) {
+    /// With several nodes the record is kept, and shown to the others, for a node timeout:
+    /// long enough for every node to see who emptied the channel last.
+    pub(crate) fn webhook_vacated(&mut self, app: usize, channel: &str, occupied_at: u64) {
         if self.webhooks_on(app) {
             let grace = Duration::from_millis(self.cfg.webhooks.vacate_grace_ms);
-            self.webhooks.vacated(app, channel, grace);
+            let keep = self
+                .scaling
+                .as_ref()
+                .map_or(Duration::ZERO, |s| s.node_timeout);
+            let at_ms = self
+                .webhooks
+                .vacated(app, channel, occupied_at, grace, keep);
+            self.send_occupancy(app, channel, occupied_at, Some(at_ms));
         }
     }
 
@@ -59,12 +89,25 @@ impl Server {
     /// is webhook work.
     pub(crate) fn pump_webhooks(&mut self) {
         let now = Instant::now();
-        for (app, channel) in self.webhooks.due_vacated(now) {
-            // Still occupied here again, or on another node: not vacated for the cluster.
-            let here = self.channels[app].lookup(&channel).is_some();
-            if !here && self.remote_channel(app, &channel).0 == 0 {
+        for (app, channel, at_ms) in self.webhooks.due_occupied(now) {
+            if self.first_occupation(app, &channel, at_ms) {
+                self.webhook(app, json!({"name": "channel_occupied", "channel": channel}));
+            }
+        }
+        for (app, channel, at_ms) in self.webhooks.due_vacated(now) {
+            if self.channels[app].lookup(&channel).is_some() {
+                self.webhooks.resolve(app, &channel, now);
+                continue;
+            }
+            if self.remote_channel(app, &channel).0 > 0 {
+                // Occupied on another node (as far as its last state says): wait. Whichever
+                // node empties the channel last sends the event, so it is sent once.
+                continue;
+            }
+            if !self.vacated_later_elsewhere(app, &channel, at_ms) {
                 self.webhook(app, json!({"name": "channel_vacated", "channel": channel}));
             }
+            self.webhooks.resolve(app, &channel, now);
         }
         let settings = self.cfg.webhooks.clone();
         let apps = &self.apps;

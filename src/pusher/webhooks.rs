@@ -113,13 +113,32 @@ struct Batch {
     since: Instant,
 }
 
+/// A channel that emptied on this node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vacate {
+    pub app: usize,
+    pub channel: String,
+    /// Wall-clock milliseconds: comparable with the other nodes' records.
+    pub at_ms: u64,
+    /// When the occupation that just ended began (0: unknown, long ago).
+    pub occupied_at: u64,
+    due: Instant,
+    /// Until when the record is kept (and shown to the other nodes).
+    expires: Instant,
+    /// `channel_vacated` was sent or ruled out.
+    resolved: bool,
+}
+
 #[derive(Default)]
 pub struct Webhooks {
     batches: Vec<Batch>,
     /// Ready to send (or waiting for their retry time).
     pub pending: VecDeque<Delivery>,
-    /// Vacated channels waiting out the grace period: (app, channel, due).
-    vacating: Vec<(usize, String, Instant)>,
+    /// Channels that lost their last subscriber here, waiting out the grace period and then
+    /// (with several nodes) kept a while so the other nodes can tell who vacated last.
+    vacating: Vec<Vacate>,
+    /// Channels occupied here awaiting the cluster's word: (app, channel, at ms, due).
+    occupying: Vec<(usize, String, u64, Instant)>,
     pub sent: u64,
     pub failed_attempts: u64,
     pub dropped: u64,
@@ -161,40 +180,91 @@ impl Webhooks {
         }
     }
 
-    /// A channel emptied: its `channel_vacated` waits out the grace period.
-    pub fn vacated(&mut self, app: usize, channel: &str, grace: Duration) {
+    /// A channel emptied: its `channel_vacated` waits out the grace period. The record is kept
+    /// `keep` longer (zero on a single node).
+    pub fn vacated(
+        &mut self,
+        app: usize,
+        channel: &str,
+        occupied_at: u64,
+        grace: Duration,
+        keep: Duration,
+    ) -> u64 {
         self.vacating
-            .push((app, channel.to_string(), Instant::now() + grace));
+            .retain(|v| !(v.app == app && v.channel == channel));
+        let now = Instant::now();
+        let at_ms = crate::console::unix_ms();
+        self.vacating.push(Vacate {
+            app,
+            channel: channel.to_string(),
+            at_ms,
+            occupied_at,
+            due: now + grace,
+            expires: now + grace + keep,
+            resolved: false,
+        });
+        at_ms
     }
 
-    /// A channel gained its first subscriber. False when it was vacated moments ago: then
-    /// neither the vacated nor the occupied event is sent.
+    /// With several nodes, a channel's first subscriber here is news only if no other node
+    /// occupied it first: the decision waits `window`, for the other nodes' word to arrive.
+    pub fn occupy_later(&mut self, app: usize, channel: &str, at_ms: u64, window: Duration) {
+        self.occupying
+            .push((app, channel.to_string(), at_ms, Instant::now() + window));
+    }
+
+    /// Occupations whose decision window is over: (app, channel, occupied at).
+    pub fn due_occupied(&mut self, now: Instant) -> Vec<(usize, String, u64)> {
+        let mut out = Vec::new();
+        self.occupying.retain(|(app, channel, at_ms, due)| {
+            if *due > now {
+                return true;
+            }
+            out.push((*app, channel.clone(), *at_ms));
+            false
+        });
+        out
+    }
+
+    /// A channel gained its first subscriber. False when its vacated event is still undecided
+    /// (a quick resubscribe): then neither the vacated nor the occupied event is sent.
     pub fn occupied(&mut self, app: usize, channel: &str) -> bool {
         match self
             .vacating
             .iter()
-            .position(|(a, c, _)| *a == app && c == channel)
+            .position(|v| v.app == app && v.channel == channel)
         {
-            Some(pos) => {
-                self.vacating.swap_remove(pos);
-                false
-            }
+            Some(pos) => self.vacating.swap_remove(pos).resolved,
             None => true,
         }
     }
 
-    /// Vacated channels whose grace period is over.
-    pub fn due_vacated(&mut self, now: Instant) -> Vec<(usize, String)> {
-        let mut out = Vec::new();
-        self.vacating.retain(|(a, c, due)| {
-            if *due <= now {
-                out.push((*a, c.clone()));
-                false
-            } else {
-                true
+    /// Undecided vacated channels whose grace period is over; forgets expired records. An
+    /// undecided record that outlives its keep time is given up: the cluster stayed occupied,
+    /// so the node that empties it last sends the event.
+    pub fn due_vacated(&mut self, now: Instant) -> Vec<(usize, String, u64)> {
+        self.vacating
+            .retain(|v| v.expires > now || (!v.resolved && v.expires == v.due));
+        self.vacating
+            .iter()
+            .filter(|v| !v.resolved && v.due <= now)
+            .map(|v| (v.app, v.channel.clone(), v.at_ms))
+            .collect()
+    }
+
+    /// The vacated event of this channel was sent, or left to another node.
+    pub fn resolve(&mut self, app: usize, channel: &str, now: Instant) {
+        self.vacating.retain_mut(|v| {
+            if v.app == app && v.channel == channel {
+                v.resolved = true;
             }
+            v.expires > now || !v.resolved
         });
-        out
+    }
+
+    /// Records of channels vacated here, for the other nodes' replicas.
+    pub fn vacates(&self) -> impl Iterator<Item = &Vacate> {
+        self.vacating.iter()
     }
 
     /// Turns full or old-enough batches into signed deliveries.
@@ -292,7 +362,8 @@ impl Webhooks {
 
     pub fn has_batches(&self) -> bool {
         self.batches.iter().any(|b| !b.events.is_empty())
-            || !self.vacating.is_empty()
+            || self.vacating.iter().any(|v| !v.resolved)
+            || !self.occupying.is_empty()
             || !self.pending.is_empty()
     }
 }
@@ -421,17 +492,44 @@ mod tests {
     #[test]
     fn quick_resubscribe_does_not_flap() {
         let mut w = Webhooks::default();
-        w.vacated(0, "a", Duration::from_secs(1));
+        w.vacated(0, "a", 0, Duration::from_secs(1), Duration::ZERO);
         assert!(!w.occupied(0, "a"));
         assert!(
             w.due_vacated(Instant::now() + Duration::from_secs(2))
                 .is_empty()
         );
-        w.vacated(0, "b", Duration::from_millis(0));
-        assert_eq!(
-            w.due_vacated(Instant::now() + Duration::from_millis(1)),
-            vec![(0, "b".to_string())]
+        w.vacated(0, "b", 0, Duration::from_millis(0), Duration::ZERO);
+        let due = w.due_vacated(Instant::now() + Duration::from_millis(1));
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].0, due[0].1.as_str()), (0, "b"));
+        w.resolve(0, "b", Instant::now() + Duration::from_millis(1));
+        assert!(
+            !w.has_batches(),
+            "a single node forgets a sent vacate at once"
         );
         assert!(w.occupied(0, "b"));
+    }
+
+    #[test]
+    fn cluster_vacate_records_outlive_the_decision() {
+        let mut w = Webhooks::default();
+        let t0 = Instant::now();
+        w.vacated(0, "a", 0, Duration::from_secs(1), Duration::from_secs(10));
+        w.vacated(0, "w", 0, Duration::from_secs(1), Duration::from_secs(10));
+        assert_eq!(w.due_vacated(t0 + Duration::from_secs(2)).len(), 2);
+        w.resolve(0, "a", t0 + Duration::from_secs(2));
+        // "a" is decided but still shown to the other nodes; "w" waits for the cluster.
+        assert_eq!(w.vacates().count(), 2);
+        let due = w.due_vacated(t0 + Duration::from_secs(3));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].1, "w");
+        // Both expire after the keep time; the undecided one is given up.
+        assert!(w.due_vacated(t0 + Duration::from_secs(12)).is_empty());
+        assert_eq!(w.vacates().count(), 0);
+        // A decided record does not hold back the next occupied event.
+        w.vacated(0, "b", 0, Duration::ZERO, Duration::from_secs(10));
+        w.resolve(0, "b", Instant::now());
+        assert!(w.occupied(0, "b"));
+        assert_eq!(w.vacates().count(), 0);
     }
 }

@@ -83,6 +83,47 @@ impl Server {
         }
     }
 
+    /// Tells the other nodes a channel got its first subscriber here or lost its last one.
+    pub(crate) fn send_occupancy(
+        &mut self,
+        app: usize,
+        channel: &str,
+        occupied_at: u64,
+        vacated_at: Option<u64>,
+    ) {
+        if let Some(scaling) = self.scaling.as_mut() {
+            let app_id = self.apps.get(app).cfg.id.clone();
+            scaling.send(
+                Some(&app_id),
+                Body::Occupancy {
+                    channel: channel.into(),
+                    occupied_at,
+                    vacated_at,
+                },
+            );
+        }
+    }
+
+    /// Whether this node's occupation of a channel (at `at_ms`) is news for the cluster: no
+    /// other node held it then, or let it go moments before.
+    pub(crate) fn first_occupation(&self, app: usize, channel: &str, at_ms: u64) -> bool {
+        let Some(s) = self.scaling.as_ref() else {
+            return true;
+        };
+        let grace = self.cfg.webhooks.vacate_grace_ms;
+        let app_id = &self.apps.get(app).cfg.id;
+        !s.cluster
+            .held_before(app_id, channel, at_ms, &s.node_id, grace)
+    }
+
+    /// Whether another node emptied the channel after this node did (at `at_ms`).
+    pub(crate) fn vacated_later_elsewhere(&self, app: usize, channel: &str, at_ms: u64) -> bool {
+        self.scaling.as_ref().is_some_and(|s| {
+            s.cluster
+                .vacated_later(&self.apps.get(app).cfg.id, channel, at_ms, &s.node_id)
+        })
+    }
+
     /// Occupied channels of an app on the other nodes.
     pub(crate) fn remote_channels(&self, app: usize) -> Vec<String> {
         match &self.scaling {
@@ -112,9 +153,21 @@ impl Server {
                     cluster::ChannelState {
                         subscribers: ch.subscribers.len(),
                         members,
+                        occupied_at: Some(ch.occupied_at),
+                        vacated_at: None,
                     },
                 );
             }
+        }
+        for v in self.webhooks.vacates() {
+            let app_id = &self.apps.get(v.app).cfg.id;
+            state
+                .entry((app_id.clone(), v.channel.clone()))
+                .or_insert(cluster::ChannelState {
+                    occupied_at: Some(v.occupied_at),
+                    vacated_at: Some(v.at_ms),
+                    ..Default::default()
+                });
         }
         state
     }
@@ -304,6 +357,23 @@ impl Server {
                     }
                     self.announce(events);
                     self.share_rates_with_nodes();
+                }
+                Body::Occupancy {
+                    channel,
+                    occupied_at,
+                    vacated_at,
+                } => {
+                    let app_id = self.apps.get(app).cfg.id.clone();
+                    if let Some(s) = self.scaling.as_mut() {
+                        s.cluster.occupancy(
+                            &env.node,
+                            &app_id,
+                            &channel,
+                            occupied_at,
+                            vacated_at,
+                            now,
+                        );
+                    }
                 }
                 Body::Sync => self.send_state(),
                 Body::Terminate { user_id } => {

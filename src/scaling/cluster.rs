@@ -25,6 +25,13 @@ pub struct ChannelState {
     /// Presence members: user id → user info.
     #[serde(default, skip_serializing_if = "HashMap::is_empty")]
     pub members: HashMap<String, Option<Value>>,
+    /// When the channel got its first subscriber on the node (wall-clock ms; 0: long ago).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occupied_at: Option<u64>,
+    /// When the channel last emptied on the node (wall-clock ms), while the node keeps that
+    /// record: of several nodes that empty a channel, the last one sends `channel_vacated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vacated_at: Option<u64>,
 }
 
 /// A node's channels keyed by (app id, channel name).
@@ -126,6 +133,85 @@ impl Cluster {
         (subscribers, members)
     }
 
+    /// Whether another node emptied the channel after `at_ms` (ties go to the larger node id),
+    /// so that node, not `me`, sends `channel_vacated`.
+    pub fn vacated_later(&self, app: &str, channel: &str, at_ms: u64, me: &str) -> bool {
+        let key = (app.to_string(), channel.to_string());
+        self.nodes.iter().any(|(id, r)| {
+            r.state
+                .get(&key)
+                .and_then(|c| c.vacated_at)
+                .is_some_and(|t| (t, id.as_str()) > (at_ms, me))
+        })
+    }
+
+    /// Whether another node held the channel when `me` occupied it at `at_ms`, or let it go
+    /// less than `grace_ms` before (a quick return, not news). Ties go to the smaller node id.
+    /// A node that held it since before `at_ms` fired (or will fire) `channel_occupied`.
+    pub fn held_before(
+        &self,
+        app: &str,
+        channel: &str,
+        at_ms: u64,
+        me: &str,
+        grace_ms: u64,
+    ) -> bool {
+        let key = (app.to_string(), channel.to_string());
+        self.nodes.iter().any(|(id, r)| {
+            r.state.get(&key).is_some_and(|c| {
+                let since = c.occupied_at.unwrap_or(0);
+                let until = match c.vacated_at {
+                    Some(t) if c.subscribers == 0 => t.saturating_add(grace_ms),
+                    _ if c.subscribers > 0 => u64::MAX,
+                    _ => 0,
+                };
+                (since, id.as_str()) < (at_ms, me) && until > at_ms
+            })
+        })
+    }
+
+    /// A channel of `node` got its first subscriber (`vacated_at` none) or lost its last one
+    /// (sent at once, ahead of the node's next full state).
+    pub fn occupancy(
+        &mut self,
+        node: &str,
+        app: &str,
+        channel: &str,
+        occupied_at: u64,
+        vacated_at: Option<u64>,
+        now: Instant,
+    ) {
+        let entry = self.heard_from(node, app, channel, now);
+        entry.occupied_at = Some(occupied_at);
+        entry.vacated_at = vacated_at;
+        entry.subscribers = match vacated_at {
+            None => entry.subscribers.max(1),
+            Some(_) => 0,
+        };
+    }
+
+    /// `node` is alive; its entry for the channel, to update.
+    fn heard_from(
+        &mut self,
+        node: &str,
+        app: &str,
+        channel: &str,
+        now: Instant,
+    ) -> &mut ChannelState {
+        let remote = self
+            .nodes
+            .entry(node.to_string())
+            .or_insert_with(|| Remote {
+                last_seen: now,
+                state: NodeState::new(),
+            });
+        remote.last_seen = now;
+        remote
+            .state
+            .entry((app.to_string(), channel.to_string()))
+            .or_default()
+    }
+
     /// Every occupied channel of `app` on the other nodes.
     pub fn channels(&self, app: &str) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -156,18 +242,7 @@ impl Cluster {
             joined,
         } = delta;
         let elsewhere = local || self.member_elsewhere(app, channel, user, Some(node));
-        let remote = self
-            .nodes
-            .entry(node.to_string())
-            .or_insert_with(|| Remote {
-                last_seen: now,
-                state: NodeState::new(),
-            });
-        remote.last_seen = now;
-        let entry = remote
-            .state
-            .entry((app.to_string(), channel.to_string()))
-            .or_default();
+        let entry = self.heard_from(node, app, channel, now);
         let had = entry.members.contains_key(user);
         if joined {
             entry.members.insert(user.to_string(), info.clone());
@@ -419,5 +494,44 @@ mod tests {
             from_entries(serde_json::from_str(&serde_json::to_string(&wire).unwrap()).unwrap()),
             mk(&["9"])
         );
+    }
+
+    #[test]
+    fn one_node_fires_occupied_and_one_fires_vacated() {
+        let t = Instant::now();
+        let mut c = Cluster::default();
+        // "b" occupied the channel at 1000 and still holds it.
+        c.occupancy("b", "app", "ch", 1000, None, t);
+        assert!(c.held_before("app", "ch", 1001, "a", 500), "b was first");
+        assert!(!c.held_before("app", "ch", 999, "a", 500), "a was first");
+        assert!(
+            c.held_before("app", "ch", 1000, "c", 500),
+            "a tie goes to the smaller id"
+        );
+        assert!(!c.held_before("app", "ch", 1000, "a", 500));
+        // "b" let it go at 1200: an occupation before 1700 is a quick return.
+        c.occupancy("b", "app", "ch", 1000, Some(1200), t);
+        assert!(c.held_before("app", "ch", 1100, "a", 500), "overlapped b");
+        assert!(
+            c.held_before("app", "ch", 1600, "a", 500),
+            "within b's grace"
+        );
+        assert!(
+            !c.held_before("app", "ch", 1700, "a", 500),
+            "after b's grace"
+        );
+        // Whoever vacated last sends channel_vacated.
+        assert!(c.vacated_later("app", "ch", 1100, "a"));
+        assert!(!c.vacated_later("app", "ch", 1300, "a"));
+        assert!(c.vacated_later("app", "ch", 1200, "a"), "tie: larger id");
+        assert!(!c.vacated_later("app", "ch", 1200, "c"));
+        // A record of another app or channel says nothing.
+        assert!(!c.held_before("app", "other", 1100, "a", 500));
+        assert!(!c.vacated_later("app2", "ch", 1100, "a"));
+        // The records survive the trip through a full state.
+        let wire = to_entries(&c.nodes["b"].state);
+        let back: Vec<StateEntry> =
+            serde_json::from_str(&serde_json::to_string(&wire).unwrap()).unwrap();
+        assert_eq!(from_entries(back), c.nodes["b"].state);
     }
 }

@@ -56,6 +56,15 @@ pub enum Body {
     State { channels: Vec<cluster::StateEntry> },
     /// "Send me your state": a node that just (re)connected.
     Sync,
+    /// A channel got its first subscriber on the origin (at `occupied_at`), or lost its last
+    /// one (at `vacated_at`); times are the origin's wall clock in ms. Sent at once so the
+    /// nodes agree on who fires `channel_occupied` and `channel_vacated`.
+    Occupancy {
+        channel: String,
+        occupied_at: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vacated_at: Option<u64>,
+    },
     /// REST terminate_connections: every node closes that user's signed-in connections.
     Terminate { user_id: String },
 }
