@@ -381,56 +381,12 @@ impl Server {
             return; // the client left meanwhile
         };
         let peer = conn.peer;
-        let first_line = |stdout: &[u8]| {
-            String::from_utf8_lossy(stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        };
-        // `echo "forbidden"; exit;` exits 0 in PHP: the word decides, not the status.
-        let forbidden = matches!(&outcome, Outcome::Exited { stdout, .. } | Outcome::Signaled { stdout, .. }
-            if first_line(stdout) == "forbidden");
-        let user = match &outcome {
-            Outcome::Exited {
-                code: 0, stdout, ..
-            } if !forbidden => {
-                let first = first_line(stdout);
-                (!first.is_empty() && first.len() <= 256).then_some(first)
+        let user = match validation_verdict(&outcome, self.cfg.validate_timeout_secs) {
+            Ok(user) => user,
+            Err(refusal) => {
+                self.refuse_validation(key, peer, refusal);
+                return;
             }
-            _ => None,
-        };
-        let Some(user) = user else {
-            let why = match &outcome {
-                _ if forbidden => "the handler said forbidden".to_string(),
-                Outcome::Exited { code: 0, .. } => {
-                    "exit 0 but no user id on the first line".to_string()
-                }
-                Outcome::Exited { code, .. } => format!("exit {code}"),
-                Outcome::Signaled { signal, .. } => format!("killed by signal {signal}"),
-                Outcome::TimedOut => format!(
-                    "no answer within validate_timeout_secs ({})",
-                    self.cfg.validate_timeout_secs
-                ),
-                Outcome::SpawnFailed(e) => format!("could not start: {e}"),
-            };
-            let status = if forbidden { 403 } else { 401 };
-            info!("validation refused {peer} ({status}): {why}");
-            self.console_event(
-                "worker",
-                None,
-                None,
-                None,
-                Some(&format!("validation refused {peer}: {why}")),
-            );
-            let message = if forbidden {
-                "forbidden"
-            } else {
-                "not logged in"
-            };
-            self.respond_and_close(key, http::response(status, &[], &http::error_body(message)));
-            return;
         };
         log::debug!("validated {peer} as {user} in {:?}", started.elapsed());
         let rest = self
@@ -448,6 +404,25 @@ impl Server {
         {
             self.add_user_fifo(&user, key);
         }
+    }
+
+    fn refuse_validation(&mut self, key: usize, peer: std::net::SocketAddr, refusal: Refusal) {
+        let Refusal { forbidden, why } = refusal;
+        let status = if forbidden { 403 } else { 401 };
+        info!("validation refused {peer} ({status}): {why}");
+        self.console_event(
+            "worker",
+            None,
+            None,
+            None,
+            Some(&format!("validation refused {peer}: {why}")),
+        );
+        let message = if forbidden {
+            "forbidden"
+        } else {
+            "not logged in"
+        };
+        self.respond_and_close(key, http::response(status, &[], &http::error_body(message)));
     }
 
     // ---- per-user FIFOs ------------------------------------------------------------------
@@ -628,6 +603,54 @@ impl Server {
     }
 }
 
+/// Why a session validation refused a connection: `forbidden` (403, the handler said so) or
+/// not logged in (401), and the reason for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub forbidden: bool,
+    pub why: String,
+}
+
+/// Longest user id a validation handler may return.
+pub const MAX_USER_ID: usize = 256;
+
+/// Decodes a validation handler's result: the user id is the first line of its output, trimmed,
+/// on exit 0. `forbidden` on the first line refuses with 403 whatever the exit status
+/// (`echo "forbidden"; exit;` exits 0 in PHP: the word decides, not the status).
+pub fn validation_verdict(outcome: &Outcome, timeout_secs: u64) -> Result<String, Refusal> {
+    let first_line = |stdout: &[u8]| {
+        String::from_utf8_lossy(stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    let forbidden = matches!(outcome, Outcome::Exited { stdout, .. } | Outcome::Signaled { stdout, .. }
+        if first_line(stdout) == "forbidden");
+    if let Outcome::Exited {
+        code: 0, stdout, ..
+    } = outcome
+        && !forbidden
+    {
+        let first = first_line(stdout);
+        if !first.is_empty() && first.len() <= MAX_USER_ID {
+            return Ok(first);
+        }
+    }
+    let why = match outcome {
+        _ if forbidden => "the handler said forbidden".to_string(),
+        Outcome::Exited { code: 0, .. } => {
+            format!("exit 0 but no user id (1 to {MAX_USER_ID} bytes) on the first line")
+        }
+        Outcome::Exited { code, .. } => format!("exit {code}"),
+        Outcome::Signaled { signal, .. } => format!("killed by signal {signal}"),
+        Outcome::TimedOut => format!("no answer within validate_timeout_secs ({timeout_secs})"),
+        Outcome::SpawnFailed(e) => format!("could not start: {e}"),
+    };
+    Err(Refusal { forbidden, why })
+}
+
 fn set_var(env: &mut Vec<(String, String)>, key: &str, value: &str) {
     env.retain(|(k, _)| k != key);
     env.push((key.to_string(), value.to_string()));
@@ -635,7 +658,7 @@ fn set_var(env: &mut Vec<(String, String)>, key: &str, value: &str) {
 
 /// What a routed request's client receives: the output (cut when over the limit), a notice when
 /// there was none, or the reason the application failed. The connection always stays open.
-fn route_replies(outcome: &Outcome, max: usize) -> Vec<String> {
+pub fn route_replies(outcome: &Outcome, max: usize) -> Vec<String> {
     match outcome {
         Outcome::Exited {
             code: 0,
