@@ -1385,6 +1385,9 @@ impl Server {
                 self.restart_listener = Some(listener);
             }
         }
+        if let Some(scaling) = self.scaling.as_mut() {
+            scaling.leave_cluster();
+        }
         // Whatever scripts wrote before the signal is delivered before the goodbye.
         self.read_fifo();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();

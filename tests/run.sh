@@ -41,9 +41,9 @@ apt_install() {
 # Rust unit + integration tests (tests/*.rs drive the real binary).
 suite_rust() {
     need_cargo
-    # Real components the Rust tests drive: redis-server (scaling), apache2 (the proxy in
+    # Real components the Rust tests drive: redis-server + redis-cli (scaling), apache2 (the proxy in
     # front, tests/deploy_apache.rs), systemd (systemd-analyze verify of the units).
-    apt_install redis-server apache2 systemd php-cli || { log "cannot install the test packages"; return 1; }
+    apt_install redis-server redis-tools apache2 systemd php-cli || { log "cannot install the test packages"; return 1; }
     local out="$LOGDIR/rust.log"
     log "building tests"
     # Build first so compile time is not counted against test deadlines.

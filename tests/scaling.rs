@@ -56,6 +56,16 @@ impl Redis {
         Redis::start_on(port)
     }
 
+    /// One command through the real `redis-cli`; its raw output.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--raw"])
+            .args(args)
+            .output()
+            .expect("redis-cli must be installed (tests/run.sh installs redis-tools)");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -411,6 +421,74 @@ fn a_dead_nodes_members_are_removed_by_the_others() {
     }
     let users = get_json(&a, &format!("/apps/app-id/channels/{ch}/users"));
     assert_eq!(users["users"].as_array().unwrap().len(), 2, "{users}");
+}
+
+#[test]
+fn heartbeat_keys_in_redis_expire_and_teach_new_nodes() {
+    let redis = Redis::start();
+    let opts = |id: &'static str| {
+        [
+            "--set",
+            "scaling.node_timeout_secs=4",
+            "--set",
+            if id == "a" {
+                "scaling.node_id=node-a"
+            } else {
+                "scaling.node_id=node-b"
+            },
+        ]
+    };
+    let mut a = node_with(&redis, &opts("a"));
+    let mut on_a = a.channel_client();
+    on_a.subscribe("orders");
+    // The node's state is in Redis under its heartbeat key, with an expiry.
+    assert!(
+        wait_until(T, || redis
+            .cli(&["GET", "ferrocast:node:node-a"])
+            .contains("\"orders\"")),
+        "no heartbeat key: {:?}",
+        redis.cli(&["GET", "ferrocast:node:node-a"])
+    );
+    let pttl: i64 = redis
+        .cli(&["PTTL", "ferrocast:node:node-a"])
+        .parse()
+        .unwrap();
+    assert!((1..=4000).contains(&pttl), "PTTL {pttl}");
+    assert_eq!(redis.cli(&["SMEMBERS", "ferrocast:nodes"]), "node-a");
+
+    // A frozen node answers no Sync; a node starting meanwhile learns its state from the key.
+    a.signal(nix::sys::signal::Signal::SIGSTOP);
+    let b = node_with(&redis, &opts("b"));
+    let count = |n: &Server| {
+        get_json(n, "/apps/app-id/channels/orders?info=subscription_count")["subscription_count"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(T, || count(&b) == 1),
+        "B never learned A's subscriber:\n{}",
+        b.logs_text()
+    );
+    assert!(
+        b.wait_for_log("node node-a known from its heartbeat key", T)
+            .is_some()
+    );
+    // Nobody refreshes A's key: it expires, and B forgets A within node_timeout_secs.
+    assert!(wait_until(Duration::from_secs(15), || count(&b) == 0));
+    assert!(wait_until(T, || redis
+        .cli(&["EXISTS", "ferrocast:node:node-a"])
+        == "0"));
+
+    // Back to life, A writes its key again; stopped cleanly, it removes it at once.
+    a.signal(nix::sys::signal::Signal::SIGCONT);
+    assert!(wait_until(T, || count(&b) == 1), "A came back");
+    assert!(wait_until(T, || redis
+        .cli(&["EXISTS", "ferrocast:node:node-a"])
+        == "1"));
+    a.signal(nix::sys::signal::Signal::SIGTERM);
+    let _ = a.wait_exit(T);
+    assert_eq!(redis.cli(&["EXISTS", "ferrocast:node:node-a"]), "0");
+    assert_eq!(redis.cli(&["SMEMBERS", "ferrocast:nodes"]), "node-b");
 }
 
 #[test]

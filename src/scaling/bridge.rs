@@ -175,6 +175,7 @@ impl Server {
     fn send_state(&mut self) {
         let entries = cluster::to_entries(&self.local_state());
         if let Some(scaling) = self.scaling.as_mut() {
+            scaling.store_state(entries.clone());
             scaling.send(None, Body::State { channels: entries });
             scaling.last_state_sent = Instant::now();
             scaling.state_dirty = false;
@@ -252,6 +253,42 @@ impl Server {
         self.share_rates_with_nodes();
     }
 
+    /// Folds in node states read from Redis heartbeat keys, for nodes not heard from otherwise
+    /// (what a node sends over pub/sub is fresher than its key).
+    fn adopt_stored_nodes(&mut self) {
+        let Some(scaling) = self.scaling.as_mut() else {
+            return;
+        };
+        if scaling.stored.is_empty() {
+            return;
+        }
+        let stored = std::mem::take(&mut scaling.stored);
+        let timeout = scaling.node_timeout;
+        let mut cluster = std::mem::take(&mut scaling.cluster);
+        let mut events = Vec::new();
+        for node in stored {
+            let Some(seen) = Instant::now().checked_sub(node.age) else {
+                continue;
+            };
+            if node.age >= timeout || cluster.knows(&node.node) {
+                continue;
+            }
+            info!(
+                "node {} known from its heartbeat key ({} ms old)",
+                node.node,
+                node.age.as_millis()
+            );
+            events.extend(cluster.replace(&node.node, node.state, seen, |a, c, u| {
+                self.is_local_member(a, c, u)
+            }));
+        }
+        if let Some(scaling) = self.scaling.as_mut() {
+            scaling.cluster = cluster;
+        }
+        self.announce(events);
+        self.share_rates_with_nodes();
+    }
+
     /// Re-divides the app rate limits when nodes come or go.
     fn share_rates_with_nodes(&mut self) {
         let nodes = self
@@ -277,12 +314,15 @@ impl Server {
         let (envelopes, came_up) = scaling.incoming(&mut events);
         self.link_events = events;
         if came_up {
-            // Reconcile: tell everyone what we hold and ask for what they hold.
+            // Reconcile: tell everyone what we hold and ask for what they hold; the heartbeat
+            // keys answer for nodes too busy (or frozen) to.
             self.send_state();
             if let Some(scaling) = self.scaling.as_mut() {
                 scaling.send(None, Body::Sync);
+                scaling.load_nodes();
             }
         }
+        self.adopt_stored_nodes();
         for env in envelopes {
             let app = match env.app.as_deref() {
                 None => 0,

@@ -3,8 +3,9 @@
 //! Each node keeps a replica of every other node's state, fed by presence deltas (sent at once,
 //! so `member_added` is timely) and by a full state every [`STATE_EVERY`] that doubles as the
 //! heartbeat. A node that stops sending is forgotten after `node_timeout_secs` by every other
-//! node on its own — no locks, no coordination, nothing to clean up in Redis — and the members
-//! only it held are announced as removed.
+//! node on its own — no locks, no coordination — and the members only it held are announced as
+//! removed. The same state is kept in Redis under an expiring heartbeat key per node (see
+//! `HeartbeatKey`), read by nodes as they join.
 //!
 //! Cluster-wide semantics follow from one rule: a member event is emitted locally when the user's
 //! presence in a channel *anywhere* changes between "nowhere" and "somewhere".
@@ -224,6 +225,10 @@ impl Cluster {
         names.sort();
         names.dedup();
         names
+    }
+
+    pub fn knows(&self, node: &str) -> bool {
+        self.nodes.contains_key(node)
     }
 
     pub fn node_count(&self) -> usize {

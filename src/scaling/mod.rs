@@ -16,6 +16,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ScalingConfig;
 use redis::{LinkEvent, RedisLink};
+use resp::Reply;
+
+/// Reply tags of the heartbeat-key commands. Writes are fire-and-forget; `SMEMBERS` lists the
+/// nodes at start-up; each `GET` of a node's key gets a tag of its own from `FIRST_GET` up.
+const TAG_WRITE: u64 = 0;
+const TAG_MEMBERS: u64 = 1;
+const FIRST_GET: u64 = 2;
+
+/// What a node keeps under `{prefix}:node:{id}`, refreshed with every state it sends and
+/// expiring `node_timeout_secs` after the last: a node that starts while another is
+/// unresponsive still learns what that one holds, and operators can read the cluster with
+/// `redis-cli`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct HeartbeatKey {
+    /// Writer's wall clock (ms): how old the key is when read.
+    pub at_ms: u64,
+    pub channels: Vec<cluster::StateEntry>,
+}
+
+/// A node's state read from its heartbeat key.
+pub struct StoredNode {
+    pub node: String,
+    pub age: std::time::Duration,
+    pub state: cluster::NodeState,
+}
 
 /// What crosses between nodes. `node` is the origin, so a node ignores its own messages.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -82,6 +107,15 @@ pub struct Scaling {
     /// Local channels changed since the last state was sent: send it at the next tick.
     pub state_dirty: bool,
     pub node_timeout: std::time::Duration,
+    /// `{prefix}:nodes` (a set of node ids) and `{prefix}:node:` (each node's key prefix).
+    nodes_key: Vec<u8>,
+    node_key_prefix: String,
+    /// Heartbeat keys being read: reply tag → node id.
+    reading: std::collections::HashMap<u64, String>,
+    next_tag: u64,
+    /// Node states read from Redis, for the server to fold into the cluster.
+    pub stored: Vec<StoredNode>,
+    leaving: bool,
 }
 
 impl Scaling {
@@ -115,7 +149,107 @@ impl Scaling {
             last_state_sent: Instant::now() - cluster::STATE_EVERY,
             state_dirty: false,
             node_timeout: std::time::Duration::from_secs(cfg.node_timeout_secs),
+            nodes_key: format!("{}:nodes", cfg.prefix).into_bytes(),
+            node_key_prefix: format!("{}:node:", cfg.prefix),
+            reading: Default::default(),
+            next_tag: FIRST_GET,
+            stored: Vec::new(),
+            leaving: false,
         })
+    }
+
+    /// Refreshes this node's heartbeat key with the state just sent to the others.
+    pub fn store_state(&mut self, channels: Vec<cluster::StateEntry>) {
+        if self.leaving {
+            return;
+        }
+        let key = HeartbeatKey {
+            at_ms: crate::console::unix_ms(),
+            channels,
+        };
+        let Ok(value) = serde_json::to_vec(&key) else {
+            return;
+        };
+        let ttl = self.node_timeout.as_millis().max(1).to_string();
+        let name = format!("{}{}", self.node_key_prefix, self.node_id);
+        self.link.command(
+            TAG_WRITE,
+            &[b"SET", name.as_bytes(), &value, b"PX", ttl.as_bytes()],
+        );
+        let nodes_key = self.nodes_key.clone();
+        self.link
+            .command(TAG_WRITE, &[b"SADD", &nodes_key, self.node_id.as_bytes()]);
+    }
+
+    /// Shutting down: remove this node's heartbeat key, so a node starting meanwhile does not
+    /// take this one's last state for live.
+    pub fn leave_cluster(&mut self) {
+        self.leaving = true;
+        let name = format!("{}{}", self.node_key_prefix, self.node_id);
+        self.link.command(TAG_WRITE, &[b"DEL", name.as_bytes()]);
+        let nodes_key = self.nodes_key.clone();
+        self.link
+            .command(TAG_WRITE, &[b"SREM", &nodes_key, self.node_id.as_bytes()]);
+    }
+
+    /// Asks Redis which nodes there are, to read their heartbeat keys (just connected).
+    pub fn load_nodes(&mut self) {
+        let nodes_key = self.nodes_key.clone();
+        self.link.command(TAG_MEMBERS, &[b"SMEMBERS", &nodes_key]);
+    }
+
+    /// Handles a command reply; returns a node state read from its heartbeat key.
+    pub fn on_reply(&mut self, tag: u64, reply: Reply) -> Option<StoredNode> {
+        match (tag, reply) {
+            (TAG_WRITE, Reply::Error(e)) => {
+                log::debug!("heartbeat key not written: {e}");
+                None
+            }
+            (TAG_MEMBERS, Reply::Array(ids)) => {
+                for id in ids {
+                    let Reply::Bulk(id) = id else { continue };
+                    let Ok(id) = String::from_utf8(id) else {
+                        continue;
+                    };
+                    if id == self.node_id {
+                        continue;
+                    }
+                    let tag = self.next_tag;
+                    self.next_tag += 1;
+                    let name = format!("{}{id}", self.node_key_prefix);
+                    self.link.command(tag, &[b"GET", name.as_bytes()]);
+                    self.reading.insert(tag, id);
+                }
+                None
+            }
+            (tag, reply) if tag >= FIRST_GET => {
+                let node = self.reading.remove(&tag)?;
+                match reply {
+                    Reply::Bulk(value) => match serde_json::from_slice::<HeartbeatKey>(&value) {
+                        Ok(key) => Some(StoredNode {
+                            node,
+                            age: std::time::Duration::from_millis(
+                                crate::console::unix_ms().saturating_sub(key.at_ms),
+                            ),
+                            state: cluster::from_entries(key.channels),
+                        }),
+                        Err(e) => {
+                            log::warn!("ignored node {node}'s heartbeat key: {e}");
+                            None
+                        }
+                    },
+                    Reply::Nil => {
+                        // Expired: the node is gone; tidy the set.
+                        let nodes_key = self.nodes_key.clone();
+                        self.link
+                            .command(TAG_WRITE, &[b"SREM", &nodes_key, node.as_bytes()]);
+                        None
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
     }
 
     pub fn start(&mut self, registry: &mio::Registry) {
@@ -146,6 +280,11 @@ impl Scaling {
         for event in events.drain(..) {
             match event {
                 LinkEvent::Up => came_up = true,
+                LinkEvent::Reply { tag, reply } => {
+                    if let Some(stored) = self.on_reply(tag, reply) {
+                        self.stored.push(stored);
+                    }
+                }
                 LinkEvent::Message { channel, payload } if channel == self.channel => {
                     match serde_json::from_slice::<Envelope>(&payload) {
                         Ok(env) if env.node != self.node_id => {
