@@ -76,8 +76,9 @@ count_cargo() {
 # The real pusher-js, laravel-echo and pusher (npm) packages against the debug binary.
 suite_js() {
     command -v node >/dev/null 2>&1 || apt_install nodejs npm
-    # The debug console's end-to-end test drives Debian's Chromium through playwright-core.
-    apt_install chromium || { log "cannot install chromium"; return 1; }
+    # The debug console's end-to-end tests drive Debian's Chromium (playwright-core) and
+    # Firefox ESR (puppeteer-core over WebDriver BiDi).
+    apt_install chromium firefox-esr || { log "cannot install chromium and firefox-esr"; return 1; }
     local out="$LOGDIR/js.log"
     FERROCAST_BIN="$ROOT/target/debug/ferrocast" bash tests/js/run.sh 2>&1 | tee "$out"
     local rc=${PIPESTATUS[0]}
