@@ -1,6 +1,6 @@
 //! Property tests over the parsers that read untrusted input (the same ones `fuzz/` fuzzes):
 //! HTTP request heads and upgrade checks, WebSocket frames, FIFO lines (splitter + parser),
-//! the channel protocol, Pusher client messages and the REST API checks.
+//! the channel protocol, Pusher client messages, the REST API checks and worker results.
 //!
 //! Two kinds of properties: "never panics, stays bounded" on arbitrary bytes, and round trips
 //! on generated well-formed input (what a correct client sends is understood exactly). Every
@@ -16,9 +16,11 @@ use ferrocast::channel_protocol::{self, Request};
 use ferrocast::config::AppConfig;
 use ferrocast::fifo::Fifo;
 use ferrocast::http::{self, ParseError};
+use ferrocast::jobs;
 use ferrocast::message::{self, Line};
 use ferrocast::pusher::protocol::{self as pp, ClientMessage};
 use ferrocast::pusher::{auth, rest};
+use ferrocast::worker::{self, Outcome};
 use ferrocast::ws::{self, Inbound, MessageRef, Parsed, Reassembly};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -614,6 +616,74 @@ proptest! {
         } else {
             prop_assert_eq!(r.unwrap_err().status, 400);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker results: the framing and what a handler's exit and output decode to
+// ---------------------------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn worker_frames_round_trip_at_any_read_boundary(body in proptest::collection::vec(any::<u8>(), 0..300), extra in proptest::collection::vec(any::<u8>(), 0..4)) {
+        let framed = worker::encode_result(&body).unwrap();
+        for cut in 0..framed.len() {
+            prop_assert_eq!(worker::decode_result(&framed[..cut], 300), Ok(None));
+        }
+        prop_assert_eq!(worker::decode_result(&framed, 300), Ok(Some(&body[..])));
+        if !body.is_empty() {
+            let short = body.len() - 1;
+            let refused = matches!(worker::decode_result(&framed[..4], short), Err(worker::FrameError::TooLong { .. }));
+            prop_assert!(refused, "a length over the limit is refused from the header alone");
+        }
+        let mut more = framed.clone();
+        more.extend_from_slice(&extra);
+        if !extra.is_empty() {
+            prop_assert_eq!(worker::decode_result(&more, 300), Err(worker::FrameError::Trailing { extra: extra.len() }));
+        }
+    }
+
+    #[test]
+    fn validation_takes_the_first_line_as_the_user(user in "[A-Za-z0-9_@.\\-]{1,40}", rest in "\\PC{0,40}", code in 1i32..255) {
+        let ok = Outcome::Exited { code: 0, stdout: format!(" {user} \r\n{rest}").into_bytes(), truncated: false };
+        prop_assert_eq!(jobs::validation_verdict(&ok, 5), Ok(user.clone()));
+        // Any other exit status refuses with 401, whatever was printed.
+        let failed = Outcome::Exited { code, stdout: user.clone().into_bytes(), truncated: false };
+        let refusal = jobs::validation_verdict(&failed, 5).unwrap_err();
+        prop_assert!(!refusal.forbidden);
+        prop_assert_eq!(refusal.why, format!("exit {code}"));
+    }
+
+    #[test]
+    fn validation_forbidden_wins_whatever_the_status(code in -1i32..255, tail in "(\\n\\PC{0,20})?") {
+        for outcome in [
+            Outcome::Exited { code, stdout: format!("forbidden{tail}").into_bytes(), truncated: false },
+            Outcome::Signaled { signal: 9, stdout: format!("  forbidden \t{tail}").into_bytes(), truncated: true },
+        ] {
+            let refusal = jobs::validation_verdict(&outcome, 5).unwrap_err();
+            prop_assert!(refusal.forbidden);
+        }
+    }
+
+    #[test]
+    fn validation_and_routing_never_panic(stdout in proptest::collection::vec(any::<u8>(), 0..600), code in any::<i32>(), truncated in any::<bool>(), signaled in any::<bool>()) {
+        let outcome = if signaled {
+            Outcome::Signaled { signal: code, stdout: stdout.clone(), truncated }
+        } else {
+            Outcome::Exited { code, stdout: stdout.clone(), truncated }
+        };
+        match jobs::validation_verdict(&outcome, 5) {
+            Ok(user) => {
+                prop_assert!(!user.is_empty() && user.len() <= jobs::MAX_USER_ID && !user.contains('\n'));
+                let file = jobs::user_file_name(&user);
+                prop_assert!(!file.contains('/') && !file.starts_with('.') && file.len() <= 250);
+            }
+            Err(refusal) => prop_assert!(!refusal.why.contains('\n') && refusal.why.len() <= 200),
+        }
+        let replies = jobs::route_replies(&outcome, 1024);
+        prop_assert!(!replies.is_empty() && replies.iter().all(|r| !r.is_empty()));
     }
 }
 
