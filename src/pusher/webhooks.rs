@@ -5,7 +5,7 @@
 //! network). Failed sends are retried with backoff; what cannot be sent is dropped, counted and
 //! logged, never silently lost.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -129,14 +129,22 @@ pub struct Vacate {
     resolved: bool,
 }
 
+/// How often the vacated records are scanned for due ones.
+const SCAN_EVERY: Duration = Duration::from_millis(10);
+
 #[derive(Default)]
 pub struct Webhooks {
     batches: Vec<Batch>,
     /// Ready to send (or waiting for their retry time).
     pub pending: VecDeque<Delivery>,
     /// Channels that lost their last subscriber here, waiting out the grace period and then
-    /// (with several nodes) kept a while so the other nodes can tell who vacated last.
-    vacating: Vec<Vacate>,
+    /// (with several nodes) kept a while so the other nodes can tell who vacated last. Keyed by
+    /// (app, channel): a busy server creates and drops channels all the time.
+    vacating: HashMap<(usize, String), Vacate>,
+    /// How many of them are undecided (so "is there work" costs nothing).
+    undecided: usize,
+    /// When `vacating` was last scanned for due records.
+    last_scan: Option<Instant>,
     /// Channels occupied here awaiting the cluster's word: (app, channel, at ms, due).
     occupying: Vec<(usize, String, u64, Instant)>,
     pub sent: u64,
@@ -190,11 +198,9 @@ impl Webhooks {
         grace: Duration,
         keep: Duration,
     ) -> u64 {
-        self.vacating
-            .retain(|v| !(v.app == app && v.channel == channel));
         let now = Instant::now();
         let at_ms = crate::console::unix_ms();
-        self.vacating.push(Vacate {
+        let record = Vacate {
             app,
             channel: channel.to_string(),
             at_ms,
@@ -202,7 +208,13 @@ impl Webhooks {
             due: now + grace,
             expires: now + grace + keep,
             resolved: false,
-        });
+        };
+        self.undecided += 1;
+        if let Some(old) = self.vacating.insert((app, channel.to_string()), record)
+            && !old.resolved
+        {
+            self.undecided -= 1;
+        }
         at_ms
     }
 
@@ -229,24 +241,37 @@ impl Webhooks {
     /// A channel gained its first subscriber. False when its vacated event is still undecided
     /// (a quick resubscribe): then neither the vacated nor the occupied event is sent.
     pub fn occupied(&mut self, app: usize, channel: &str) -> bool {
-        match self
-            .vacating
-            .iter()
-            .position(|v| v.app == app && v.channel == channel)
-        {
-            Some(pos) => self.vacating.swap_remove(pos).resolved,
-            None => true,
+        match self.vacating.remove(&(app, channel.to_string())) {
+            Some(v) if !v.resolved => {
+                self.undecided -= 1;
+                false
+            }
+            _ => true,
         }
     }
 
     /// Undecided vacated channels whose grace period is over; forgets expired records. An
     /// undecided record that outlives its keep time is given up: the cluster stayed occupied,
     /// so the node that empties it last sends the event.
+    /// Scans at most every [`SCAN_EVERY`]: the records can be many, the loop turns often.
     pub fn due_vacated(&mut self, now: Instant) -> Vec<(usize, String, u64)> {
+        if self
+            .last_scan
+            .is_some_and(|t| now >= t && now - t < SCAN_EVERY)
+        {
+            return Vec::new();
+        }
+        self.last_scan = Some(now);
+        let undecided = &mut self.undecided;
+        self.vacating.retain(|_, v| {
+            let keep = v.expires > now || (!v.resolved && v.expires == v.due);
+            if !keep && !v.resolved {
+                *undecided -= 1;
+            }
+            keep
+        });
         self.vacating
-            .retain(|v| v.expires > now || (!v.resolved && v.expires == v.due));
-        self.vacating
-            .iter()
+            .values()
             .filter(|v| !v.resolved && v.due <= now)
             .map(|v| (v.app, v.channel.clone(), v.at_ms))
             .collect()
@@ -254,17 +279,22 @@ impl Webhooks {
 
     /// The vacated event of this channel was sent, or left to another node.
     pub fn resolve(&mut self, app: usize, channel: &str, now: Instant) {
-        self.vacating.retain_mut(|v| {
-            if v.app == app && v.channel == channel {
-                v.resolved = true;
-            }
-            v.expires > now || !v.resolved
-        });
+        let key = (app, channel.to_string());
+        let Some(v) = self.vacating.get_mut(&key) else {
+            return;
+        };
+        if !v.resolved {
+            v.resolved = true;
+            self.undecided -= 1;
+        }
+        if v.expires <= now {
+            self.vacating.remove(&key);
+        }
     }
 
     /// Records of channels vacated here, for the other nodes' replicas.
     pub fn vacates(&self) -> impl Iterator<Item = &Vacate> {
-        self.vacating.iter()
+        self.vacating.values()
     }
 
     /// Turns full or old-enough batches into signed deliveries.
@@ -362,7 +392,7 @@ impl Webhooks {
 
     pub fn has_batches(&self) -> bool {
         self.batches.iter().any(|b| !b.events.is_empty())
-            || self.vacating.iter().any(|v| !v.resolved)
+            || self.undecided > 0
             || !self.occupying.is_empty()
             || !self.pending.is_empty()
     }
@@ -524,8 +554,10 @@ mod tests {
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].1, "w");
         // Both expire after the keep time; the undecided one is given up.
+        assert!(w.has_batches(), "\"w\" is still undecided");
         assert!(w.due_vacated(t0 + Duration::from_secs(12)).is_empty());
         assert_eq!(w.vacates().count(), 0);
+        assert!(!w.has_batches());
         // A decided record does not hold back the next occupied event.
         w.vacated(0, "b", 0, Duration::ZERO, Duration::from_secs(10));
         w.resolve(0, "b", Instant::now());
