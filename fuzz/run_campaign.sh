@@ -23,6 +23,7 @@ for t in "${TARGETS[@]}"; do
     rc=$?
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' | tail -1)
     [ -z "$execs" ] && execs=$(grep -o '^#[0-9]*' "logs/$t.log" | tail -1 | tr -d '#')
-    crashes=$(ls "artifacts/$t" 2>/dev/null | grep -c -E '^(crash|timeout|oom|leak|slow-unit)-' || true)
+    # Only this run's findings: earlier artifacts stay in the directory.
+    crashes=$(find "artifacts/$t" -type f -newermt "@$start" 2>/dev/null | grep -c -E '/(crash|timeout|oom|leak|slow-unit)-' || true)
     echo "$t rc=$rc execs=$execs artifacts=$crashes secs=$(( $(date +%s) - start ))" | tee -a campaign.log
 done
