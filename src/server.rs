@@ -755,7 +755,7 @@ impl Server {
             return Some((id, true));
         };
         if let Some(scaling) = self.scaling.as_mut() {
-            scaling.state_dirty = true;
+            scaling.channel_changed(app, name);
         }
         debug!("connection {key} subscribed to {name}");
         if !self.consoles.is_empty() {
@@ -806,6 +806,9 @@ impl Server {
         let name = self.channels[app].get(id).map(|c| c.name.to_string());
         let occupied_at = self.channels[app].get(id).map_or(0, |c| c.occupied_at);
         let vacated = self.channels[app].unsubscribe(id, key);
+        if let (Some(scaling), Some(name)) = (self.scaling.as_mut(), name.as_deref()) {
+            scaling.channel_changed(app, name);
+        }
         if let Some(name) = name.filter(|_| self.webhooks_on(app)) {
             if vacated {
                 self.webhook_vacated(app, &name, occupied_at);
@@ -816,9 +819,6 @@ impl Server {
                     .unwrap_or(0);
                 self.webhook_count(app, &name, count);
             }
-        }
-        if let Some(scaling) = self.scaling.as_mut() {
-            scaling.state_dirty = true;
         }
     }
 

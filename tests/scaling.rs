@@ -444,10 +444,10 @@ fn heartbeat_keys_in_redis_expire_and_teach_new_nodes() {
     // The node's state is in Redis under its heartbeat key, with an expiry.
     assert!(
         wait_until(T, || redis
-            .cli(&["GET", "ferrocast:node:node-a"])
+            .cli(&["HKEYS", "ferrocast:node:node-a"])
             .contains("\"orders\"")),
         "no heartbeat key: {:?}",
-        redis.cli(&["GET", "ferrocast:node:node-a"])
+        redis.cli(&["HKEYS", "ferrocast:node:node-a"])
     );
     let pttl: i64 = redis
         .cli(&["PTTL", "ferrocast:node:node-a"])
@@ -489,6 +489,49 @@ fn heartbeat_keys_in_redis_expire_and_teach_new_nodes() {
     let _ = a.wait_exit(T);
     assert_eq!(redis.cli(&["EXISTS", "ferrocast:node:node-a"]), "0");
     assert_eq!(redis.cli(&["SMEMBERS", "ferrocast:nodes"]), "node-b");
+}
+
+#[test]
+fn a_missed_change_is_repaired_by_a_full_state() {
+    let redis = Redis::start();
+    let a = node_with(&redis, &["--set", "scaling.node_id=node-a"]);
+    let b = node_with(&redis, &["--set", "scaling.node_id=node-b"]);
+    let count = |n: &Server, ch: &str| {
+        get_json(
+            n,
+            &format!("/apps/app-id/channels/{ch}?info=subscription_count"),
+        )["subscription_count"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let mut on_a = a.channel_client();
+    on_a.subscribe("orders");
+    assert!(wait_until(T, || count(&b, "orders") == 1));
+    // Nodes send only what changed, numbered. A change from A that B cannot place (here a
+    // forged one, numbered far ahead, as if B had missed some) is not applied: B asks A for
+    // its full state instead.
+    let forged = serde_json::json!({"node": "node-a", "kind": "delta", "seq": 1_000_000,
+        "changed": [{"app": "app-id", "channel": "ghost", "subscribers": 5}]});
+    let mark = b.log_mark();
+    redis.cli(&["PUBLISH", "ferrocast#broadcast", &forged.to_string()]);
+    assert!(
+        b.wait_for_log_since(mark, "out of step with node node-a", T)
+            .is_some(),
+        "B took the numbered-ahead change:\n{}",
+        b.logs_text()
+    );
+    assert_eq!(
+        count(&b, "ghost"),
+        0,
+        "an out-of-order change is not applied"
+    );
+    // A answered with its full state: B is in step again, and A's next change reaches it.
+    let mut more = a.channel_client();
+    more.subscribe("orders");
+    more.subscribe("invoices");
+    assert!(wait_until(T, || count(&b, "orders") == 2 && count(&b, "invoices") == 1));
+    drop(more);
+    assert!(wait_until(T, || count(&b, "orders") == 1 && count(&b, "invoices") == 0));
 }
 
 #[test]

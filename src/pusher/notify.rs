@@ -109,6 +109,11 @@ impl Server {
             }
             self.webhooks.resolve(app, &channel, now);
         }
+        for (app, channel) in std::mem::take(&mut self.webhooks.forgotten) {
+            if let Some(scaling) = self.scaling.as_mut() {
+                scaling.channel_changed(app, &channel);
+            }
+        }
         let settings = self.cfg.webhooks.clone();
         let apps = &self.apps;
         self.webhooks

@@ -145,6 +145,8 @@ pub struct Webhooks {
     undecided: usize,
     /// When `vacating` was last scanned for due records.
     last_scan: Option<Instant>,
+    /// Records dropped since the server last looked (the other nodes should forget them).
+    pub forgotten: Vec<(usize, String)>,
     /// Channels occupied here awaiting the cluster's word: (app, channel, at ms, due).
     occupying: Vec<(usize, String, u64, Instant)>,
     pub sent: u64,
@@ -262,11 +264,12 @@ impl Webhooks {
             return Vec::new();
         }
         self.last_scan = Some(now);
-        let undecided = &mut self.undecided;
+        let (undecided, forgotten) = (&mut self.undecided, &mut self.forgotten);
         self.vacating.retain(|_, v| {
             let keep = v.expires > now || (!v.resolved && v.expires == v.due);
-            if !keep && !v.resolved {
-                *undecided -= 1;
+            if !keep {
+                *undecided -= usize::from(!v.resolved);
+                forgotten.push((v.app, v.channel.clone()));
             }
             keep
         });
@@ -289,7 +292,13 @@ impl Webhooks {
         }
         if v.expires <= now {
             self.vacating.remove(&key);
+            self.forgotten.push(key);
         }
+    }
+
+    /// The record of a channel vacated here, if it is still kept.
+    pub fn vacate_record(&self, app: usize, channel: &str) -> Option<&Vacate> {
+        self.vacating.get(&(app, channel.to_string()))
     }
 
     /// Records of channels vacated here, for the other nodes' replicas.

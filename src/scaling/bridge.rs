@@ -12,6 +12,35 @@ use crate::pusher::protocol as pp;
 use crate::server::Server;
 use crate::ws::{self, Frame};
 
+/// A local channel's state for the other nodes.
+fn channel_state(ch: &crate::channels::Channel) -> cluster::ChannelState {
+    let members = ch
+        .members
+        .as_ref()
+        .map(|m| {
+            m.users
+                .iter()
+                .map(|(u, m)| (u.to_string(), m.info.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    cluster::ChannelState {
+        subscribers: ch.subscribers.len(),
+        members,
+        occupied_at: Some(ch.occupied_at),
+        vacated_at: None,
+    }
+}
+
+/// A channel this node emptied moments ago, for the other nodes.
+fn vacated_state(v: &crate::pusher::webhooks::Vacate) -> cluster::ChannelState {
+    cluster::ChannelState {
+        occupied_at: Some(v.occupied_at),
+        vacated_at: Some(v.at_ms),
+        ..Default::default()
+    }
+}
+
 impl Server {
     /// Publishes an event here and on every other node. `except` is the socket id of the
     /// connection that caused it, wherever that connection lives.
@@ -138,47 +167,102 @@ impl Server {
         for (app, registry) in self.channels.iter().enumerate() {
             let app_id = &self.apps.get(app).cfg.id;
             for (_, ch) in registry.iter() {
-                let members = ch
-                    .members
-                    .as_ref()
-                    .map(|m| {
-                        m.users
-                            .iter()
-                            .map(|(u, m)| (u.to_string(), m.info.clone()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                state.insert(
-                    (app_id.clone(), ch.name.to_string()),
-                    cluster::ChannelState {
-                        subscribers: ch.subscribers.len(),
-                        members,
-                        occupied_at: Some(ch.occupied_at),
-                        vacated_at: None,
-                    },
-                );
+                state.insert((app_id.clone(), ch.name.to_string()), channel_state(ch));
             }
         }
         for v in self.webhooks.vacates() {
             let app_id = &self.apps.get(v.app).cfg.id;
             state
                 .entry((app_id.clone(), v.channel.clone()))
-                .or_insert(cluster::ChannelState {
-                    occupied_at: Some(v.occupied_at),
-                    vacated_at: Some(v.at_ms),
-                    ..Default::default()
-                });
+                .or_insert_with(|| vacated_state(v));
         }
         state
     }
 
+    /// One local channel as the other nodes see it; `None` when this node no longer has it.
+    fn local_channel(&self, app: usize, name: &str) -> Option<cluster::ChannelState> {
+        let registry = &self.channels[app];
+        if let Some(ch) = registry.lookup(name).and_then(|id| registry.get(id)) {
+            return Some(channel_state(ch));
+        }
+        self.webhooks.vacate_record(app, name).map(vacated_state)
+    }
+
+    /// Sends the whole state (a node (re)connected, or one asked for it) and rewrites the
+    /// heartbeat key.
     fn send_state(&mut self) {
         let entries = cluster::to_entries(&self.local_state());
         if let Some(scaling) = self.scaling.as_mut() {
-            scaling.store_state(entries.clone());
-            scaling.send(None, Body::State { channels: entries });
-            scaling.last_state_sent = Instant::now();
-            scaling.state_dirty = false;
+            scaling.seq += 1;
+            scaling.changed.clear();
+            scaling.store(true, &entries, &[]);
+            let seq = scaling.seq;
+            scaling.send(
+                None,
+                Body::State {
+                    channels: entries,
+                    seq,
+                },
+            );
+            scaling.last_sent = Instant::now();
+        }
+    }
+
+    /// Sends the channels that changed since the last send, or a heartbeat when none did.
+    fn send_changes(&mut self) {
+        let Some(scaling) = self.scaling.as_mut() else {
+            return;
+        };
+        if scaling.changed.is_empty() {
+            scaling.store(false, &[], &[]);
+            let seq = scaling.seq;
+            scaling.send(None, Body::Heartbeat { seq });
+            scaling.last_sent = Instant::now();
+            return;
+        }
+        let keys = std::mem::take(&mut scaling.changed);
+        let (mut changed, mut removed) = (Vec::new(), Vec::new());
+        for (app, name) in keys {
+            let app_id = self.apps.get(app).cfg.id.clone();
+            match self.local_channel(app, &name) {
+                Some(state) => changed.push(cluster::StateEntry {
+                    app: app_id,
+                    channel: name.into(),
+                    state,
+                }),
+                None => removed.push(cluster::ChannelRef {
+                    app: app_id,
+                    channel: name.into(),
+                }),
+            }
+        }
+        let Some(scaling) = self.scaling.as_mut() else {
+            return;
+        };
+        scaling.seq += 1;
+        scaling.store(false, &changed, &removed);
+        let seq = scaling.seq;
+        scaling.send(
+            None,
+            Body::Delta {
+                seq,
+                changed,
+                removed,
+            },
+        );
+        scaling.last_sent = Instant::now();
+    }
+
+    /// Asks `node` for its full state: this replica missed one of its changes.
+    fn resync(&mut self, node: &str) {
+        if let Some(scaling) = self.scaling.as_mut() {
+            log::debug!("out of step with node {node}: asking for its full state");
+            scaling.send(
+                None,
+                Body::Sync {
+                    to: Some(node.to_string()),
+                },
+            );
         }
     }
 
@@ -224,13 +308,21 @@ impl Server {
 
     /// Once a second: send our state when due, forget silent nodes.
     pub(crate) fn scaling_tick(&mut self) {
+        if self.scaling.is_none() {
+            return;
+        }
+        // Vacate records outlive their decision while the other nodes may need them; the
+        // webhook pump forgets expired ones (and this node's changes tell the others).
+        if !self.webhooks.has_batches() && self.webhooks.vacates().next().is_some() {
+            self.pump_webhooks();
+        }
         let Some(scaling) = self.scaling.as_ref() else {
             return;
         };
-        if (scaling.state_dirty || scaling.last_state_sent.elapsed() >= cluster::STATE_EVERY)
+        if (!scaling.changed.is_empty() || scaling.last_sent.elapsed() >= cluster::STATE_EVERY)
             && scaling.link.is_up()
         {
-            self.send_state();
+            self.send_changes();
         }
         let Some(scaling) = self.scaling.as_mut() else {
             return;
@@ -278,9 +370,11 @@ impl Server {
                 node.node,
                 node.age.as_millis()
             );
-            events.extend(cluster.replace(&node.node, node.state, seen, |a, c, u| {
-                self.is_local_member(a, c, u)
-            }));
+            events.extend(
+                cluster.replace(&node.node, node.state, None, seen, |a, c, u| {
+                    self.is_local_member(a, c, u)
+                }),
+            );
         }
         if let Some(scaling) = self.scaling.as_mut() {
             scaling.cluster = cluster;
@@ -318,7 +412,7 @@ impl Server {
             // keys answer for nodes too busy (or frozen) to.
             self.send_state();
             if let Some(scaling) = self.scaling.as_mut() {
-                scaling.send(None, Body::Sync);
+                scaling.send(None, Body::Sync { to: None });
                 scaling.load_nodes();
             }
         }
@@ -373,7 +467,7 @@ impl Server {
                         .and_then(|s| s.cluster.presence(delta, local, now));
                     self.announce(event.into_iter().collect());
                 }
-                Body::State { channels } => {
+                Body::State { channels, seq } => {
                     let Some(scaling) = self.scaling.as_mut() else {
                         continue;
                     };
@@ -382,6 +476,7 @@ impl Server {
                     let events = cluster.replace(
                         &env.node,
                         cluster::from_entries(channels),
+                        Some(seq),
                         now,
                         |a, c, u| self.is_local_member(a, c, u),
                     );
@@ -415,7 +510,41 @@ impl Server {
                         );
                     }
                 }
-                Body::Sync => self.send_state(),
+                Body::Delta {
+                    seq,
+                    changed,
+                    removed,
+                } => {
+                    let Some(scaling) = self.scaling.as_mut() else {
+                        continue;
+                    };
+                    let mut cluster = std::mem::take(&mut scaling.cluster);
+                    let events = cluster.apply(&env.node, seq, changed, removed, now, |a, c, u| {
+                        self.is_local_member(a, c, u)
+                    });
+                    if let Some(scaling) = self.scaling.as_mut() {
+                        scaling.cluster = cluster;
+                    }
+                    match events {
+                        Some(events) => self.announce(events),
+                        None => self.resync(&env.node),
+                    }
+                }
+                Body::Heartbeat { seq } => {
+                    let in_step = self
+                        .scaling
+                        .as_mut()
+                        .is_some_and(|s| s.cluster.heartbeat(&env.node, seq, now));
+                    if !in_step {
+                        self.resync(&env.node);
+                    }
+                }
+                Body::Sync { to } => {
+                    let me = self.scaling.as_ref().map(|s| s.node_id.as_str());
+                    if to.is_none() || to.as_deref() == me {
+                        self.send_state();
+                    }
+                }
                 Body::Terminate { user_id } => {
                     self.terminate_local(app, &user_id);
                 }

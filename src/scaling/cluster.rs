@@ -1,11 +1,13 @@
 //! What the other nodes hold: their channels' subscriber counts and presence members.
 //!
-//! Each node keeps a replica of every other node's state, fed by presence deltas (sent at once,
-//! so `member_added` is timely) and by a full state every [`STATE_EVERY`] that doubles as the
-//! heartbeat. A node that stops sending is forgotten after `node_timeout_secs` by every other
-//! node on its own — no locks, no coordination — and the members only it held are announced as
-//! removed. The same state is kept in Redis under an expiring heartbeat key per node (see
-//! `HeartbeatKey`), read by nodes as they join.
+//! Each node keeps a replica of every other node's state, fed by presence and occupancy news
+//! (sent at once, so `member_added` is timely), by the channels that changed (sent within a
+//! second, numbered), and by a heartbeat every [`STATE_EVERY`] when nothing changed. A node
+//! whose replica misses a number asks that node for its full state; nothing is sent in full
+//! otherwise, so the traffic follows the changes, not the size of the state. A node that stops
+//! sending is forgotten after `node_timeout_secs` by every other node on its own — no locks, no
+//! coordination — and the members only it held are announced as removed. The same state is
+//! kept in Redis as an expiring hash per node (`Scaling::store`), read by nodes as they join.
 //!
 //! Cluster-wide semantics follow from one rule: a member event is emitted locally when the user's
 //! presence in a channel *anywhere* changes between "nowhere" and "somewhere".
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// How often a node sends its full state (and so proves it is alive).
+/// How often a node with no changes to send says it is alive (and at which state number).
 pub const STATE_EVERY: Duration = Duration::from_secs(2);
 
 /// One channel as a node reports it.
@@ -58,6 +60,13 @@ pub fn to_entries(state: &NodeState) -> Vec<StateEntry> {
         .collect()
 }
 
+/// A channel a node no longer reports.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChannelRef {
+    pub app: String,
+    pub channel: String,
+}
+
 pub fn from_entries(entries: Vec<StateEntry>) -> NodeState {
     entries
         .into_iter()
@@ -84,6 +93,8 @@ pub enum MemberEvent {
 struct Remote {
     last_seen: Instant,
     state: NodeState,
+    /// The node's state number this replica is at; `None` when unknown (ask for a full state).
+    seq: Option<u64>,
 }
 
 /// A user's arrival in (or departure from) a presence channel on `node`.
@@ -205,6 +216,7 @@ impl Cluster {
             .or_insert_with(|| Remote {
                 last_seen: now,
                 state: NodeState::new(),
+                seq: None,
             });
         remote.last_seen = now;
         remote
@@ -267,50 +279,25 @@ impl Cluster {
         }
     }
 
-    /// A full state from `node` (also its heartbeat). `is_local(app, channel, user)` says
-    /// whether this node holds the user. Returns the member events the change implies here.
+    /// A full state from `node` at its sequence number `seq` (`None`: read from its Redis key,
+    /// sequence unknown). `is_local(app, channel, user)` says whether this node holds the user.
+    /// Returns the member events the change implies here.
     pub fn replace(
         &mut self,
         node: &str,
         state: NodeState,
+        seq: Option<u64>,
         now: Instant,
         is_local: impl Fn(&str, &str, &str) -> bool,
     ) -> Vec<MemberEvent> {
         let old = self.nodes.remove(node).map(|r| r.state).unwrap_or_default();
         let mut events = Vec::new();
-        for ((app, channel), c) in &state {
-            for (user, info) in &c.members {
-                let had = old
-                    .get(&(app.clone(), channel.clone()))
-                    .is_some_and(|o| o.members.contains_key(user));
-                if !had
-                    && !is_local(app, channel, user)
-                    && !self.member_elsewhere(app, channel, user, None)
-                {
-                    events.push(MemberEvent::Added {
-                        app: app.clone(),
-                        channel: channel.clone(),
-                        user_id: user.clone(),
-                        info: info.clone(),
-                    });
-                }
-            }
+        for (key, c) in &state {
+            self.member_changes(key, old.get(key), Some(c), &is_local, &mut events);
         }
-        for ((app, channel), c) in &old {
-            for user in c.members.keys() {
-                let still = state
-                    .get(&(app.clone(), channel.clone()))
-                    .is_some_and(|n| n.members.contains_key(user));
-                if !still
-                    && !is_local(app, channel, user)
-                    && !self.member_elsewhere(app, channel, user, None)
-                {
-                    events.push(MemberEvent::Removed {
-                        app: app.clone(),
-                        channel: channel.clone(),
-                        user_id: user.clone(),
-                    });
-                }
+        for (key, c) in &old {
+            if !state.contains_key(key) {
+                self.member_changes(key, Some(c), None, &is_local, &mut events);
             }
         }
         self.nodes.insert(
@@ -318,9 +305,99 @@ impl Cluster {
             Remote {
                 last_seen: now,
                 state,
+                seq,
             },
         );
         events
+    }
+
+    /// The channels of `node` that changed since its state number `seq - 1`. `None` when this
+    /// replica is not at `seq - 1` (a message was lost, or the node is new here): ask the node
+    /// for its full state.
+    pub fn apply(
+        &mut self,
+        node: &str,
+        seq: u64,
+        changed: Vec<StateEntry>,
+        removed: Vec<ChannelRef>,
+        now: Instant,
+        is_local: impl Fn(&str, &str, &str) -> bool,
+    ) -> Option<Vec<MemberEvent>> {
+        let in_sync = self.heartbeat(node, seq.wrapping_sub(1), now);
+        let mut remote = self.nodes.remove(node)?;
+        if !in_sync {
+            remote.seq = None;
+            self.nodes.insert(node.to_string(), remote);
+            return None;
+        }
+        let mut events = Vec::new();
+        for e in changed {
+            let key = (e.app, e.channel);
+            self.member_changes(
+                &key,
+                remote.state.get(&key),
+                Some(&e.state),
+                &is_local,
+                &mut events,
+            );
+            remote.state.insert(key, e.state);
+        }
+        for r in removed {
+            let key = (r.app, r.channel);
+            if let Some(old) = remote.state.remove(&key) {
+                self.member_changes(&key, Some(&old), None, &is_local, &mut events);
+            }
+        }
+        remote.seq = Some(seq);
+        self.nodes.insert(node.to_string(), remote);
+        Some(events)
+    }
+
+    /// `node` is alive at state number `seq`. Whether this replica is at that number too.
+    pub fn heartbeat(&mut self, node: &str, seq: u64, now: Instant) -> bool {
+        match self.nodes.get_mut(node) {
+            Some(r) => {
+                r.last_seen = now;
+                r.seq == Some(seq)
+            }
+            None => false,
+        }
+    }
+
+    /// Member events for one channel of a node going from `old` to `new`, the node itself
+    /// being out of `self.nodes` meanwhile (so "elsewhere" means the other nodes).
+    fn member_changes(
+        &self,
+        (app, channel): &(String, String),
+        old: Option<&ChannelState>,
+        new: Option<&ChannelState>,
+        is_local: &impl Fn(&str, &str, &str) -> bool,
+        events: &mut Vec<MemberEvent>,
+    ) {
+        let news = |user: &str| {
+            !is_local(app, channel, user) && !self.member_elsewhere(app, channel, user, None)
+        };
+        let had = |user: &str| old.is_some_and(|o| o.members.contains_key(user));
+        let has = |user: &str| new.is_some_and(|n| n.members.contains_key(user));
+        for (user, info) in new.map(|n| &n.members).into_iter().flatten() {
+            if !had(user) && news(user) {
+                events.push(MemberEvent::Added {
+                    app: app.clone(),
+                    channel: channel.clone(),
+                    user_id: user.clone(),
+                    info: info.clone(),
+                });
+            }
+        }
+        for user in old.map(|o| o.members.keys()).into_iter().flatten() {
+            if !has(user) && news(user) {
+                events.push(MemberEvent::Removed {
+                    app: app.clone(),
+                    channel: channel.clone(),
+                    user_id: user.clone(),
+                });
+            }
+        }
     }
 
     /// Forgets nodes silent for longer than `timeout`; returns their names and the member
@@ -462,7 +539,7 @@ mod tests {
         };
         ch.members.insert("u".into(), None);
         state.insert(("a1".into(), "presence-x".into()), ch);
-        let events = c.replace("b", state, t0, none);
+        let events = c.replace("b", state, Some(1), t0, none);
         assert_eq!(events.len(), 1);
         assert_eq!(c.channel("a1", "presence-x").0, 2);
         assert_eq!(c.channels("a1"), vec!["presence-x"]);
@@ -490,9 +567,9 @@ mod tests {
             s.insert(("a".into(), "presence-y".into()), ch);
             s
         };
-        assert_eq!(c.replace("b", mk(&["1", "2"]), t, none).len(), 2);
-        assert!(c.replace("b", mk(&["1", "2"]), t, none).is_empty());
-        let ev = c.replace("b", mk(&["2", "3"]), t, none);
+        assert_eq!(c.replace("b", mk(&["1", "2"]), None, t, none).len(), 2);
+        assert!(c.replace("b", mk(&["1", "2"]), None, t, none).is_empty());
+        let ev = c.replace("b", mk(&["2", "3"]), None, t, none);
         assert_eq!(ev.len(), 2, "{ev:?}");
         let wire = to_entries(&mk(&["9"]));
         assert_eq!(
@@ -538,5 +615,80 @@ mod tests {
         let back: Vec<StateEntry> =
             serde_json::from_str(&serde_json::to_string(&wire).unwrap()).unwrap();
         assert_eq!(from_entries(back), c.nodes["b"].state);
+    }
+
+    #[test]
+    fn changes_apply_in_order_and_a_gap_asks_for_the_full_state() {
+        let t = Instant::now();
+        let mut c = Cluster::default();
+        let entry = |ch: &str, subscribers: usize, members: &[&str]| StateEntry {
+            app: "app".into(),
+            channel: ch.into(),
+            state: ChannelState {
+                subscribers,
+                members: members.iter().map(|m| (m.to_string(), None)).collect(),
+                ..Default::default()
+            },
+        };
+        // Unknown node: its changes cannot be applied, its heartbeat is not in step.
+        assert!(
+            c.apply("b", 1, vec![entry("x", 1, &[])], vec![], t, none)
+                .is_none()
+        );
+        assert!(!c.heartbeat("b", 1, t));
+        c.replace(
+            "b",
+            from_entries(vec![entry("x", 1, &[])]),
+            Some(5),
+            t,
+            none,
+        );
+        assert!(c.heartbeat("b", 5, t));
+        // In step: applied, with the member events they imply.
+        let ev = c
+            .apply(
+                "b",
+                6,
+                vec![entry("presence-p", 2, &["u1", "u2"])],
+                vec![],
+                t,
+                none,
+            )
+            .expect("in step");
+        assert_eq!(ev.len(), 2);
+        assert_eq!(c.channel("app", "presence-p").0, 2);
+        let ev = c
+            .apply(
+                "b",
+                7,
+                vec![entry("presence-p", 1, &["u2"])],
+                vec![ChannelRef {
+                    app: "app".into(),
+                    channel: "x".into(),
+                }],
+                t,
+                none,
+            )
+            .expect("in step");
+        assert!(matches!(&ev[..], [MemberEvent::Removed { user_id, .. }] if user_id == "u1"));
+        assert_eq!(c.channel("app", "x").0, 0);
+        assert_eq!(c.channels("app"), vec!["presence-p".to_string()]);
+        // A lost message: the next change is refused, and so is everything until a full state.
+        assert!(
+            c.apply("b", 9, vec![entry("y", 1, &[])], vec![], t, none)
+                .is_none()
+        );
+        assert!(c.apply("b", 10, vec![], vec![], t, none).is_none());
+        assert!(!c.heartbeat("b", 10, t));
+        assert_eq!(c.channel("app", "y").0, 0, "nothing applied out of order");
+        c.replace(
+            "b",
+            from_entries(vec![entry("y", 1, &[])]),
+            Some(11),
+            t,
+            none,
+        );
+        assert!(c.apply("b", 12, vec![], vec![], t, none).is_some());
+        assert!(c.knows("b"));
     }
 }

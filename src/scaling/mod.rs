@@ -19,21 +19,13 @@ use redis::{LinkEvent, RedisLink};
 use resp::Reply;
 
 /// Reply tags of the heartbeat-key commands. Writes are fire-and-forget; `SMEMBERS` lists the
-/// nodes at start-up; each `GET` of a node's key gets a tag of its own from `FIRST_GET` up.
+/// nodes at start-up; each `HGETALL` of a node's key gets a tag of its own from `FIRST_READ` up.
 const TAG_WRITE: u64 = 0;
 const TAG_MEMBERS: u64 = 1;
-const FIRST_GET: u64 = 2;
+const FIRST_READ: u64 = 2;
 
-/// What a node keeps under `{prefix}:node:{id}`, refreshed with every state it sends and
-/// expiring `node_timeout_secs` after the last: a node that starts while another is
-/// unresponsive still learns what that one holds, and operators can read the cluster with
-/// `redis-cli`.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct HeartbeatKey {
-    /// Writer's wall clock (ms): how old the key is when read.
-    pub at_ms: u64,
-    pub channels: Vec<cluster::StateEntry>,
-}
+/// The field of a node's heartbeat hash that holds when it was last written (wall-clock ms).
+const AT_FIELD: &[u8] = b"_at";
 
 /// A node's state read from its heartbeat key.
 pub struct StoredNode {
@@ -77,10 +69,28 @@ pub enum Body {
         info: Option<serde_json::Value>,
         joined: bool,
     },
-    /// The origin's whole channel state; also its heartbeat.
-    State { channels: Vec<cluster::StateEntry> },
-    /// "Send me your state": a node that just (re)connected.
-    Sync,
+    /// The origin's whole channel state, as of its state number `seq`.
+    State {
+        channels: Vec<cluster::StateEntry>,
+        #[serde(default)]
+        seq: u64,
+    },
+    /// The origin's channels that changed since state number `seq - 1`.
+    Delta {
+        seq: u64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        changed: Vec<cluster::StateEntry>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removed: Vec<cluster::ChannelRef>,
+    },
+    /// "Still here, at state number `seq`", every [`cluster::STATE_EVERY`] without changes.
+    Heartbeat { seq: u64 },
+    /// "Send your full state": to every node (`to` empty: a node that just (re)connected) or
+    /// to one whose changes this node cannot apply (it missed one).
+    Sync {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+    },
     /// A channel got its first subscriber on the origin (at `occupied_at`), or lost its last
     /// one (at `vacated_at`); times are the origin's wall clock in ms. Sent at once so the
     /// nodes agree on who fires `channel_occupied` and `channel_vacated`.
@@ -103,9 +113,12 @@ pub struct Scaling {
     pub started_at: Instant,
     /// The other nodes' channels and members.
     pub cluster: cluster::Cluster,
-    pub last_state_sent: Instant,
-    /// Local channels changed since the last state was sent: send it at the next tick.
-    pub state_dirty: bool,
+    /// When this node last sent its state, changes or a heartbeat.
+    pub last_sent: Instant,
+    /// This node's state number: +1 for every full state or set of changes sent.
+    pub seq: u64,
+    /// Local channels changed since the last send, (app index, channel): sent at the next tick.
+    pub changed: std::collections::HashSet<(usize, Box<str>)>,
     pub node_timeout: std::time::Duration,
     /// `{prefix}:nodes` (a set of node ids) and `{prefix}:node:` (each node's key prefix).
     nodes_key: Vec<u8>,
@@ -146,39 +159,75 @@ impl Scaling {
             published: 0,
             started_at: Instant::now(),
             cluster: cluster::Cluster::default(),
-            last_state_sent: Instant::now() - cluster::STATE_EVERY,
-            state_dirty: false,
+            last_sent: Instant::now() - cluster::STATE_EVERY,
+            seq: 0,
+            changed: Default::default(),
             node_timeout: std::time::Duration::from_secs(cfg.node_timeout_secs),
             nodes_key: format!("{}:nodes", cfg.prefix).into_bytes(),
             node_key_prefix: format!("{}:node:", cfg.prefix),
             reading: Default::default(),
-            next_tag: FIRST_GET,
+            next_tag: FIRST_READ,
             stored: Vec::new(),
             leaving: false,
         })
     }
 
-    /// Refreshes this node's heartbeat key with the state just sent to the others.
-    pub fn store_state(&mut self, channels: Vec<cluster::StateEntry>) {
+    /// This node's heartbeat key: a hash of its channels (field `["app","channel"]`, value the
+    /// channel's JSON state) plus `_at`, expiring `node_timeout_secs` after the last write.
+    /// A node that starts while another is unresponsive still learns what that one holds, and
+    /// `redis-cli HGETALL` shows it. `full` rewrites the hash; otherwise only `changed` and
+    /// `removed` channels are written (nothing but `_at` and the expiry for a heartbeat).
+    pub fn store(
+        &mut self,
+        full: bool,
+        changed: &[cluster::StateEntry],
+        removed: &[cluster::ChannelRef],
+    ) {
         if self.leaving {
             return;
         }
-        let key = HeartbeatKey {
-            at_ms: crate::console::unix_ms(),
-            channels,
-        };
-        let Ok(value) = serde_json::to_vec(&key) else {
-            return;
-        };
+        let name = format!("{}{}", self.node_key_prefix, self.node_id).into_bytes();
+        if full {
+            self.link.command(TAG_WRITE, &[b"DEL", &name]);
+        }
+        let at = crate::console::unix_ms().to_string();
+        let mut hset: Vec<Vec<u8>> = vec![
+            b"HSET".to_vec(),
+            name.clone(),
+            AT_FIELD.to_vec(),
+            at.into_bytes(),
+        ];
+        for e in changed {
+            if let (Ok(field), Ok(value)) = (
+                serde_json::to_vec(&(&e.app, &e.channel)),
+                serde_json::to_vec(&e.state),
+            ) {
+                hset.push(field);
+                hset.push(value);
+            }
+        }
+        self.command(&hset);
+        if !removed.is_empty() {
+            let mut hdel: Vec<Vec<u8>> = vec![b"HDEL".to_vec(), name.clone()];
+            hdel.extend(
+                removed
+                    .iter()
+                    .filter_map(|r| serde_json::to_vec(&(&r.app, &r.channel)).ok()),
+            );
+            self.command(&hdel);
+        }
         let ttl = self.node_timeout.as_millis().max(1).to_string();
-        let name = format!("{}{}", self.node_key_prefix, self.node_id);
-        self.link.command(
-            TAG_WRITE,
-            &[b"SET", name.as_bytes(), &value, b"PX", ttl.as_bytes()],
-        );
+        self.link
+            .command(TAG_WRITE, &[b"PEXPIRE", &name, ttl.as_bytes()]);
+        // Idempotent, and puts the id back if Redis restarted empty.
         let nodes_key = self.nodes_key.clone();
         self.link
             .command(TAG_WRITE, &[b"SADD", &nodes_key, self.node_id.as_bytes()]);
+    }
+
+    fn command(&mut self, args: &[Vec<u8>]) {
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        self.link.command(TAG_WRITE, &args);
     }
 
     /// Shutting down: remove this node's heartbeat key, so a node starting meanwhile does not
@@ -217,28 +266,16 @@ impl Scaling {
                     let tag = self.next_tag;
                     self.next_tag += 1;
                     let name = format!("{}{id}", self.node_key_prefix);
-                    self.link.command(tag, &[b"GET", name.as_bytes()]);
+                    self.link.command(tag, &[b"HGETALL", name.as_bytes()]);
                     self.reading.insert(tag, id);
                 }
                 None
             }
-            (tag, reply) if tag >= FIRST_GET => {
+            (tag, reply) if tag >= FIRST_READ => {
                 let node = self.reading.remove(&tag)?;
                 match reply {
-                    Reply::Bulk(value) => match serde_json::from_slice::<HeartbeatKey>(&value) {
-                        Ok(key) => Some(StoredNode {
-                            node,
-                            age: std::time::Duration::from_millis(
-                                crate::console::unix_ms().saturating_sub(key.at_ms),
-                            ),
-                            state: cluster::from_entries(key.channels),
-                        }),
-                        Err(e) => {
-                            log::warn!("ignored node {node}'s heartbeat key: {e}");
-                            None
-                        }
-                    },
-                    Reply::Nil => {
+                    Reply::Array(fields) if !fields.is_empty() => read_heartbeat(node, fields),
+                    Reply::Array(_) => {
                         // Expired: the node is gone; tidy the set.
                         let nodes_key = self.nodes_key.clone();
                         self.link
@@ -250,6 +287,12 @@ impl Scaling {
             }
             _ => None,
         }
+    }
+
+    /// A local channel changed (subscribers, members, or vacated): the other nodes hear of it
+    /// at the next tick.
+    pub fn channel_changed(&mut self, app: usize, channel: &str) {
+        self.changed.insert((app, channel.into()));
     }
 
     pub fn start(&mut self, registry: &mio::Registry) {
@@ -301,6 +344,40 @@ impl Scaling {
         }
         (out, came_up)
     }
+}
+
+/// A node's state from the `HGETALL` of its heartbeat key; fields that do not parse are
+/// skipped with a warning.
+fn read_heartbeat(node: String, fields: Vec<Reply>) -> Option<StoredNode> {
+    let mut at_ms = None;
+    let mut state = cluster::NodeState::new();
+    let mut pairs = fields.into_iter();
+    while let (Some(Reply::Bulk(field)), Some(Reply::Bulk(value))) = (pairs.next(), pairs.next()) {
+        if field == AT_FIELD {
+            at_ms = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+            continue;
+        }
+        match (
+            serde_json::from_slice::<(String, String)>(&field),
+            serde_json::from_slice::<cluster::ChannelState>(&value),
+        ) {
+            (Ok(key), Ok(channel)) => {
+                state.insert(key, channel);
+            }
+            _ => log::warn!("ignored a malformed field in node {node}'s heartbeat key"),
+        }
+    }
+    let Some(at_ms) = at_ms else {
+        log::warn!("ignored node {node}'s heartbeat key: no _at field");
+        return None;
+    };
+    Some(StoredNode {
+        node,
+        age: std::time::Duration::from_millis(crate::console::unix_ms().saturating_sub(at_ms)),
+        state,
+    })
 }
 
 fn generate_node_id() -> String {
