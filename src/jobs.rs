@@ -399,9 +399,16 @@ impl Server {
             conn.user = Some(user.clone().into());
         }
         self.upgrade(key, mode, accept, None, &rest);
-        if self.conns.get(key).is_some_and(|c| c.phase == Phase::Open)
-            && self.cfg.user_fifo != "off"
-        {
+        let Some(app) = self
+            .conns
+            .get(key)
+            .filter(|c| c.phase == Phase::Open)
+            .map(|c| c.app())
+        else {
+            return;
+        };
+        self.user_attached(app, &user);
+        if self.cfg.user_fifo != "off" {
             self.add_user_fifo(&user, key);
         }
     }

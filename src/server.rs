@@ -157,6 +157,8 @@ pub struct Server {
     pub(crate) publish_stamp: u32,
     /// Open sessions per client address, kept only when `max_connections_per_ip` is set.
     pub(crate) per_ip: HashMap<std::net::IpAddr, u32>,
+    /// Open connections per (app, user id): validated users and Pusher sign-ins.
+    pub(crate) user_conns: HashMap<(usize, Box<str>), u32>,
     /// The listener kept across a SIGUSR2 restart.
     pub(crate) restart_listener: Option<TcpListener>,
     /// Set when serving `wss://`; replaced on SIGHUP.
@@ -256,6 +258,7 @@ impl Server {
             last_tick_second: 0,
             publish_stamp: 0,
             per_ip: HashMap::new(),
+            user_conns: HashMap::new(),
             restart_listener: None,
             tls,
             trusted_proxies: crate::proxy::parse_list(&cfg.trusted_proxies).unwrap_or_default(),
@@ -822,6 +825,28 @@ impl Server {
         }
     }
 
+    /// A connection of `user` opened (validated, or signed in with Pusher).
+    pub(crate) fn user_attached(&mut self, app: usize, user: &str) {
+        *self.user_conns.entry((app, user.into())).or_default() += 1;
+        if let Some(scaling) = self.scaling.as_mut() {
+            scaling.user_changed(app, user);
+        }
+    }
+
+    /// A connection of `user` closed (or signed in as someone else).
+    pub(crate) fn user_detached(&mut self, app: usize, user: &str) {
+        let key = (app, Box::<str>::from(user));
+        if let Some(n) = self.user_conns.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.user_conns.remove(&key);
+            }
+        }
+        if let Some(scaling) = self.scaling.as_mut() {
+            scaling.user_changed(app, user);
+        }
+    }
+
     /// Sends one text message to one connection (replies are not subject to the queue limit:
     /// they answer something the client just sent).
     pub(crate) fn reply(&mut self, key: usize, text: &str) {
@@ -1148,8 +1173,12 @@ impl Server {
                 }
             }
             if let Some(p) = &conn.pusher {
-                let app = self.apps.get_mut(p.app as usize);
-                app.connections = app.connections.saturating_sub(1);
+                let (app, user) = (p.app as usize, p.user_id.clone());
+                let counts = self.apps.get_mut(app);
+                counts.connections = counts.connections.saturating_sub(1);
+                if let Some(user) = user {
+                    self.user_detached(app, &user);
+                }
             }
         }
         let Some(conn) = self.conns.get_mut(key) else {
@@ -1158,6 +1187,8 @@ impl Server {
         if conn.phase == Phase::Open
             && let Some(user) = conn.user.take()
         {
+            let app = conn.app();
+            self.user_detached(app, &user);
             self.drop_user_conn(&user, key);
         }
         let Some(conn) = self.conns.get_mut(key) else {

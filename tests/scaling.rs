@@ -455,6 +455,37 @@ fn heartbeat_keys_in_redis_expire_and_teach_new_nodes() {
         .unwrap();
     assert!((1..=4000).contains(&pttl), "PTTL {pttl}");
     assert_eq!(redis.cli(&["SMEMBERS", "ferrocast:nodes"]), "node-a");
+    // Signed-in users' connection counts are there too, for operators.
+    let alice = r#"["user","app-id","alice"]"#;
+    let mut signed_in = Vec::new();
+    for _ in 0..2 {
+        let (mut c, sid) = pusher(&a);
+        let user_data = r#"{"id":"alice"}"#;
+        let sig = auth::user_auth("app-key", "app-secret", &sid, user_data);
+        c.send_json(
+            &serde_json::json!({"event":"pusher:signin","data":{"auth":sig,"user_data":user_data}}),
+        );
+        assert_eq!(c.recv_json(T)["event"], "pusher:signin_success");
+        signed_in.push(c);
+    }
+    let alice_count = || redis.cli(&["HGET", "ferrocast:node:node-a", alice]);
+    assert!(
+        wait_until(T, || alice_count() == "2"),
+        "{:?}",
+        alice_count()
+    );
+    signed_in.pop().unwrap().close();
+    assert!(
+        wait_until(T, || alice_count() == "1"),
+        "{:?}",
+        alice_count()
+    );
+    signed_in.pop().unwrap().close();
+    assert!(
+        wait_until(T, || alice_count().is_empty()),
+        "{:?}",
+        alice_count()
+    );
 
     // A frozen node answers no Sync; a node starting meanwhile learns its state from the key.
     a.signal(nix::sys::signal::Signal::SIGSTOP);

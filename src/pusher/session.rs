@@ -324,10 +324,16 @@ impl Server {
                 });
         match (valid, user_id) {
             (true, Some(user_id)) => {
-                if let Some(p) = self.conns.get_mut(key).and_then(|c| c.pusher.as_mut()) {
-                    p.user_id = Some(user_id.into());
-                    p.signin_deadline = None;
+                let Some(p) = self.conns.get_mut(key).and_then(|c| c.pusher.as_mut()) else {
+                    return;
+                };
+                let before = p.user_id.replace(user_id.as_str().into());
+                p.signin_deadline = None;
+                let app = p.app as usize;
+                if let Some(before) = before {
+                    self.user_detached(app, &before);
                 }
+                self.user_attached(app, &user_id);
                 self.reply(key, &pp::signin_success(user_data));
             }
             (valid, _) => {

@@ -192,10 +192,16 @@ impl Server {
     /// heartbeat key.
     fn send_state(&mut self) {
         let entries = cluster::to_entries(&self.local_state());
+        let users: Vec<(String, String, u32)> = self
+            .user_conns
+            .iter()
+            .map(|((app, user), n)| (self.apps.get(*app).cfg.id.clone(), user.to_string(), *n))
+            .collect();
         if let Some(scaling) = self.scaling.as_mut() {
             scaling.seq += 1;
             scaling.changed.clear();
-            scaling.store(true, &entries, &[]);
+            scaling.changed_users.clear();
+            scaling.store(true, &entries, &[], &users);
             let seq = scaling.seq;
             scaling.send(
                 None,
@@ -213,8 +219,22 @@ impl Server {
         let Some(scaling) = self.scaling.as_mut() else {
             return;
         };
+        let users: Vec<(String, String, u32)> = std::mem::take(&mut scaling.changed_users)
+            .into_iter()
+            .map(|(app, user)| {
+                let n = self
+                    .user_conns
+                    .get(&(app, user.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                (self.apps.get(app).cfg.id.clone(), user.into(), n)
+            })
+            .collect();
+        let Some(scaling) = self.scaling.as_mut() else {
+            return;
+        };
         if scaling.changed.is_empty() {
-            scaling.store(false, &[], &[]);
+            scaling.store(false, &[], &[], &users);
             let seq = scaling.seq;
             scaling.send(None, Body::Heartbeat { seq });
             scaling.last_sent = Instant::now();
@@ -240,7 +260,7 @@ impl Server {
             return;
         };
         scaling.seq += 1;
-        scaling.store(false, &changed, &removed);
+        scaling.store(false, &changed, &removed, &users);
         let seq = scaling.seq;
         scaling.send(
             None,
@@ -319,7 +339,9 @@ impl Server {
         let Some(scaling) = self.scaling.as_ref() else {
             return;
         };
-        if (!scaling.changed.is_empty() || scaling.last_sent.elapsed() >= cluster::STATE_EVERY)
+        if (!scaling.changed.is_empty()
+            || !scaling.changed_users.is_empty()
+            || scaling.last_sent.elapsed() >= cluster::STATE_EVERY)
             && scaling.link.is_up()
         {
             self.send_changes();

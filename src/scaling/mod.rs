@@ -119,6 +119,8 @@ pub struct Scaling {
     pub seq: u64,
     /// Local channels changed since the last send, (app index, channel): sent at the next tick.
     pub changed: std::collections::HashSet<(usize, Box<str>)>,
+    /// Users whose connection count here changed since the last send (for the Redis key).
+    pub changed_users: std::collections::HashSet<(usize, Box<str>)>,
     pub node_timeout: std::time::Duration,
     /// `{prefix}:nodes` (a set of node ids) and `{prefix}:node:` (each node's key prefix).
     nodes_key: Vec<u8>,
@@ -162,6 +164,7 @@ impl Scaling {
             last_sent: Instant::now() - cluster::STATE_EVERY,
             seq: 0,
             changed: Default::default(),
+            changed_users: Default::default(),
             node_timeout: std::time::Duration::from_secs(cfg.node_timeout_secs),
             nodes_key: format!("{}:nodes", cfg.prefix).into_bytes(),
             node_key_prefix: format!("{}:node:", cfg.prefix),
@@ -173,15 +176,17 @@ impl Scaling {
     }
 
     /// This node's heartbeat key: a hash of its channels (field `["app","channel"]`, value the
-    /// channel's JSON state) plus `_at`, expiring `node_timeout_secs` after the last write.
-    /// A node that starts while another is unresponsive still learns what that one holds, and
-    /// `redis-cli HGETALL` shows it. `full` rewrites the hash; otherwise only `changed` and
-    /// `removed` channels are written (nothing but `_at` and the expiry for a heartbeat).
+    /// channel's JSON state), its users' connection counts (field `["user","app","id"]`), and
+    /// `_at`, expiring `node_timeout_secs` after the last write. A node that starts while
+    /// another is unresponsive still learns what that one holds, and `redis-cli HGETALL` shows
+    /// it. `full` rewrites the hash; otherwise only what changed is written (nothing but `_at`
+    /// and the expiry for a heartbeat). A user count of 0 removes the user.
     pub fn store(
         &mut self,
         full: bool,
         changed: &[cluster::StateEntry],
         removed: &[cluster::ChannelRef],
+        users: &[(String, String, u32)],
     ) {
         if self.leaving {
             return;
@@ -206,14 +211,25 @@ impl Scaling {
                 hset.push(value);
             }
         }
+        let mut hdel: Vec<Vec<u8>> = vec![b"HDEL".to_vec(), name.clone()];
+        hdel.extend(
+            removed
+                .iter()
+                .filter_map(|r| serde_json::to_vec(&(&r.app, &r.channel)).ok()),
+        );
+        for (app, user, count) in users {
+            let Ok(field) = serde_json::to_vec(&("user", app, user)) else {
+                continue;
+            };
+            if *count == 0 {
+                hdel.push(field);
+            } else {
+                hset.push(field);
+                hset.push(count.to_string().into_bytes());
+            }
+        }
         self.command(&hset);
-        if !removed.is_empty() {
-            let mut hdel: Vec<Vec<u8>> = vec![b"HDEL".to_vec(), name.clone()];
-            hdel.extend(
-                removed
-                    .iter()
-                    .filter_map(|r| serde_json::to_vec(&(&r.app, &r.channel)).ok()),
-            );
+        if hdel.len() > 2 {
             self.command(&hdel);
         }
         let ttl = self.node_timeout.as_millis().max(1).to_string();
@@ -295,6 +311,11 @@ impl Scaling {
         self.changed.insert((app, channel.into()));
     }
 
+    /// A user's connection count here changed.
+    pub fn user_changed(&mut self, app: usize, user: &str) {
+        self.changed_users.insert((app, user.into()));
+    }
+
     pub fn start(&mut self, registry: &mio::Registry) {
         self.link.subscribe(&self.channel.clone());
         self.link.start(registry, Instant::now());
@@ -358,6 +379,9 @@ fn read_heartbeat(node: String, fields: Vec<Reply>) -> Option<StoredNode> {
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok());
             continue;
+        }
+        if serde_json::from_slice::<(String, String, String)>(&field).is_ok() {
+            continue; // a user's connection count: for operators, not replicated
         }
         match (
             serde_json::from_slice::<(String, String)>(&field),
