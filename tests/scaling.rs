@@ -245,6 +245,18 @@ fn node_with(redis: &Redis, extra: &[&str]) -> Server {
     s
 }
 
+/// A Pusher connection signed in as `user`.
+fn signed_in_as(node: &Server, user: &str) -> Client {
+    let (mut c, sid) = pusher(node);
+    let user_data = serde_json::json!({ "id": user }).to_string();
+    let sig = auth::user_auth("app-key", "app-secret", &sid, &user_data);
+    c.send_json(
+        &serde_json::json!({"event":"pusher:signin","data":{"auth":sig,"user_data":user_data}}),
+    );
+    assert_eq!(c.recv_json(T)["event"], "pusher:signin_success");
+    c
+}
+
 fn pusher(node: &Server) -> (Client, String) {
     let mut c = node.ws("/app/app-key?protocol=7");
     let first = c.recv_json(T);
@@ -457,17 +469,7 @@ fn heartbeat_keys_in_redis_expire_and_teach_new_nodes() {
     assert_eq!(redis.cli(&["SMEMBERS", "ferrocast:nodes"]), "node-a");
     // Signed-in users' connection counts are there too, for operators.
     let alice = r#"["user","app-id","alice"]"#;
-    let mut signed_in = Vec::new();
-    for _ in 0..2 {
-        let (mut c, sid) = pusher(&a);
-        let user_data = r#"{"id":"alice"}"#;
-        let sig = auth::user_auth("app-key", "app-secret", &sid, user_data);
-        c.send_json(
-            &serde_json::json!({"event":"pusher:signin","data":{"auth":sig,"user_data":user_data}}),
-        );
-        assert_eq!(c.recv_json(T)["event"], "pusher:signin_success");
-        signed_in.push(c);
-    }
+    let mut signed_in = vec![signed_in_as(&a, "alice"), signed_in_as(&a, "alice")];
     let alice_count = || redis.cli(&["HGET", "ferrocast:node:node-a", alice]);
     assert!(
         wait_until(T, || alice_count() == "2"),
@@ -569,17 +571,7 @@ fn a_missed_change_is_repaired_by_a_full_state() {
 fn terminate_connections_reaches_every_node() {
     let redis = Redis::start();
     let (a, b) = (node(&redis), node(&redis));
-    let mut victims = Vec::new();
-    for n in [&a, &b] {
-        let (mut c, sid) = pusher(n);
-        let user_data = r#"{"id":"mallory"}"#;
-        let sig = auth::user_auth("app-key", "app-secret", &sid, user_data);
-        c.send_json(
-            &serde_json::json!({"event":"pusher:signin","data":{"auth":sig,"user_data":user_data}}),
-        );
-        assert_eq!(c.recv_json(T)["event"], "pusher:signin_success");
-        victims.push(c);
-    }
+    let mut victims = vec![signed_in_as(&a, "mallory"), signed_in_as(&b, "mallory")];
     let (mut bystander, _) = pusher(&b);
     let req = "POST /apps/app-id/users/mallory/terminate_connections HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer app-secret\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     let mut s = TcpStream::connect(a.addr()).unwrap();
