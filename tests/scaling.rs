@@ -571,7 +571,7 @@ fn a_missed_change_is_repaired_by_a_full_state() {
 fn terminate_connections_reaches_every_node() {
     let redis = Redis::start();
     let (a, b) = (node(&redis), node(&redis));
-    let mut victims = vec![signed_in_as(&a, "mallory"), signed_in_as(&b, "mallory")];
+    let mut victims = [signed_in_as(&a, "mallory"), signed_in_as(&b, "mallory")];
     let (mut bystander, _) = pusher(&b);
     let req = "POST /apps/app-id/users/mallory/terminate_connections HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer app-secret\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     let mut s = TcpStream::connect(a.addr()).unwrap();
