@@ -147,8 +147,9 @@ pub struct Webhooks {
     last_scan: Option<Instant>,
     /// Records dropped since the server last looked (the other nodes should forget them).
     pub forgotten: Vec<(usize, String)>,
-    /// Channels occupied here awaiting the cluster's word: (app, channel, at ms, due).
-    occupying: Vec<(usize, String, u64, Instant)>,
+    /// Channels occupied here awaiting the cluster's word: (app, channel, at ms, due), in due
+    /// order (the window is the same for all).
+    occupying: VecDeque<(usize, String, u64, Instant)>,
     pub sent: u64,
     pub failed_attempts: u64,
     pub dropped: u64,
@@ -224,19 +225,17 @@ impl Webhooks {
     /// occupied it first: the decision waits `window`, for the other nodes' word to arrive.
     pub fn occupy_later(&mut self, app: usize, channel: &str, at_ms: u64, window: Duration) {
         self.occupying
-            .push((app, channel.to_string(), at_ms, Instant::now() + window));
+            .push_back((app, channel.to_string(), at_ms, Instant::now() + window));
     }
 
     /// Occupations whose decision window is over: (app, channel, occupied at).
     pub fn due_occupied(&mut self, now: Instant) -> Vec<(usize, String, u64)> {
         let mut out = Vec::new();
-        self.occupying.retain(|(app, channel, at_ms, due)| {
-            if *due > now {
-                return true;
+        while self.occupying.front().is_some_and(|o| o.3 <= now) {
+            if let Some((app, channel, at_ms, _)) = self.occupying.pop_front() {
+                out.push((app, channel, at_ms));
             }
-            out.push((*app, channel.clone(), *at_ms));
-            false
-        });
+        }
         out
     }
 

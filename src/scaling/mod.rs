@@ -122,9 +122,11 @@ pub struct Scaling {
     /// Users whose connection count here changed since the last send (for the Redis key).
     pub changed_users: std::collections::HashSet<(usize, Box<str>)>,
     pub node_timeout: std::time::Duration,
-    /// `{prefix}:nodes` (a set of node ids) and `{prefix}:node:` (each node's key prefix).
+    /// `{prefix}:nodes` (a set of node ids), `{prefix}:node:` (each node's key prefix) and
+    /// this node's own key.
     nodes_key: Vec<u8>,
     node_key_prefix: String,
+    own_key: Vec<u8>,
     /// Heartbeat keys being read: reply tag → node id.
     reading: std::collections::HashMap<u64, String>,
     next_tag: u64,
@@ -153,6 +155,7 @@ impl Scaling {
             "scaling through Redis at {} as node {node_id}",
             link.url().redacted()
         );
+        let own_key = format!("{}:node:{node_id}", cfg.prefix).into_bytes();
         Ok(Scaling {
             link,
             node_id,
@@ -168,6 +171,7 @@ impl Scaling {
             node_timeout: std::time::Duration::from_secs(cfg.node_timeout_secs),
             nodes_key: format!("{}:nodes", cfg.prefix).into_bytes(),
             node_key_prefix: format!("{}:node:", cfg.prefix),
+            own_key,
             reading: Default::default(),
             next_tag: FIRST_READ,
             stored: Vec::new(),
@@ -191,7 +195,7 @@ impl Scaling {
         if self.leaving {
             return;
         }
-        let name = format!("{}{}", self.node_key_prefix, self.node_id).into_bytes();
+        let name = self.own_key.clone();
         if full {
             self.link.command(TAG_WRITE, &[b"DEL", &name]);
         }
@@ -250,8 +254,8 @@ impl Scaling {
     /// take this one's last state for live.
     pub fn leave_cluster(&mut self) {
         self.leaving = true;
-        let name = format!("{}{}", self.node_key_prefix, self.node_id);
-        self.link.command(TAG_WRITE, &[b"DEL", name.as_bytes()]);
+        let name = self.own_key.clone();
+        self.link.command(TAG_WRITE, &[b"DEL", &name]);
         let nodes_key = self.nodes_key.clone();
         self.link
             .command(TAG_WRITE, &[b"SREM", &nodes_key, self.node_id.as_bytes()]);
