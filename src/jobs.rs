@@ -625,25 +625,24 @@ pub const MAX_USER_ID: usize = 256;
 /// on exit 0. `forbidden` on the first line refuses with 403 whatever the exit status
 /// (`echo "forbidden"; exit;` exits 0 in PHP: the word decides, not the status).
 pub fn validation_verdict(outcome: &Outcome, timeout_secs: u64) -> Result<String, Refusal> {
-    let first_line = |stdout: &[u8]| {
-        String::from_utf8_lossy(stdout)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string()
-    };
-    let forbidden = matches!(outcome, Outcome::Exited { stdout, .. } | Outcome::Signaled { stdout, .. }
-        if first_line(stdout) == "forbidden");
-    if let Outcome::Exited {
-        code: 0, stdout, ..
-    } = outcome
-        && !forbidden
-    {
-        let first = first_line(stdout);
-        if !first.is_empty() && first.len() <= MAX_USER_ID {
-            return Ok(first);
+    let first = match outcome {
+        Outcome::Exited { stdout, .. } | Outcome::Signaled { stdout, .. } => {
+            String::from_utf8_lossy(stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
         }
+        Outcome::TimedOut | Outcome::SpawnFailed(_) => String::new(),
+    };
+    let forbidden = first == "forbidden";
+    if matches!(outcome, Outcome::Exited { code: 0, .. })
+        && !forbidden
+        && !first.is_empty()
+        && first.len() <= MAX_USER_ID
+    {
+        return Ok(first);
     }
     let why = match outcome {
         _ if forbidden => "the handler said forbidden".to_string(),
