@@ -156,6 +156,13 @@ fn zombies() -> Vec<i32> {
     found
 }
 
+/// The parent pid of `pid`, from `/proc/PID/stat` (comm may hold spaces and parens).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -411,6 +418,8 @@ fn kill_all_leaves_nothing(s: Strategy) {
         l.submit(job(&["sleep", "30"])).expect("accepted");
     }
     // After fork (unlike posix_spawn) the child may not have exec'd yet: wait for three sleeps.
+    // Only our own children count: another program on the machine may be sleeping too.
+    let me = std::process::id() as i32;
     let start = Instant::now();
     while pids.len() < 3 && start.elapsed() < Duration::from_secs(2) {
         pids.clear();
@@ -421,6 +430,7 @@ fn kill_all_leaves_nothing(s: Strategy) {
                     .file_name()
                     .to_str()
                     .and_then(|p| p.parse::<i32>().ok())
+                && parent_of(pid) == Some(me)
             {
                 pids.push(pid);
             }
