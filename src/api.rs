@@ -51,6 +51,10 @@ impl Server {
         // One pass per complete request: a keep-alive connection may have several queued
         // (pipelined) in one read.
         loop {
+            // Pipelined requests wait while earlier answers are not taken.
+            if self.pause_if_over(key) {
+                return;
+            }
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
@@ -67,22 +71,7 @@ impl Server {
                     &[],
                     &http::error_body("malformed HTTP request"),
                 )),
-                Ok(Some(req)) => {
-                    let request_len = req.head_len + req.content_length().unwrap_or(0);
-                    match self.route(key, &req, &inbuf) {
-                        Decision::Respond(mut bytes)
-                            if req.keep_alive()
-                                && !http::wants_upgrade(&req)
-                                && req.header("transfer-encoding").is_none()
-                                && request_len <= req.head_len + self.cfg.max_body_bytes
-                                && inbuf.len() >= request_len =>
-                        {
-                            http::keep_connection_open(&mut bytes);
-                            Decision::RespondKeepAlive(bytes, request_len)
-                        }
-                        other => other,
-                    }
-                }
+                Ok(Some(req)) => self.route(key, &req, &inbuf),
             };
             match decision {
                 Decision::NeedBody => {
@@ -132,14 +121,26 @@ impl Server {
                     }
                 }
                 Decision::RespondKeepAlive(bytes, consumed) => {
+                    let limit = self.cfg.outbound_queue_bytes;
                     let Some(conn) = self.conns.get_mut(key) else {
                         return;
                     };
-                    conn.push(bytes.into());
+                    if !conn.enqueue(&bytes.into(), limit) {
+                        self.stats.slow_consumers += 1;
+                        warn!(
+                            "closing connection {key} from {}: its HTTP answers are not read (over outbound_queue_bytes)",
+                            conn.peer
+                        );
+                        return self.close_now(key, "slow consumer");
+                    }
                     // The next request gets a fresh handshake_timeout_secs; an idle keep-alive
                     // connection is closed when it passes.
                     let due = self.now + self.cfg.handshake_timeout_secs as u32;
-                    conn.timer_due = self.timers.schedule(key, conn.id, due);
+                    // One timer entry per connection and second, however many requests it
+                    // pipelines: entries are never cancelled, so each one costs until it fires.
+                    if conn.timer_due != due {
+                        conn.timer_due = self.timers.schedule(key, conn.id, due);
+                    }
                     conn.inbuf = inbuf[consumed..].to_vec();
                     let more = !conn.inbuf.is_empty();
                     self.mark_dirty(key);
@@ -177,29 +178,37 @@ impl Server {
             return self.route_upgrade(key, req, rel);
         }
         // Plain HTTP: wait for the whole body first.
-        if req.header("transfer-encoding").is_some() {
-            return Decision::Respond(http::response(
-                411,
-                &[],
-                &http::error_body("send the body with Content-Length"),
-            ));
-        }
-        let body_len = req.content_length().unwrap_or(0);
-        if body_len > self.cfg.max_body_bytes {
-            return Decision::Respond(http::response(
-                413,
-                &[],
-                &http::error_body(&format!(
-                    "body over max_body_bytes ({})",
-                    self.cfg.max_body_bytes
-                )),
-            ));
-        }
-        if buf.len() < req.head_len + body_len {
-            return Decision::NeedBody;
-        }
-        let body = &buf[req.head_len..req.head_len + body_len];
+        let end = match http::framing(req, buf.len(), self.cfg.max_body_bytes) {
+            http::Framing::Complete { end } => end,
+            http::Framing::NeedBody => return Decision::NeedBody,
+            http::Framing::Refuse(status, why) => {
+                info!(
+                    "connection {key}: {} {}: {why} ({status})",
+                    req.method,
+                    req.path()
+                );
+                let why = match status {
+                    413 => format!("{why} ({})", self.cfg.max_body_bytes),
+                    _ => why.to_string(),
+                };
+                return Decision::Respond(http::response(status, &[], &http::error_body(&why)));
+            }
+        };
+        let body = &buf[req.head_len..end];
         debug!("connection {key}: {} {}", req.method, req.target);
+        match self.dispatch(req, rel, body) {
+            // Only a request we framed exactly may be followed by another on this connection:
+            // `end` covers at least the head, so the next pass starts past it.
+            Decision::Respond(mut bytes) if req.keep_alive() => {
+                http::keep_connection_open(&mut bytes);
+                Decision::RespondKeepAlive(bytes, end)
+            }
+            other => other,
+        }
+    }
+
+    /// Answers a complete plain-HTTP request.
+    fn dispatch(&mut self, req: &Request, rel: &str, body: &[u8]) -> Decision {
         if let Some(sub) = self.console_route(rel) {
             return self.console_http(req, sub, body);
         }
@@ -405,6 +414,9 @@ impl Server {
         }
         let due = self.now + self.cfg.ping_interval_secs as u32;
         conn.timer_due = self.timers.schedule(key, conn.id, due);
+        if matches!(mode, Mode::Raw | Mode::Channel) {
+            self.listen_global(key);
+        }
         self.mark_dirty(key);
         debug!(
             "connection {key} upgraded ({mode:?}) for {}",
@@ -566,15 +578,8 @@ impl Server {
                         message: "a valid channel and an event name are required".into(),
                     });
                 }
-                self.publish_stamp = self.publish_stamp.wrapping_add(1);
-                self.broadcast_event(app, &form.channel, &form.event, &form.data, None, &mut None);
-                self.console_event(
-                    "publish",
-                    None,
-                    Some(&form.channel),
-                    Some(&form.event),
-                    Some("console"),
-                );
+                let channels = [form.channel];
+                self.broadcast_event(app, &channels, &form.event, &form.data, None, "console");
                 respond(200, &json!({}))
             }
             _ => not_found(),
@@ -601,7 +606,7 @@ impl Server {
             })
             .or_else(|| req.header("x-ferrocast-token"))
             .unwrap_or("");
-        if !crate::pusher::auth::constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+        if !crate::pusher::auth::secret_eq(token.as_bytes(), given.trim().as_bytes()) {
             return Decision::Respond(http::response(401, &[], &http::error_body("invalid token")));
         }
         let text = String::from_utf8_lossy(body);
@@ -622,15 +627,7 @@ impl Server {
             ));
         }
         let event = field("event").unwrap_or_else(|| "message".into());
-        self.publish_stamp = self.publish_stamp.wrapping_add(1);
-        self.broadcast_event(0, &channel, &event, &message, None, &mut None);
-        self.console_event(
-            "publish",
-            None,
-            Some(&channel),
-            Some(&event),
-            Some("internal"),
-        );
+        self.broadcast_event(0, &[channel], &event, &message, None, "internal");
         self.stats.api_publishes += 1;
         respond(200, &json!({}))
     }
@@ -737,7 +734,10 @@ impl Server {
         events: Vec<rest::Event>,
         batch: bool,
     ) -> Result<Value, RestError> {
-        let count: u32 = events.iter().map(|e| e.channels.len() as u32).sum();
+        let count = events
+            .iter()
+            .map(|e| u32::try_from(e.channels.len()).unwrap_or(u32::MAX))
+            .fold(0u32, u32::saturating_add);
         if !self
             .apps
             .get_mut(app)
@@ -753,18 +753,14 @@ impl Server {
         let mut infos = Vec::new();
         for event in &events {
             let except = event.socket_id.as_deref();
-            let mut plain = None;
-            self.publish_stamp = self.publish_stamp.wrapping_add(1);
-            for channel in &event.channels {
-                self.broadcast_event(app, channel, &event.name, &event.data, except, &mut plain);
-                self.console_event(
-                    "publish",
-                    None,
-                    Some(channel),
-                    Some(&event.name),
-                    Some("rest"),
-                );
-            }
+            self.broadcast_event(
+                app,
+                &event.channels,
+                &event.name,
+                &event.data,
+                except,
+                "rest",
+            );
             self.stats.api_publishes += 1;
             if event.info.any() {
                 let mut channels = Map::new();
@@ -812,7 +808,10 @@ impl Server {
         if let Some(m) = local.and_then(|c| c.members.as_ref()) {
             members.extend(m.users.keys().map(|u| u.to_string()));
         }
-        let subscribers = local.map(|c| c.subscribers.len()).unwrap_or(0) + remote_subscribers;
+        let subscribers = local
+            .map(|c| c.subscribers.len())
+            .unwrap_or(0)
+            .saturating_add(remote_subscribers);
         (subscribers, members)
     }
 
@@ -874,16 +873,15 @@ impl Server {
         };
         out.insert("occupied".into(), json!(occupied));
         if info.cache
-            && let Some((frame, at)) = self.caches[app].get(name)
-            && at.elapsed() < crate::pusher::session::CACHE_TTL
+            && let Some((frame, left)) = self.cache.get(app as u16, name, Instant::now())
         {
             let text = String::from_utf8_lossy(ws::payload(frame)).into_owned();
             let event: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             out.insert(
-                        "cache".into(),
-                        json!({"event": event.get("event"), "data": event.get("data"),
-                               "ttl": (crate::pusher::session::CACHE_TTL - at.elapsed()).as_secs()}),
-                    );
+                "cache".into(),
+                json!({"event": event.get("event"), "data": event.get("data"),
+                               "ttl": left.as_secs()}),
+            );
         }
         Ok(Value::Object(out))
     }
@@ -909,14 +907,18 @@ impl Server {
     /// presence ids are asserted by the app's auth endpoint, not proven by the user.
     pub(crate) fn terminate_local(&mut self, app: usize, user: &str) {
         let keys: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                c.pusher
-                    .as_ref()
-                    .is_some_and(|p| p.app as usize == app && p.user_id.as_deref() == Some(user))
+            .user_conns
+            .get(&(app, Box::from(user)))
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&k| {
+                self.conns.get(k).is_some_and(|c| {
+                    c.pusher
+                        .as_ref()
+                        .is_some_and(|p| p.user_id.as_deref() == Some(user))
+                })
             })
-            .map(|(k, _)| k)
             .collect();
         info!(
             "terminating {} connection(s) of user \"{user}\"",

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// Longest time any setting may name, in seconds.
+pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
+
 /// The whole configuration. Field names are the JSON keys; `FERROCAST_<KEY>` overrides each one.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -45,10 +48,18 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// Channels one connection may be subscribed to at once.
     pub max_channels_per_connection: usize,
-    /// Bytes queued for one client before it is considered a slow consumer and closed.
+    /// Bytes queued for one client before it is considered a slow consumer and closed. Every
+    /// byte counts: broadcasts, replies, pongs, errors, HTTP responses, console events.
     pub outbound_queue_bytes: usize,
+    /// Bytes queued for one client past which the server stops reading from it until it has
+    /// taken them (backpressure); 0 = a quarter of `outbound_queue_bytes`.
+    pub outbound_pause_bytes: usize,
     /// How long a SIGTERM waits for queued messages to drain.
     pub shutdown_timeout_secs: u64,
+    /// Memory for the last events of cache channels (oldest dropped first past it).
+    pub max_cache_bytes: usize,
+    /// How long a cache channel keeps its last event (Pusher: 30 minutes).
+    pub cache_ttl_secs: u64,
     /// Largest HTTP request body (REST API) accepted (413 past it).
     pub max_body_bytes: usize,
     /// The default Pusher app, used when `apps` is empty (`--app-id`, `FERROCAST_APP_ID`, …).
@@ -279,8 +290,11 @@ impl Default for Config {
             max_connections_per_ip: 0,
             max_channels_per_connection: 100,
             outbound_queue_bytes: 1024 * 1024,
+            outbound_pause_bytes: 0,
             shutdown_timeout_secs: 5,
             max_body_bytes: 256 * 1024,
+            max_cache_bytes: 64 * 1024 * 1024,
+            cache_ttl_secs: 30 * 60,
             app_id: "app-id".into(),
             app_key: "app-key".into(),
             app_secret: "app-secret".into(),
@@ -478,6 +492,12 @@ impl Config {
         if self.outbound_queue_bytes < 1024 {
             return Err("outbound_queue_bytes: must be at least 1024".into());
         }
+        if self.outbound_pause_bytes > self.outbound_queue_bytes {
+            return Err(format!(
+                "outbound_pause_bytes ({}) must not exceed outbound_queue_bytes ({}): reading must pause before a client is closed",
+                self.outbound_pause_bytes, self.outbound_queue_bytes
+            ));
+        }
         if self.fifo.as_os_str().is_empty() {
             return Err("fifo: must not be empty".into());
         }
@@ -512,6 +532,7 @@ impl Config {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err("tls: give both cert and key (PEM files), or neither".into());
         }
+        self.check_durations()?;
         let apps = self.effective_apps();
         for (i, app) in apps.iter().enumerate() {
             if app.id.is_empty() || app.key.is_empty() || app.secret.is_empty() {
@@ -523,6 +544,19 @@ impl Config {
             if app.activity_timeout == 0 {
                 return Err(format!("apps[{i}].activity_timeout: must be at least 1"));
             }
+            for (name, secs) in [
+                ("activity_timeout", app.activity_timeout),
+                (
+                    "user_authentication_timeout_secs",
+                    app.user_authentication_timeout_secs,
+                ),
+            ] {
+                if secs > MAX_DURATION_SECS {
+                    return Err(format!(
+                        "apps[{i}].{name}: {secs} is over {MAX_DURATION_SECS} (30 days)"
+                    ));
+                }
+            }
             for other in &apps[..i] {
                 if other.id == app.id || other.key == app.key {
                     return Err(format!(
@@ -530,6 +564,31 @@ impl Config {
                         app.id, app.key
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every time setting is added to the server's clock: bounded so that no sum can overflow.
+    fn check_durations(&self) -> Result<(), String> {
+        let w = &self.webhooks;
+        for (name, secs) in [
+            ("ping_interval_secs", self.ping_interval_secs),
+            ("activity_timeout_secs", self.activity_timeout_secs),
+            ("handshake_timeout_secs", self.handshake_timeout_secs),
+            ("shutdown_timeout_secs", self.shutdown_timeout_secs),
+            ("cache_ttl_secs", self.cache_ttl_secs),
+            ("validate_timeout_secs", self.validate_timeout_secs),
+            ("route_timeout_secs", self.route_timeout_secs),
+            ("scaling.node_timeout_secs", self.scaling.node_timeout_secs),
+            ("webhooks.timeout_secs", w.timeout_secs),
+            ("webhooks.batch_ms", w.batch_ms / 1000),
+            ("webhooks.vacate_grace_ms", w.vacate_grace_ms / 1000),
+        ] {
+            if secs > MAX_DURATION_SECS {
+                return Err(format!(
+                    "{name}: over {MAX_DURATION_SECS} seconds (30 days) is not a timeout this server can keep"
+                ));
             }
         }
         Ok(())
@@ -558,6 +617,15 @@ impl Config {
                     self.fifo_mode
                 )
             })
+    }
+
+    /// The output bounds of one connection: (pause reading past, close past).
+    pub fn output_bounds(&self) -> (usize, usize) {
+        let pause = match self.outbound_pause_bytes {
+            0 => self.outbound_queue_bytes / 4,
+            n => n,
+        };
+        (pause, self.outbound_queue_bytes)
     }
 
     /// The path prefix without a trailing slash ("" for root).

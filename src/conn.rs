@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
-use crate::channels::ChannelId;
+use crate::channels::{ChannelId, Sub};
 use crate::ws::{Frame, Reassembly};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,9 @@ pub enum Mode {
     Console,
 }
 
+/// `Conn::global_pos` of a connection that does not receive global lines.
+pub const NOT_GLOBAL: u32 = u32::MAX;
+
 /// Most iovecs handed to one `writev`.
 const MAX_IOV: usize = 64;
 
@@ -62,15 +65,21 @@ pub struct Conn {
     /// Bytes of `out.front()` already written.
     out_offset: usize,
     out_bytes: usize,
-    pub subs: Vec<ChannelId>,
+    /// The channels it is subscribed to, each with its position in the channel's list.
+    pub subs: Vec<Sub>,
     /// Already in the server's list of connections to flush this turn.
     pub dirty: bool,
     /// Over its queue limit: no more frames are queued; it is being closed.
     pub overflowed: bool,
     /// Our write side is shut (after the last queued byte went out in `Closing`).
     pub write_shut: bool,
+    /// Its queue passed `outbound_pause_bytes`: nothing more is read from it (or handled from
+    /// what was read) until the queue drains below that.
+    pub paused: bool,
     /// See `Server::publish_stamp`.
     pub publish_stamp: u32,
+    /// Position in the server's list of global-line listeners, or [`NOT_GLOBAL`].
+    pub global_pos: u32,
     /// Pusher protocol state; `None` for other connections.
     pub pusher: Option<Box<crate::pusher::PusherConn>>,
     /// The user a validation handler said this connection belongs to.
@@ -110,7 +119,9 @@ impl Conn {
             dirty: false,
             overflowed: false,
             write_shut: false,
+            paused: false,
             publish_stamp: 0,
+            global_pos: NOT_GLOBAL,
             pusher: None,
             tls: None,
             user: None,
@@ -127,16 +138,24 @@ impl Conn {
         !self.out.is_empty()
     }
 
-    /// Queues a frame unless that would take the queue past `limit`; returns false then.
+    /// Queues a frame unless that would take the queue past `limit`; returns false then. A frame
+    /// always fits an empty queue, so one large response is never refused on its own.
     pub fn enqueue(&mut self, frame: &Frame, limit: usize) -> bool {
-        if self.out_bytes + frame.len() > limit && !self.out.is_empty() {
+        if self.out_bytes.saturating_add(frame.len()) > limit && !self.out.is_empty() {
             return false;
         }
         self.push(frame.clone());
         true
     }
 
-    /// Queues a frame regardless of the limit (responses and close frames we must send).
+    /// Whether the queue is past the point where the server stops reading from this client.
+    pub fn over(&self, pause: usize) -> bool {
+        self.out_bytes > pause
+    }
+
+    /// Queues a frame regardless of the limit: only for the last thing a connection is sent
+    /// (a close frame, a final response) and the server's own pings, which the client did not
+    /// ask for and cannot multiply.
     pub fn push(&mut self, frame: Frame) {
         self.out_bytes += frame.len();
         self.out.push_back(frame);
@@ -291,6 +310,12 @@ impl Conn {
         if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
             self.inbuf = Vec::new();
         }
+    }
+
+    /// Where the subscription to `channel` is in `subs` (searched from the end, where the
+    /// newest are and where closing takes them from).
+    pub fn sub_index(&self, channel: ChannelId) -> Option<usize> {
+        self.subs.iter().rposition(|s| s.channel == channel)
     }
 
     /// Index of the app whose channels this connection uses (channel-protocol and raw

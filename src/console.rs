@@ -17,8 +17,6 @@ use crate::ws;
 const PAGE: &str = include_str!("console.html");
 /// How long a login lasts.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Most bytes queued for one console before its events are dropped.
-const FEED_QUEUE_BYTES: usize = 512 * 1024;
 
 /// Console sessions handed out at login.
 #[derive(Default)]
@@ -38,7 +36,7 @@ impl Sessions {
     pub fn valid(&self, token: &str) -> bool {
         self.tokens.iter().any(|(t, until)| {
             *until > Instant::now()
-                && crate::pusher::auth::constant_time_eq(t.as_bytes(), token.as_bytes())
+                && crate::pusher::auth::secret_eq(t.as_bytes(), token.as_bytes())
         })
     }
 }
@@ -83,7 +81,7 @@ pub fn basic_auth_ok(server: &Server, header: Option<&str>) -> bool {
     let Some((user, password)) = text.split_once(':') else {
         return false;
     };
-    let eq = |a: &str, b: &str| crate::pusher::auth::constant_time_eq(a.as_bytes(), b.as_bytes());
+    let eq = |a: &str, b: &str| crate::pusher::auth::secret_eq(a.as_bytes(), b.as_bytes());
     let token = &server.cfg.console.token;
     if !token.is_empty() && user == "token" && eq(password, token) {
         return true;
@@ -125,12 +123,15 @@ impl Server {
 
     fn console_send(&mut self, text: &str) {
         let frame = ws::text(text.as_bytes());
+        // Best effort within the connection's output bound: past the pause mark, events are
+        // dropped rather than queued.
+        let (pause, _) = self.cfg.output_bounds();
         for i in 0..self.consoles.len() {
             let key = self.consoles[i];
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if conn.phase == Phase::Open && conn.enqueue(&frame, FEED_QUEUE_BYTES) {
+            if conn.phase == Phase::Open && conn.enqueue(&frame, pause) {
                 self.mark_dirty(key);
             }
         }

@@ -57,6 +57,8 @@ pub struct ReadStats {
     pub lines: usize,
     /// Lengths of lines dropped for exceeding the limit.
     pub dropped: Vec<usize>,
+    /// The read budget ran out before the pipe was empty: read again next turn.
+    pub more: bool,
 }
 
 impl Fifo {
@@ -200,10 +202,26 @@ impl Fifo {
         &mut self,
         scratch: &mut [u8],
         max_line: usize,
+        on_line: impl FnMut(&[u8]),
+    ) -> io::Result<ReadStats> {
+        self.read_lines_within(scratch, max_line, usize::MAX, on_line)
+    }
+
+    /// As [`Fifo::read_lines`], but stops once `budget` bytes were read (`stats.more` then):
+    /// a flood of lines must not keep the loop from its clients.
+    pub fn read_lines_within(
+        &mut self,
+        scratch: &mut [u8],
+        max_line: usize,
+        budget: usize,
         mut on_line: impl FnMut(&[u8]),
     ) -> io::Result<ReadStats> {
         let mut stats = ReadStats::default();
         loop {
+            if stats.bytes >= budget {
+                stats.more = true;
+                return Ok(stats);
+            }
             let n = match (&*self.file).read(scratch) {
                 Ok(0) => return Ok(stats),
                 Ok(n) => n,

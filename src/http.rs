@@ -56,8 +56,67 @@ impl<'b> Request<'b> {
         self.minor_version == 1 && !self.header_has_token("connection", "close")
     }
 
-    pub fn content_length(&self) -> Option<usize> {
-        self.header("content-length").and_then(|v| v.parse().ok())
+    /// The declared body length. Every `Content-Length` header must hold the same run of ASCII
+    /// digits (RFC 9112 §6.3): a sign, a space inside or a list of different values is a
+    /// request we cannot frame, never a number we guess at. A number past `u64` reads as
+    /// `u64::MAX` (too large for any limit).
+    pub fn content_length(&self) -> Result<Option<u64>, BadLength> {
+        let mut found: Option<u64> = None;
+        for (name, value) in &self.headers {
+            if !name.eq_ignore_ascii_case("content-length") {
+                continue;
+            }
+            for item in value.split(|&b| b == b',') {
+                let digits = item.trim_ascii();
+                if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                    return Err(BadLength);
+                }
+                let n = digits.iter().fold(0u64, |n, d| {
+                    n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+                });
+                if found.is_some_and(|f| f != n) {
+                    return Err(BadLength);
+                }
+                found = Some(n);
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A `Content-Length` that does not frame a request: answered 400 and the connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadLength;
+
+/// Where one plain-HTTP request ends in the connection's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// The whole request is buffered: its body is `buf[head_len..end]`.
+    Complete { end: usize },
+    /// The head is in, the body is not yet.
+    NeedBody,
+    /// Refused with this status; the connection is closed after the answer, since the bytes
+    /// that follow cannot be told apart from the body.
+    Refuse(u16, &'static str),
+}
+
+/// Frames a request whose head is parsed, given how many bytes are buffered. The arithmetic is
+/// checked: a declared length is compared with the limit before it is added to anything.
+pub fn framing(req: &Request, buffered: usize, max_body: usize) -> Framing {
+    if req.header("transfer-encoding").is_some() {
+        return Framing::Refuse(411, "send the body with Content-Length");
+    }
+    let declared = match req.content_length() {
+        Ok(n) => n.unwrap_or(0),
+        Err(BadLength) => return Framing::Refuse(400, "invalid Content-Length"),
+    };
+    let Some(body) = usize::try_from(declared).ok().filter(|&n| n <= max_body) else {
+        return Framing::Refuse(413, "body over max_body_bytes");
+    };
+    match req.head_len.checked_add(body) {
+        Some(end) if end <= buffered => Framing::Complete { end },
+        Some(_) => Framing::NeedBody,
+        None => Framing::Refuse(413, "body over max_body_bytes"),
     }
 }
 
@@ -323,6 +382,55 @@ mod tests {
             parse(text.as_bytes(), 10_000).err(),
             Some(ParseError::TooLarge)
         );
+    }
+
+    fn framed(head: &str, buffered_body: usize, max_body: usize) -> Framing {
+        let text = format!("POST /apps/a/events HTTP/1.1\r\nHost: x\r\n{head}\r\n");
+        let req = parse(text.as_bytes(), 10_000).unwrap().unwrap();
+        framing(&req, req.head_len + buffered_body, max_body)
+    }
+
+    #[test]
+    fn content_length_framing_is_checked() {
+        assert_eq!(framed("", 0, 10), Framing::Complete { end: 41 });
+        assert_eq!(
+            framed("Content-Length: 5\r\n", 5, 10),
+            framed("Content-Length: 5\r\n", 9, 10)
+        );
+        assert_eq!(framed("Content-Length: 5\r\n", 4, 10), Framing::NeedBody);
+        assert!(matches!(
+            framed("Content-Length: 11\r\n", 0, 10),
+            Framing::Refuse(413, _)
+        ));
+        // Head length + Content-Length would wrap to 0 in unchecked usize arithmetic.
+        for n in [u64::MAX, u64::MAX - 60, 1 << 63] {
+            let head = format!("Content-Length: {n}\r\n");
+            assert!(
+                matches!(framed(&head, 0, 10), Framing::Refuse(413, _)),
+                "{n}"
+            );
+        }
+        let huge = format!("Content-Length: 1{}\r\n", "0".repeat(40));
+        assert!(matches!(framed(&huge, 0, 10), Framing::Refuse(413, _)));
+        for bad in ["+5", "-1", "5 5", "0x10", "", "5,6", "1e3"] {
+            let head = format!("Content-Length: {bad}\r\n");
+            assert!(
+                matches!(framed(&head, 10, 10), Framing::Refuse(400, _)),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            framed("Content-Length: 5\r\nContent-Length: 6\r\n", 10, 10),
+            Framing::Refuse(400, _)
+        ));
+        assert!(matches!(
+            framed("Content-Length: 5, 5\r\nContent-Length: 5\r\n", 5, 10),
+            Framing::Complete { .. }
+        ));
+        assert!(matches!(
+            framed("Transfer-Encoding: chunked\r\n", 0, 10),
+            Framing::Refuse(411, _)
+        ));
     }
 
     #[test]

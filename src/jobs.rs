@@ -46,7 +46,12 @@ pub enum JobFor {
     UserRoute { user: String },
     /// A signed webhook batch.
     Webhook(crate::pusher::webhooks::Delivery),
+    /// The Redis host name, resolved outside the loop (`getaddrinfo` blocks).
+    Resolve { host: String },
 }
+
+/// How long a resolver child may take (the link's own connect timeout also applies).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Routing state of a connection: kept only for raw-mode connections when routing is on.
 #[derive(Default)]
@@ -344,6 +349,7 @@ impl Server {
                     }
                 }
                 JobFor::Webhook(delivery) => self.finish_webhook(delivery, outcome),
+                JobFor::Resolve { host } => self.finish_resolve(&host, &outcome),
                 JobFor::UserRoute { user } => {
                     for t in route_replies(&outcome, self.cfg.max_worker_output_bytes) {
                         self.send_to_user(&user, t.as_bytes());
@@ -352,6 +358,51 @@ impl Server {
             }
         }
         self.finished_jobs = done;
+    }
+
+    /// Resolves the Redis host name in a child (`ferrocast resolve`), so a slow or dead DNS
+    /// server delays the link, never the clients.
+    pub(crate) fn start_resolve(&mut self, host: String, port: u16) {
+        let job = Job {
+            handler: Handler::Exec {
+                argv: vec![
+                    "/proc/self/exe".into(),
+                    "resolve".into(),
+                    host.clone(),
+                    port.to_string(),
+                ],
+            },
+            env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())],
+            stdin: Vec::new(),
+            deadline: RESOLVE_TIMEOUT,
+            max_output: 64 * 1024,
+        };
+        match self
+            .workers
+            .submit(self.poll.registry(), job, &mut self.finished_jobs)
+        {
+            Ok(id) => {
+                self.jobs.insert(id, JobFor::Resolve { host });
+                self.stats.workers_started += 1;
+            }
+            Err(_) => {
+                self.stats.workers_refused += 1;
+                self.link_resolved(Err(format!("cannot resolve {host}: worker queue full")));
+            }
+        }
+    }
+
+    fn finish_resolve(&mut self, host: &str, outcome: &Outcome) {
+        let result = resolved_addresses(outcome).map_err(|why| format!("resolving {host}: {why}"));
+        self.link_resolved(result);
+    }
+
+    fn link_resolved(&mut self, result: Result<Vec<SocketAddr>, String>) {
+        if let Some(scaling) = self.scaling.as_mut() {
+            scaling
+                .link
+                .resolved(self.poll.registry(), std::time::Instant::now(), result);
+        }
     }
 
     fn next_route(&mut self, key: usize) {
@@ -407,7 +458,7 @@ impl Server {
         else {
             return;
         };
-        self.user_attached(app, &user);
+        self.user_attached(app, &user, key);
         if self.cfg.user_fifo != "off" {
             self.add_user_fifo(&user, key);
         }
@@ -527,12 +578,19 @@ impl Server {
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut lines: Vec<Vec<u8>> = Vec::new();
         let max = self.cfg.max_fifo_line_bytes;
-        if let Some(u) = self.user_fifos.by_user.get_mut(&user)
-            && let Err(e) = u
+        let budget = crate::server::FIFO_READ_BUDGET;
+        if let Some(u) = self.user_fifos.by_user.get_mut(&user) {
+            match u
                 .fifo
-                .read_lines(&mut scratch, max, |l| lines.push(l.to_vec()))
-        {
-            warn!("reading the FIFO of {user}: {e}");
+                .read_lines_within(&mut scratch, max, budget, |l| lines.push(l.to_vec()))
+            {
+                Ok(stats) if stats.more => {
+                    self.stats.fifo_yields += 1;
+                    self.user_fifos_again.push(token);
+                }
+                Ok(_) => {}
+                Err(e) => warn!("reading the FIFO of {user}: {e}"),
+            }
         }
         self.scratch = scratch;
         for line in lines.into_iter().filter(|l| !l.is_empty()) {
@@ -655,6 +713,29 @@ pub fn validation_verdict(outcome: &Outcome, timeout_secs: u64) -> Result<String
         Outcome::SpawnFailed(e) => format!("could not start: {e}"),
     };
     Err(Refusal { forbidden, why })
+}
+
+/// The addresses a `ferrocast resolve` child printed, one per line.
+pub fn resolved_addresses(outcome: &Outcome) -> Result<Vec<SocketAddr>, String> {
+    match outcome {
+        Outcome::Exited {
+            code: 0, stdout, ..
+        } => {
+            let addrs: Vec<SocketAddr> = String::from_utf8_lossy(stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            if addrs.is_empty() {
+                Err("no address".into())
+            } else {
+                Ok(addrs)
+            }
+        }
+        Outcome::Exited { code, .. } => Err(format!("the resolver failed (exit {code})")),
+        Outcome::Signaled { signal, .. } => Err(format!("the resolver died (signal {signal})")),
+        Outcome::TimedOut => Err(format!("no answer within {}s", RESOLVE_TIMEOUT.as_secs())),
+        Outcome::SpawnFailed(e) => Err(format!("cannot start the resolver: {e}")),
+    }
 }
 
 fn set_var(env: &mut Vec<(String, String)>, key: &str, value: &str) {

@@ -5,6 +5,7 @@
 //! is one of the things it drives.
 
 pub mod api;
+pub mod cache;
 pub mod channel_protocol;
 pub mod channels;
 pub mod config;

@@ -44,6 +44,9 @@ enum Command {
     /// Used by worker processes: one HTTP call for an `http` validation or routing handler.
     #[command(hide = true)]
     HttpRequest(HttpRequestArgs),
+    /// Used by worker processes: resolve a host name (getaddrinfo blocks; the loop must not).
+    #[command(hide = true)]
+    Resolve { host: String, port: u16 },
 }
 
 #[derive(Args)]
@@ -160,6 +163,7 @@ fn main() -> ExitCode {
         Command::Config(args) => config_command(args),
         Command::Restart(args) => restart(args),
         Command::HttpRequest(args) => http_request(args),
+        Command::Resolve { host, port } => resolve(&host, port),
     }
 }
 
@@ -379,6 +383,26 @@ fn http_request(args: HttpRequestArgs) -> ExitCode {
             eprintln!("ferrocast http-request: {} answered {status}", args.url);
             ExitCode::from(1)
         }
+    }
+}
+
+/// Prints every address of `host`, one per line (the child side of the Redis link's lookup).
+fn resolve(host: &str, port: u16) -> ExitCode {
+    use std::net::ToSocketAddrs;
+    match (host, port).to_socket_addrs() {
+        Ok(addrs) => {
+            let mut any = false;
+            for a in addrs {
+                println!("{a}");
+                any = true;
+            }
+            if any {
+                ExitCode::SUCCESS
+            } else {
+                fail(&format!("{host} resolves to no address"), 1)
+            }
+        }
+        Err(e) => fail(&format!("cannot resolve {host}: {e}"), 1),
     }
 }
 

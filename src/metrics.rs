@@ -4,130 +4,193 @@ use std::fmt::Write as _;
 
 use crate::server::Server;
 
-pub fn render(server: &Server) -> String {
-    let s = &server.stats;
-    let mut out = String::with_capacity(2048);
-    let mut counter = |name: &str, help: &str, value: u64| {
+/// The text being written, one metric family at a time.
+struct Exposition(String);
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(
-            out,
-            "# HELP ferrocast_{name} {help}\n# TYPE ferrocast_{name} counter\nferrocast_{name} {value}"
+            self.0,
+            "# HELP ferrocast_{name} {help}\n# TYPE ferrocast_{name} {kind}"
         );
-    };
-    counter(
-        "connections_opened_total",
-        "TCP connections accepted.",
-        s.connections_opened,
-    );
-    counter(
-        "connections_closed_total",
-        "TCP connections closed.",
-        s.connections_closed,
-    );
-    counter(
-        "messages_in_total",
-        "WebSocket messages received from clients.",
-        s.messages_in,
-    );
-    counter(
-        "frames_out_total",
-        "Frames queued to clients (one per recipient).",
-        s.frames_out,
-    );
-    counter(
-        "write_calls_total",
-        "writev calls made to client sockets.",
-        s.write_calls,
-    );
-    counter(
-        "fifo_lines_total",
-        "Lines read from the broadcast FIFO.",
-        s.fifo_lines,
-    );
-    counter(
-        "fifo_dropped_total",
-        "FIFO lines dropped for exceeding max_fifo_line_bytes.",
-        s.fifo_dropped,
-    );
-    counter(
-        "slow_consumers_total",
-        "Connections closed for exceeding outbound_queue_bytes.",
-        s.slow_consumers,
-    );
-    counter(
-        "api_publishes_total",
-        "Events published through the HTTP API.",
-        s.api_publishes,
-    );
-    counter(
-        "client_events_total",
-        "Pusher client events forwarded.",
-        s.client_events,
-    );
-    counter(
-        "rate_limited_total",
-        "Requests and client events refused by a rate limit.",
-        s.rate_limited,
-    );
-    counter(
-        "workers_started_total",
-        "Forked handler jobs started.",
-        s.workers_started,
-    );
-    counter(
-        "workers_refused_total",
-        "Handler jobs refused because the worker queue was full.",
-        s.workers_refused,
-    );
-    counter(
-        "workers_failed_total",
-        "Handler jobs that failed, crashed or timed out.",
-        s.workers_failed,
-    );
-    counter(
-        "webhooks_sent_total",
-        "Webhook batches delivered.",
-        server.webhooks.sent,
-    );
-    counter(
-        "webhook_failures_total",
-        "Webhook send attempts that failed (each is retried or dropped).",
-        server.webhooks.failed_attempts,
-    );
-    counter(
-        "webhooks_dropped_total",
-        "Webhook batches given up on (tries exhausted or queue full).",
-        server.webhooks.dropped,
-    );
-    let _ = writeln!(
-        out,
-        "# HELP ferrocast_rest_calls_total REST API responses by status.\n# TYPE ferrocast_rest_calls_total counter"
-    );
-    for (status, n) in &s.rest_calls {
-        let _ = writeln!(out, "ferrocast_rest_calls_total{{status=\"{status}\"}} {n}");
     }
-    let _ = writeln!(
-        out,
-        "# HELP ferrocast_connections Open WebSocket sessions.\n# TYPE ferrocast_connections gauge\nferrocast_connections {}",
-        server.sessions
+
+    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
+        let _ = writeln!(self.0, "ferrocast_{name}{labels} {value}");
+    }
+
+    fn one(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        self.family(name, kind, help);
+        self.sample(name, "", value);
+    }
+}
+
+pub fn render(server: &Server) -> String {
+    let mut out = Exposition(String::with_capacity(4096));
+    for (name, help, value) in counters(server) {
+        out.one(name, "counter", help, value);
+    }
+    out.family(
+        "rest_calls_total",
+        "counter",
+        "REST API responses by status.",
     );
-    let _ = writeln!(
-        out,
-        "# HELP ferrocast_app_connections Open Pusher connections per app.\n# TYPE ferrocast_app_connections gauge"
+    for (status, n) in &server.stats.rest_calls {
+        out.sample("rest_calls_total", &format!("{{status=\"{status}\"}}"), n);
+    }
+    for (name, help, value) in gauges(server) {
+        out.one(name, "gauge", help, value);
+    }
+    out.family(
+        "app_connections",
+        "gauge",
+        "Open Pusher connections per app.",
     );
     for app in server.apps.iter() {
-        let _ = writeln!(
-            out,
-            "ferrocast_app_connections{{app=\"{}\"}} {}",
-            escape(&app.cfg.id),
-            app.connections
-        );
+        let labels = format!("{{app=\"{}\"}}", escape(&app.cfg.id));
+        out.sample("app_connections", &labels, app.connections);
     }
+    out.0
+}
+
+type Family = (&'static str, &'static str, u64);
+
+fn counters(server: &Server) -> [Family; 22] {
+    let s = &server.stats;
+    let w = &server.webhooks;
+    [
+        (
+            "connections_opened_total",
+            "TCP connections accepted.",
+            s.connections_opened,
+        ),
+        (
+            "connections_closed_total",
+            "TCP connections closed.",
+            s.connections_closed,
+        ),
+        (
+            "messages_in_total",
+            "WebSocket messages received from clients.",
+            s.messages_in,
+        ),
+        (
+            "frames_out_total",
+            "Frames queued to clients (one per recipient).",
+            s.frames_out,
+        ),
+        (
+            "write_calls_total",
+            "writev calls made to client sockets.",
+            s.write_calls,
+        ),
+        (
+            "fifo_lines_total",
+            "Lines read from the broadcast FIFO.",
+            s.fifo_lines,
+        ),
+        (
+            "fifo_dropped_total",
+            "FIFO lines dropped for exceeding max_fifo_line_bytes.",
+            s.fifo_dropped,
+        ),
+        (
+            "slow_consumers_total",
+            "Connections closed because their output queue passed outbound_queue_bytes.",
+            s.slow_consumers,
+        ),
+        (
+            "output_pauses_total",
+            "Times a connection's input was paused because its output queue passed outbound_pause_bytes.",
+            s.output_pauses,
+        ),
+        (
+            "api_publishes_total",
+            "Events published through the HTTP API.",
+            s.api_publishes,
+        ),
+        (
+            "client_events_total",
+            "Pusher client events forwarded.",
+            s.client_events,
+        ),
+        (
+            "rate_limited_total",
+            "Requests and client events refused by a rate limit.",
+            s.rate_limited,
+        ),
+        (
+            "workers_started_total",
+            "Forked handler jobs started.",
+            s.workers_started,
+        ),
+        (
+            "workers_refused_total",
+            "Handler jobs refused because the worker queue was full.",
+            s.workers_refused,
+        ),
+        (
+            "workers_failed_total",
+            "Handler jobs that failed, crashed or timed out.",
+            s.workers_failed,
+        ),
+        ("webhooks_sent_total", "Webhook batches delivered.", w.sent),
+        (
+            "webhook_failures_total",
+            "Webhook send attempts that failed (each is retried or dropped).",
+            w.failed_attempts,
+        ),
+        (
+            "webhooks_dropped_total",
+            "Webhook batches given up on (tries exhausted or queue full).",
+            w.dropped,
+        ),
+        (
+            "cache_evictions_total",
+            "Cache-channel events dropped to stay within max_cache_bytes.",
+            server.cache.evicted,
+        ),
+        (
+            "cache_expirations_total",
+            "Cache-channel events dropped when their time to live ran out.",
+            server.cache.expired,
+        ),
+        (
+            "fifo_read_pauses_total",
+            "Turns the broadcast FIFO yielded to the clients with lines still to read.",
+            s.fifo_yields,
+        ),
+        (
+            "redis_read_pauses_total",
+            "Turns the Redis link yielded to the clients with replies still to read.",
+            server
+                .scaling
+                .as_ref()
+                .map_or(0, |sc| sc.link.stats().read_yields),
+        ),
+    ]
+}
+
+fn gauges(server: &Server) -> [Family; 4] {
     let channels: usize = server.channels.iter().map(|c| c.len()).sum();
-    let _ = writeln!(
-        out,
-        "# HELP ferrocast_channels Occupied channels.\n# TYPE ferrocast_channels gauge\nferrocast_channels {channels}"
-    );
-    out
+    [
+        (
+            "connections",
+            "Open WebSocket sessions.",
+            server.sessions as u64,
+        ),
+        ("channels", "Occupied channels.", channels as u64),
+        (
+            "cache_channels",
+            "Cache channels holding a last event.",
+            server.cache.len() as u64,
+        ),
+        (
+            "cache_bytes",
+            "Memory held for cache channels' last events (bound: max_cache_bytes).",
+            server.cache.bytes() as u64,
+        ),
+    ]
 }
 
 fn escape(label: &str) -> String {

@@ -46,6 +46,8 @@ const LINGER_SECS: u32 = 3;
 /// Pause after EMFILE/ENFILE before accepting again.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
 const SCRATCH_BYTES: usize = 64 * 1024;
+/// FIFO bytes read per turn before the loop serves its clients again.
+pub(crate) const FIFO_READ_BUDGET: usize = 2 * SCRATCH_BYTES;
 
 /// How the loop ended.
 pub enum Exit {
@@ -91,6 +93,11 @@ pub struct Stats {
     pub workers_refused: u64,
     pub workers_failed: u64,
     pub slow_consumers: u64,
+    /// Times a connection's input was paused because its output queue was past
+    /// `outbound_pause_bytes`.
+    pub output_pauses: u64,
+    /// Turns the FIFOs yielded to the clients with lines still to read.
+    pub fifo_yields: u64,
     /// Events published through the HTTP API (REST and /internal/broadcast).
     pub api_publishes: u64,
     pub client_events: u64,
@@ -113,8 +120,8 @@ pub struct Server {
     /// Channel registries, one per app (channel-protocol and raw clients use the first app's).
     pub(crate) channels: Vec<Channels>,
     pub(crate) apps: Apps,
-    /// Last event of each cache channel, per app, with when it was published.
-    pub(crate) caches: Vec<HashMap<Box<str>, (Frame, Instant)>>,
+    /// Last event of each cache channel.
+    pub(crate) cache: crate::cache::CacheStore,
     pub(crate) timers: Wheel,
     pub(crate) fired: Vec<Entry>,
     pub(crate) started: Instant,
@@ -126,6 +133,9 @@ pub struct Server {
     pub(crate) overflowed: Vec<usize>,
     /// Connections that used their read budget and have more to read.
     pub(crate) read_again: Vec<usize>,
+    /// The FIFO (and per-user FIFOs) used their read budget and have more to read.
+    pub(crate) fifo_again: bool,
+    pub(crate) user_fifos_again: Vec<Token>,
     pub(crate) accept_again: bool,
     pub(crate) accept_paused_until: Option<Instant>,
     pub(crate) emfile_logged: bool,
@@ -158,7 +168,10 @@ pub struct Server {
     /// Open sessions per client address, kept only when `max_connections_per_ip` is set.
     pub(crate) per_ip: HashMap<std::net::IpAddr, u32>,
     /// Open connections per (app, user id): validated users and Pusher sign-ins.
-    pub(crate) user_conns: HashMap<(usize, Box<str>), u32>,
+    pub(crate) user_conns: HashMap<(usize, Box<str>), Vec<usize>>,
+    /// Open raw-mode and channel-mode sessions: the audience of a global FIFO line. Each
+    /// connection knows its position (`Conn::global_pos`), so leaving is O(1).
+    pub(crate) global: Vec<usize>,
     /// The listener kept across a SIGUSR2 restart.
     pub(crate) restart_listener: Option<TcpListener>,
     /// Set when serving `wss://`; replaced on SIGHUP.
@@ -223,7 +236,10 @@ impl Server {
             conns: Slab::new(),
             sessions: 0,
             channels: (0..apps.len()).map(|_| Channels::default()).collect(),
-            caches: (0..apps.len()).map(|_| HashMap::new()).collect(),
+            cache: crate::cache::CacheStore::new(
+                cfg.max_cache_bytes,
+                Duration::from_secs(cfg.cache_ttl_secs),
+            ),
             apps,
             timers: Wheel::new(0),
             fired: Vec::new(),
@@ -233,6 +249,8 @@ impl Server {
             dirty: Vec::new(),
             overflowed: Vec::new(),
             read_again: Vec::new(),
+            fifo_again: false,
+            user_fifos_again: Vec::new(),
             accept_again: false,
             accept_paused_until: None,
             emfile_logged: false,
@@ -259,6 +277,7 @@ impl Server {
             publish_stamp: 0,
             per_ip: HashMap::new(),
             user_conns: HashMap::new(),
+            global: Vec::new(),
             restart_listener: None,
             tls,
             trusted_proxies: crate::proxy::parse_list(&cfg.trusted_proxies).unwrap_or_default(),
@@ -299,7 +318,7 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
-                    FIFO => self.read_fifo(),
+                    FIFO => self.read_fifo(FIFO_READ_BUDGET),
                     SIGNALS => self.handle_signals(),
                     token if self.workers.owns(token) => {
                         self.workers
@@ -380,7 +399,11 @@ impl Server {
     }
 
     fn poll_timeout(&self) -> Duration {
-        if !self.read_again.is_empty() || self.accept_again {
+        if !self.read_again.is_empty()
+            || self.accept_again
+            || self.fifo_again
+            || !self.user_fifos_again.is_empty()
+        {
             return Duration::ZERO;
         }
         // Wake at the next second boundary for timers.
@@ -483,11 +506,19 @@ impl Server {
     // ---- reading ---------------------------------------------------------------------------
 
     fn read_conn(&mut self, key: usize) {
+        // What was read while the connection was paused is handled before anything new.
+        if !self.handle_buffered(key) {
+            return;
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         for _ in 0..READ_BUDGET {
             let Some(conn) = self.conns.get_mut(key) else {
                 break;
             };
+            if conn.paused {
+                // Its replies wait to be taken: the flush that drains them resumes reading.
+                break;
+            }
             let n = match conn.read_plain(&mut scratch) {
                 Ok(0) => {
                     self.close_now(key, "peer closed");
@@ -513,14 +544,8 @@ impl Server {
                         let used = self.handle_frames(key, &mut scratch[..n]);
                         self.keep_unconsumed(key, &scratch[used..n]);
                     } else {
-                        let mut buf = std::mem::take(&mut conn.inbuf);
-                        buf.extend_from_slice(&scratch[..n]);
-                        let used = self.handle_frames(key, &mut buf);
-                        buf.drain(..used);
-                        if let Some(conn) = self.conns.get_mut(key) {
-                            conn.inbuf = buf;
-                            conn.trim_buffers();
-                        }
+                        conn.inbuf.extend_from_slice(&scratch[..n]);
+                        self.handle_inbuf_frames(key);
                     }
                 }
                 // Frames sent right behind the handshake wait for the verdict, within reason.
@@ -550,6 +575,7 @@ impl Server {
         self.scratch = scratch;
         if let Some(conn) = self.conns.get(key)
             && conn.phase != Phase::Closing
+            && !conn.paused
             && self.read_again.last() != Some(&key)
         {
             // The budget ran out with data possibly left (edge-triggered: no new event would
@@ -557,6 +583,39 @@ impl Server {
             if conn.inbuf.len() >= SCRATCH_BYTES {
                 self.read_again.push(key);
             }
+        }
+    }
+
+    /// Handles input kept in the connection's buffer (a paused connection's backlog). Returns
+    /// whether reading may go on.
+    fn handle_buffered(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get(key) else {
+            return false;
+        };
+        if conn.paused || conn.inbuf.is_empty() {
+            return !conn.paused;
+        }
+        match conn.phase {
+            Phase::Request => self.handle_request(key),
+            Phase::Open => self.handle_inbuf_frames(key),
+            Phase::Validating | Phase::Closing => {}
+        }
+        self.conns.get(key).is_some_and(|c| !c.paused)
+    }
+
+    /// Handles the complete frames at the front of the connection's buffer, keeping the rest.
+    fn handle_inbuf_frames(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut buf = std::mem::take(&mut conn.inbuf);
+        let used = self.handle_frames(key, &mut buf);
+        buf.drain(..used);
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.phase == Phase::Open
+        {
+            conn.inbuf = buf;
+            conn.trim_buffers();
         }
     }
 
@@ -573,6 +632,12 @@ impl Server {
         if self.accept_again {
             self.accept();
         }
+        if self.fifo_again {
+            self.read_fifo(FIFO_READ_BUDGET);
+        }
+        for token in std::mem::take(&mut self.user_fifos_again) {
+            self.read_user_fifo(token);
+        }
         for key in std::mem::take(&mut self.read_again) {
             self.read_conn(key);
         }
@@ -588,6 +653,12 @@ impl Server {
             if conn.phase != Phase::Open {
                 return buf.len();
             }
+            if self.pause_if_over(key) {
+                return used;
+            }
+            let Some(conn) = self.conns.get_mut(key) else {
+                return used;
+            };
             let parsed = ws::parse_frame(
                 &mut buf[used..],
                 &mut conn.fragments,
@@ -630,8 +701,8 @@ impl Server {
         };
         match msg {
             Inbound::Ping(payload) => {
-                conn.push(ws::encode(ws::OP_PONG, payload).into());
-                self.mark_dirty(key);
+                let pong = ws::encode(ws::OP_PONG, payload).into();
+                self.send_frame(key, pong);
             }
             Inbound::Pong => {}
             Inbound::Close(code, _reason) => {
@@ -726,7 +797,7 @@ impl Server {
         };
         let already = self.channels[conn.app()]
             .lookup(name)
-            .is_some_and(|id| conn.subs.contains(&id));
+            .is_some_and(|id| conn.sub_index(id).is_some());
         !already && conn.subs.len() >= self.cfg.max_channels_per_connection
     }
 
@@ -734,16 +805,18 @@ impl Server {
     /// for this connection.
     pub(crate) fn join(&mut self, key: usize, name: &str) -> Option<(ChannelId, bool)> {
         let conn = self.conns.get_mut(key)?;
-        let channels = &mut self.channels[conn.app()];
-        if let Some(id) = channels.lookup(name)
-            && conn.subs.contains(&id)
+        let app = conn.app();
+        let channels = &mut self.channels[app];
+        let existing = channels.lookup(name);
+        if let Some(id) = existing
+            && conn.sub_index(id).is_some()
         {
             return Some((id, false));
         }
-        let created = channels.lookup(name).is_none();
-        let id = channels.subscribe(name, key);
-        conn.subs.push(id);
-        let app = conn.app();
+        let created = existing.is_none();
+        let sub = channels.subscribe(name, key, conn.subs.len());
+        conn.subs.push(sub);
+        let id = sub.channel;
         if self.webhooks_on(app) {
             if created {
                 self.webhook_occupied(app, id, name);
@@ -775,20 +848,25 @@ impl Server {
         let Some(id) = self.channels[conn.app()].lookup(name) else {
             return;
         };
-        if conn.subs.contains(&id) {
+        if conn.sub_index(id).is_some() {
             self.leave(key, id);
         }
     }
 
-    /// Removes the connection from one channel, with presence bookkeeping.
+    /// Removes the connection from one channel, with presence bookkeeping. O(1) in the
+    /// channel's size: both sides of the subscription know where the other is.
     pub(crate) fn leave(&mut self, key: usize, id: ChannelId) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let Some(pos) = conn.subs.iter().position(|&c| c == id) {
-            conn.subs.swap_remove(pos);
-        }
+        let Some(i) = conn.sub_index(id) else {
+            return;
+        };
         let app = conn.app();
+        let sub = conn.subs.swap_remove(i);
+        if let Some(&moved) = conn.subs.get(i) {
+            self.channels[app].moved_slot(moved, i);
+        }
         if !self.consoles.is_empty() {
             let socket_id = conn.socket_id(self.process_id);
             let name = self.channels[app].get(id).map(|c| c.name.to_string());
@@ -806,9 +884,21 @@ impl Server {
         if conn.pusher.is_some() {
             self.leave_presence(key, app, id);
         }
-        let name = self.channels[app].get(id).map(|c| c.name.to_string());
+        let noticed = self.scaling.is_some() || self.webhooks_on(app);
+        let name = noticed
+            .then(|| self.channels[app].get(id).map(|c| c.name.to_string()))
+            .flatten();
         let occupied_at = self.channels[app].get(id).map_or(0, |c| c.occupied_at);
-        let vacated = self.channels[app].unsubscribe(id, key);
+        let removed = self.channels[app].unsubscribe(sub);
+        if let Some(m) = removed.moved
+            && let Some(s) = self
+                .conns
+                .get_mut(m.key())
+                .and_then(|c| c.subs.get_mut(m.slot as usize))
+        {
+            s.pos = sub.pos;
+        }
+        let vacated = removed.vacated;
         if let (Some(scaling), Some(name)) = (self.scaling.as_mut(), name.as_deref()) {
             scaling.channel_changed(app, name);
         }
@@ -826,20 +916,26 @@ impl Server {
     }
 
     /// A connection of `user` opened (validated, or signed in with Pusher).
-    pub(crate) fn user_attached(&mut self, app: usize, user: &str) {
-        *self.user_conns.entry((app, user.into())).or_default() += 1;
+    pub(crate) fn user_attached(&mut self, app: usize, user: &str, key: usize) {
+        self.user_conns
+            .entry((app, user.into()))
+            .or_default()
+            .push(key);
         if let Some(scaling) = self.scaling.as_mut() {
             scaling.user_changed(app, user);
         }
     }
 
     /// A connection of `user` closed (or signed in as someone else).
-    pub(crate) fn user_detached(&mut self, app: usize, user: &str) {
-        let key = (app, Box::<str>::from(user));
-        if let Some(n) = self.user_conns.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.user_conns.remove(&key);
+    pub(crate) fn user_detached(&mut self, app: usize, user: &str, key: usize) {
+        let index = (app, Box::<str>::from(user));
+        if let Some(keys) = self.user_conns.get_mut(&index) {
+            // A user's own connections: a handful, not the server's.
+            if let Some(pos) = keys.iter().position(|&k| k == key) {
+                keys.swap_remove(pos);
+            }
+            if keys.is_empty() {
+                self.user_conns.remove(&index);
             }
         }
         if let Some(scaling) = self.scaling.as_mut() {
@@ -847,13 +943,44 @@ impl Server {
         }
     }
 
-    /// Sends one text message to one connection (replies are not subject to the queue limit:
-    /// they answer something the client just sent).
+    /// Sends one text message to one connection.
     pub(crate) fn reply(&mut self, key: usize, text: &str) {
+        self.send_frame(key, ws::text(text.as_bytes()));
+    }
+
+    /// Queues a frame for one open connection within its output bound, like any broadcast: a
+    /// client that asks for replies faster than it reads them is a slow consumer too (and is
+    /// paused long before that, see [`Server::pause_if_over`]).
+    pub(crate) fn send_frame(&mut self, key: usize, frame: Frame) {
+        let limit = self.cfg.outbound_queue_bytes;
         if let Some(conn) = self.conns.get_mut(key) {
-            conn.push(ws::text(text.as_bytes()));
-            self.mark_dirty(key);
+            deliver(
+                conn,
+                key,
+                &frame,
+                limit,
+                &mut self.dirty,
+                &mut self.overflowed,
+            );
         }
+    }
+
+    /// Stops handling a connection's input while its queue is past `outbound_pause_bytes`;
+    /// returns whether it is paused. The flush that drains the queue resumes it.
+    pub(crate) fn pause_if_over(&mut self, key: usize) -> bool {
+        let (pause, _) = self.cfg.output_bounds();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if !conn.paused && conn.over(pause) {
+            conn.paused = true;
+            self.stats.output_pauses += 1;
+            debug!(
+                "connection {key}: {} bytes queued; not reading until it takes them",
+                conn.queued_bytes()
+            );
+        }
+        conn.paused
     }
 
     pub(crate) fn respond_and_close(&mut self, key: usize, bytes: Vec<u8>) {
@@ -866,17 +993,25 @@ impl Server {
 
     // ---- publishing ------------------------------------------------------------------------
 
-    fn read_fifo(&mut self) {
+    /// Reads and publishes FIFO lines, up to `budget` bytes: the rest waits for the next turn,
+    /// so a flood of lines delays a client's reply by one budget's worth of work at most.
+    fn read_fifo(&mut self, budget: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut lines: Vec<Vec<u8>> = Vec::new();
+        let max_line = self.cfg.max_fifo_line_bytes;
         let result = self
             .fifo
-            .read_lines(&mut scratch, self.cfg.max_fifo_line_bytes, |line| {
+            .read_lines_within(&mut scratch, max_line, budget, |line| {
                 lines.push(line.to_vec())
             });
         self.scratch = scratch;
+        self.fifo_again = false;
         match result {
             Ok(stats) => {
+                if stats.more {
+                    self.fifo_again = true;
+                    self.stats.fifo_yields += 1;
+                }
                 for len in &stats.dropped {
                     warn!(
                         "dropped a FIFO line of {len} bytes: over max_fifo_line_bytes ({})",
@@ -918,14 +1053,9 @@ impl Server {
                         }
                     },
                 };
-                let except = p.socket_id.as_deref();
                 let event = p.event.as_deref().unwrap_or("message");
-                let mut plain = None;
-                self.publish_stamp = self.publish_stamp.wrapping_add(1);
-                for name in &p.channels {
-                    self.broadcast_event(app, name, event, &p.data, except, &mut plain);
-                    self.console_event("publish", None, Some(name), Some(event), Some("fifo"));
-                }
+                let except = p.socket_id.as_deref();
+                self.broadcast_event(app, &p.channels, event, &p.data, except, "fifo");
             }
             Line::Invalid(why) => {
                 warn!("ignored a FIFO line: {why}");
@@ -957,7 +1087,8 @@ impl Server {
         let mut pusher_frame: Option<Frame> = None;
         if pp::is_cache_channel(channel) {
             let frame = ws::text(pp::event(event, channel, data, None).as_bytes());
-            self.caches[app].insert(channel.into(), (frame.clone(), Instant::now()));
+            self.cache
+                .insert(app as u16, channel, frame.clone(), Instant::now());
             pusher_frame = Some(frame);
         }
         let Some(id) = self.channels[app].lookup(channel) else {
@@ -968,7 +1099,7 @@ impl Server {
         };
         let limit = self.cfg.outbound_queue_bytes;
         let mut delivered = 0u64;
-        for &key in &ch.subscribers {
+        for key in ch.subscribers.iter().map(|s| s.key()) {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
@@ -1015,7 +1146,7 @@ impl Server {
         };
         let limit = self.cfg.outbound_queue_bytes;
         let mut delivered = 0u64;
-        for &key in &ch.subscribers {
+        for key in ch.subscribers.iter().map(|s| s.key()) {
             if Some(key) == except {
                 continue;
             }
@@ -1038,8 +1169,8 @@ impl Server {
     pub(crate) fn publish_global(&mut self, frame: &Frame) {
         let limit = self.cfg.outbound_queue_bytes;
         let mut delivered = 0u64;
-        for (key, conn) in self.conns.iter_mut() {
-            if conn.phase == Phase::Open && matches!(conn.mode, Mode::Raw | Mode::Channel) {
+        for &key in &self.global {
+            if let Some(conn) = self.conns.get_mut(key) {
                 delivered += deliver(
                     conn,
                     key,
@@ -1051,6 +1182,30 @@ impl Server {
             }
         }
         self.stats.frames_out += delivered;
+    }
+
+    /// A raw-mode or channel-mode session opened: it receives global lines from now on.
+    pub(crate) fn listen_global(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.global_pos = self.global.len() as u32;
+            self.global.push(key);
+        }
+    }
+
+    fn unlisten_global(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let pos = std::mem::replace(&mut conn.global_pos, crate::conn::NOT_GLOBAL) as usize;
+        if pos >= self.global.len() {
+            return;
+        }
+        self.global.swap_remove(pos);
+        if let Some(&moved) = self.global.get(pos)
+            && let Some(conn) = self.conns.get_mut(moved)
+        {
+            conn.global_pos = pos as u32;
+        }
     }
 
     // ---- writing ---------------------------------------------------------------------------
@@ -1065,6 +1220,7 @@ impl Server {
     }
 
     fn flush_dirty(&mut self) {
+        let (pause, _) = self.cfg.output_bounds();
         let mut dirty = std::mem::take(&mut self.dirty);
         for key in dirty.drain(..) {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -1074,6 +1230,11 @@ impl Server {
             match conn.flush() {
                 Ok((state, calls)) => {
                     self.stats.write_calls += calls as u64;
+                    if conn.paused && !conn.over(pause) {
+                        conn.paused = false;
+                        // Its backlog, then the socket, at the start of the next turn.
+                        self.read_again.push(key);
+                    }
                     if state == Flushed::All && conn.phase == Phase::Closing && !conn.write_shut {
                         // Our side is done: FIN tells the peer, and we wait for its EOF so the
                         // kernel does not reset the connection over unread input.
@@ -1159,6 +1320,7 @@ impl Server {
                 let socket_id = conn.socket_id(self.process_id);
                 self.console_event("connection_closed", Some(&socket_id), None, None, None);
             }
+            self.unlisten_global(key);
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
@@ -1177,7 +1339,7 @@ impl Server {
                 let counts = self.apps.get_mut(app);
                 counts.connections = counts.connections.saturating_sub(1);
                 if let Some(user) = user {
-                    self.user_detached(app, &user);
+                    self.user_detached(app, &user, key);
                 }
             }
         }
@@ -1188,14 +1350,16 @@ impl Server {
             && let Some(user) = conn.user.take()
         {
             let app = conn.app();
-            self.user_detached(app, &user);
+            self.user_detached(app, &user, key);
             self.drop_user_conn(&user, key);
         }
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let subs = std::mem::take(&mut conn.subs);
-        for id in subs {
+        // Last first: each removal is then a pop on the connection's side.
+        while let Some(id) = self
+            .conns
+            .get(key)
+            .and_then(|c| c.subs.last())
+            .map(|s| s.channel)
+        {
             self.leave(key, id);
         }
         if let Some(conn) = self.conns.get_mut(key) {
@@ -1252,6 +1416,7 @@ impl Server {
         }
         self.fired = fired;
         self.check_fifo();
+        self.cache.expire(Instant::now());
         self.console_stats();
         self.scaling_tick();
     }
@@ -1353,7 +1518,7 @@ impl Server {
         match self.fifo.reopen() {
             Ok(new) => {
                 // Deliver what the old one still holds, then switch.
-                self.read_fifo();
+                self.read_fifo(usize::MAX);
                 let _ = self
                     .poll
                     .registry()
@@ -1420,7 +1585,7 @@ impl Server {
             scaling.leave_cluster();
         }
         // Whatever scripts wrote before the signal is delivered before the goodbye.
-        self.read_fifo();
+        self.read_fifo(usize::MAX);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             match self.conns[key].phase {
@@ -1450,6 +1615,14 @@ impl Server {
                 if let Err(e) = self.apps.reload(new.effective_apps()) {
                     warn!("configuration reload: {e}; app settings were not changed");
                 }
+                // A disabled app's cached events are not served again: forget them now.
+                for app in 0..self.apps.len() {
+                    if !self.apps.get(app).cfg.enabled {
+                        self.cache.forget_app(app as u16);
+                    }
+                }
+                self.cache
+                    .set_limits(new.max_cache_bytes, Duration::from_secs(new.cache_ttl_secs));
                 self.trusted_proxies =
                     crate::proxy::parse_list(&new.trusted_proxies).unwrap_or_default();
                 match (&new.tls.cert, &new.tls.key, self.tls.is_some()) {

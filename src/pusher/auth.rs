@@ -27,8 +27,8 @@
 //!   `auth_signature`, keys lowercased, sorted by key, joined as
 //!   `k=v&k=v` **without** URL escaping.
 //!
-//! All hex digests are lowercase. Every secret-dependent comparison goes
-//! through [`constant_time_eq`].
+//! All hex digests are lowercase. Every secret-dependent comparison in the
+//! server goes through [`secret_eq`].
 
 use std::fmt::Write as _;
 
@@ -76,13 +76,18 @@ pub fn sign(secret: &str, message: &str) -> String {
     hex::encode(hmac_sha256(secret.as_bytes(), message.as_bytes()))
 }
 
-/// Compares two byte strings without an early exit on the first difference.
-///
-/// Returns `false` straight away when the lengths differ: the length of a
-/// hex HMAC digest is public (always 64), so it is not worth hiding. Callers
-/// comparing values whose length *is* secret (see [`verify_bearer`]) hash
-/// both sides first.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares a secret (a token, a password, a signature) with what a client
+/// sent, in a time that depends on neither their contents nor their lengths:
+/// both are hashed, and the digests compared without an early exit. The one
+/// comparison used for anything secret.
+pub fn secret_eq(expected: &[u8], given: &[u8]) -> bool {
+    constant_time_eq(&Sha256::digest(expected), &Sha256::digest(given))
+}
+
+/// Compares two equally long digests without an early exit on the first
+/// difference (lengths are compared first: use [`secret_eq`] for anything
+/// whose length is not public).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -165,7 +170,7 @@ pub fn verify_channel_auth(
     let expected = channel_auth(app_key, app_secret, socket_id, channel, channel_data);
     // The whole "key:signature" string is compared, so a wrong key prefix
     // fails just like a wrong signature.
-    constant_time_eq(expected.as_bytes(), auth.as_bytes())
+    secret_eq(expected.as_bytes(), auth.as_bytes())
 }
 
 /// The string signed for user authentication (`pusher:signin`):
@@ -196,7 +201,7 @@ pub fn verify_user_auth(
         return false;
     }
     let expected = user_auth(app_key, app_secret, socket_id, user_data);
-    constant_time_eq(expected.as_bytes(), auth.as_bytes())
+    secret_eq(expected.as_bytes(), auth.as_bytes())
 }
 
 // ---------------------------------------------------------------------------
@@ -215,7 +220,7 @@ pub fn verify_webhook_signature(secret: &str, body: &[u8], signature: &str) -> b
     if secret.is_empty() {
         return false;
     }
-    constant_time_eq(
+    secret_eq(
         webhook_signature(secret, body).as_bytes(),
         signature.as_bytes(),
     )
@@ -625,7 +630,7 @@ pub fn verify_rest_request(
 
     let string_to_sign = rest_string_to_sign(req.method, req.path, &params);
     let expected = sign(&secret, &string_to_sign);
-    if !constant_time_eq(expected.as_bytes(), auth_signature.as_bytes()) {
+    if !secret_eq(expected.as_bytes(), auth_signature.as_bytes()) {
         return Err(RestAuthError::BadSignature { string_to_sign });
     }
     Ok(auth_key.to_owned())
@@ -649,9 +654,7 @@ pub fn verify_bearer(authorization_header: &str, secret: &str) -> bool {
     if token.is_empty() || secret.is_empty() {
         return false;
     }
-    let a = Sha256::digest(token.as_bytes());
-    let b = Sha256::digest(secret.as_bytes());
-    constant_time_eq(&a, &b)
+    secret_eq(secret.as_bytes(), token.as_bytes())
 }
 
 // ---------------------------------------------------------------------------
@@ -709,6 +712,11 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
         assert!(!constant_time_eq(b"", b"a"));
+        assert!(secret_eq(b"s3cret", b"s3cret"));
+        assert!(!secret_eq(b"s3cret", b"s3cre"));
+        assert!(!secret_eq(b"s3cret", b"s3cret "));
+        assert!(!secret_eq(b"", b"x"));
+        assert!(secret_eq(b"", b""));
     }
 
     #[test]

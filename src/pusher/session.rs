@@ -1,7 +1,7 @@
 //! A Pusher client's messages: subscriptions with channel authorization, presence membership,
 //! user sign-in and client events.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::debug;
 use serde_json::Value;
@@ -11,9 +11,6 @@ use super::protocol::{self as pp, ChannelKind, ClientMessage};
 use crate::channels::{ChannelId, Member};
 use crate::server::Server;
 use crate::ws;
-
-/// How long a cache channel remembers its last event (Pusher keeps it 30 minutes).
-pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
 
 impl Server {
     pub(crate) fn on_pusher_message(&mut self, key: usize, text: &str) {
@@ -181,17 +178,12 @@ impl Server {
             self.reply(key, &pp::subscription_succeeded(channel, None));
         }
         if pp::is_cache_channel(channel) {
-            let cached = self.caches[app]
-                .get(channel)
-                .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            let cached = self
+                .cache
+                .get(app as u16, channel, Instant::now())
                 .map(|(f, _)| f.clone());
             match cached {
-                Some(frame) => {
-                    if let Some(conn) = self.conns.get_mut(key) {
-                        conn.push(frame);
-                        self.mark_dirty(key);
-                    }
-                }
+                Some(frame) => self.send_frame(key, frame),
                 None => {
                     self.reply(key, &pp::cache_miss(channel));
                     self.webhook(
@@ -331,9 +323,9 @@ impl Server {
                 p.signin_deadline = None;
                 let app = p.app as usize;
                 if let Some(before) = before {
-                    self.user_detached(app, &before);
+                    self.user_detached(app, &before, key);
                 }
-                self.user_attached(app, &user_id);
+                self.user_attached(app, &user_id, key);
                 self.reply(key, &pp::signin_success(user_data));
             }
             (valid, _) => {
@@ -358,6 +350,10 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        // Looked up now (the connection is borrowed below), refused in its turn.
+        let subscribed = self.channels[conn.app()]
+            .lookup(channel)
+            .filter(|&id| conn.sub_index(id).is_some());
         let Some(p) = conn.pusher.as_mut() else {
             return;
         };
@@ -384,10 +380,7 @@ impl Server {
         {
             return error(self, "Client event name or data over the app's limits");
         }
-        let Some(id) = self.channels[app]
-            .lookup(channel)
-            .filter(|id| conn.subs.contains(id))
-        else {
+        let Some(id) = subscribed else {
             return error(
                 self,
                 &format!("Client event on {channel}, which this connection has not subscribed to"),

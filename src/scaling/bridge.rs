@@ -10,7 +10,7 @@ use super::Body;
 use super::cluster::{self, MemberEvent, NodeState};
 use crate::pusher::protocol as pp;
 use crate::server::Server;
-use crate::ws::{self, Frame};
+use crate::ws;
 
 /// A local channel's state for the other nodes.
 fn channel_state(ch: &crate::channels::Channel) -> cluster::ChannelState {
@@ -42,30 +42,53 @@ fn vacated_state(v: &crate::pusher::webhooks::Vacate) -> cluster::ChannelState {
 }
 
 impl Server {
-    /// Publishes an event here and on every other node. `except` is the socket id of the
-    /// connection that caused it, wherever that connection lives.
+    /// Publishes an event to channels here and on every other node, as one publication: a
+    /// channel-protocol client subscribed to several of the channels receives it once, on
+    /// every node. `except` is the socket id of the connection that caused it, wherever that
+    /// connection lives; `source` names where it came from for the console.
     pub(crate) fn broadcast_event(
         &mut self,
         app: usize,
-        channel: &str,
+        channels: &[String],
         event: &str,
         data: &str,
         except: Option<&str>,
-        plain: &mut Option<Frame>,
+        source: &str,
     ) {
-        let local_except = except.and_then(|s| self.parse_socket_id(s));
-        self.publish(app, channel, event, data, local_except, plain);
+        self.publish_here(app, channels, event, data, except);
+        for name in channels {
+            self.console_event("publish", None, Some(name), Some(event), Some(source));
+        }
         if let Some(scaling) = self.scaling.as_mut() {
             let app_id = self.apps.get(app).cfg.id.clone();
             scaling.send(
                 Some(&app_id),
                 Body::Publish {
-                    channel: channel.into(),
+                    channels: channels.to_vec(),
                     event: event.into(),
                     data: data.into(),
                     except: except.map(str::to_string),
                 },
             );
+        }
+    }
+
+    /// Delivers one publication to this node's subscribers of `channels`.
+    fn publish_here(
+        &mut self,
+        app: usize,
+        channels: &[String],
+        event: &str,
+        data: &str,
+        except: Option<&str>,
+    ) {
+        // The connection to leave out may be ours even when the event entered through another
+        // node (the app's REST call went there).
+        let local_except = except.and_then(|s| self.parse_socket_id(s));
+        let mut plain = None;
+        self.publish_stamp = self.publish_stamp.wrapping_add(1);
+        for name in channels {
+            self.publish(app, name, event, data, local_except, &mut plain);
         }
     }
 
@@ -195,7 +218,10 @@ impl Server {
         let users: Vec<(String, String, u32)> = self
             .user_conns
             .iter()
-            .map(|((app, user), n)| (self.apps.get(*app).cfg.id.clone(), user.to_string(), *n))
+            .map(|((app, user), keys)| {
+                let n = keys.len() as u32;
+                (self.apps.get(*app).cfg.id.clone(), user.to_string(), n)
+            })
             .collect();
         if let Some(scaling) = self.scaling.as_mut() {
             scaling.seq += 1;
@@ -225,8 +251,7 @@ impl Server {
                 let n = self
                     .user_conns
                     .get(&(app, user.clone()))
-                    .copied()
-                    .unwrap_or(0);
+                    .map_or(0, |keys| keys.len() as u32);
                 (self.apps.get(app).cfg.id.clone(), user.into(), n)
             })
             .collect();
@@ -429,6 +454,9 @@ impl Server {
         let mut events = std::mem::take(&mut self.link_events);
         let (envelopes, came_up) = scaling.incoming(&mut events);
         self.link_events = events;
+        if let Some((host, port)) = scaling.resolve.take() {
+            self.start_resolve(host, port);
+        }
         if came_up {
             // Reconcile: tell everyone what we hold and ask for what they hold; the heartbeat
             // keys answer for nodes too busy (or frozen) to.
@@ -450,17 +478,11 @@ impl Server {
             let now = Instant::now();
             match env.body {
                 Body::Publish {
-                    channel,
+                    channels,
                     event,
                     data,
                     except,
-                } => {
-                    // The connection to leave out may be ours even when the event entered
-                    // through another node (the app's REST call went there).
-                    let except = except.as_deref().and_then(|s| self.parse_socket_id(s));
-                    self.publish_stamp = self.publish_stamp.wrapping_add(1);
-                    self.publish(app, &channel, &event, &data, except, &mut None);
-                }
+                } => self.publish_here(app, &channels, &event, &data, except.as_deref()),
                 Body::Global { line } => self.publish_global(&ws::text(line.as_bytes())),
                 Body::Frame { channel, text } => {
                     if let Some(id) = self.channels[app].lookup(&channel) {

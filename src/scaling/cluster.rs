@@ -132,11 +132,12 @@ impl Cluster {
     /// Subscribers and members of a channel on the other nodes.
     pub fn channel(&self, app: &str, channel: &str) -> (usize, HashMap<String, Option<Value>>) {
         let key = (app.to_string(), channel.to_string());
-        let mut subscribers = 0;
+        let mut subscribers: usize = 0;
         let mut members = HashMap::new();
         for r in self.nodes.values() {
             if let Some(c) = r.state.get(&key) {
-                subscribers += c.subscribers;
+                // Counts come from other nodes' messages: never trusted to add up.
+                subscribers = subscribers.saturating_add(c.subscribers);
                 for (u, info) in &c.members {
                     members.entry(u.clone()).or_insert_with(|| info.clone());
                 }

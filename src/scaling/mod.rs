@@ -48,9 +48,11 @@ pub struct Envelope {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Body {
-    /// An event on a channel (FIFO line, REST, internal broadcast, console).
+    /// An event on channels, as one publication (FIFO line, REST, internal broadcast,
+    /// console). `channel` with one name is accepted from nodes of earlier versions.
     Publish {
-        channel: String,
+        #[serde(alias = "channel", deserialize_with = "one_or_many")]
+        channels: Vec<String>,
         event: String,
         data: String,
         /// The socket id to leave out: it may live on any node, whichever node the event entered.
@@ -104,6 +106,20 @@ pub enum Body {
     Terminate { user_id: String },
 }
 
+/// A channel list sent as an array, or as one name.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Names {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Names::deserialize(d)? {
+        Names::One(name) => vec![name],
+        Names::Many(names) => names,
+    })
+}
+
 pub struct Scaling {
     pub link: RedisLink,
     pub node_id: String,
@@ -132,6 +148,8 @@ pub struct Scaling {
     next_tag: u64,
     /// Node states read from Redis, for the server to fold into the cluster.
     pub stored: Vec<StoredNode>,
+    /// A host name the link asked to have resolved (by a worker: `getaddrinfo` blocks).
+    pub resolve: Option<(String, u16)>,
     leaving: bool,
 }
 
@@ -175,6 +193,7 @@ impl Scaling {
             reading: Default::default(),
             next_tag: FIRST_READ,
             stored: Vec::new(),
+            resolve: None,
             leaving: false,
         })
     }
@@ -348,6 +367,7 @@ impl Scaling {
         for event in events.drain(..) {
             match event {
                 LinkEvent::Up => came_up = true,
+                LinkEvent::Resolve { host, port } => self.resolve = Some((host, port)),
                 LinkEvent::Reply { tag, reply } => {
                     if let Some(stored) = self.on_reply(tag, reply) {
                         self.stored.push(stored);
@@ -431,7 +451,7 @@ mod tests {
             node: "a".into(),
             app: Some("app-id".into()),
             body: Body::Publish {
-                channel: "c".into(),
+                channels: vec!["c".into(), "d".into()],
                 event: "e".into(),
                 data: "{\"x\":1}".into(),
                 except: Some("1.2".into()),
@@ -443,5 +463,10 @@ mod tests {
         let g: Envelope =
             serde_json::from_str(r#"{"node":"b","kind":"global","line":"hi"}"#).unwrap();
         assert_eq!(g.body, Body::Global { line: "hi".into() });
+        let old: Envelope = serde_json::from_str(
+            r#"{"node":"b","kind":"publish","channel":"c","event":"e","data":"d"}"#,
+        )
+        .unwrap();
+        assert!(matches!(old.body, Body::Publish { channels, .. } if channels == ["c"]));
     }
 }

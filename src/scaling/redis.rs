@@ -9,9 +9,12 @@
 //!   Replies are matched FIFO to the `u64` tag given with each command and
 //!   come back as [`LinkEvent::Reply`].
 //!
-//! No thread is ever started and no call blocks (the only exception: a host
-//! name that is not an IP literal is resolved with `getaddrinfo` when a
-//! connection attempt finds no cached address — once at start, normally).
+//! No thread is ever started and no call blocks. A host name that is not an
+//! IP literal is resolved again before every connection attempt, so a
+//! failover to a new address is followed; the link asks its caller for the
+//! addresses ([`LinkEvent::Resolve`]) and waits for [`RedisLink::resolved`],
+//! because `getaddrinfo` blocks and must run outside the loop (the server
+//! hands it to a forked worker).
 //!
 //! Life cycle: `new` (parse URL) → `start` (connect) → the server calls
 //! `on_ready` for events on either token, `tick` at least every
@@ -40,7 +43,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Error text of replies to commands that could not be sent or answered.
@@ -51,6 +54,9 @@ pub const QUEUE_FULL: &str = "redis queue full";
 /// Channels/patterns per SUBSCRIBE command when resubscribing.
 const SUBSCRIBE_CHUNK: usize = 256;
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from one connection per call before the link yields to the rest of the loop
+/// (a flood of messages must not starve the clients); the rest is read at the next `tick`.
+const READ_BUDGET: usize = 4 * READ_CHUNK;
 /// Buffers larger than this are shrunk once empty.
 const KEEP_CAPACITY: usize = 256 * 1024;
 
@@ -76,6 +82,8 @@ pub enum LinkEvent {
     Up,
     /// The link went down (reported once per outage, not per attempt).
     Down { reason: String },
+    /// Resolve this host name and call [`RedisLink::resolved`] with its addresses.
+    Resolve { host: String, port: u16 },
 }
 
 /// Parsed `redis://[[user]:password@]host[:port][/db]`.
@@ -281,6 +289,8 @@ pub struct LinkStats {
     pub outages: u64,
     /// Failed connection attempts, first ones included.
     pub failed_attempts: u64,
+    /// Times a connection used its read budget and yielded with more to read.
+    pub read_yields: u64,
 }
 
 /// A snapshot for `/up`.
@@ -298,9 +308,17 @@ pub struct LinkStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Idle,
-    Connecting { deadline: Instant },
+    /// Waiting for the caller to resolve the host name.
+    Resolving {
+        deadline: Instant,
+    },
+    Connecting {
+        deadline: Instant,
+    },
     Up,
-    Backoff { retry_at: Instant },
+    Backoff {
+        retry_at: Instant,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,6 +369,8 @@ struct Conn {
     pending: VecDeque<Pending>,
     health_sent: Option<Instant>,
     last_health: Instant,
+    /// The last read stopped at the read budget: more may be waiting in the socket.
+    more_to_read: bool,
 }
 
 impl Conn {
@@ -368,6 +388,7 @@ impl Conn {
             pending: VecDeque::new(),
             health_sent: None,
             last_health: now,
+            more_to_read: false,
         }
     }
 
@@ -396,6 +417,7 @@ impl Conn {
         }
         self.decoder.reset();
         self.health_sent = None;
+        self.more_to_read = false;
         // `pending` is drained by the caller, which answers the tags.
     }
 
@@ -527,7 +549,7 @@ pub struct RedisLink {
     sub: Conn,
     cmd: Conn,
     state: State,
-    addrs: Vec<SocketAddr>,
+    /// Connection attempts so far: picks among a host name's addresses.
     attempt: usize,
     backoff: Duration,
     channels: BTreeSet<Vec<u8>>,
@@ -580,7 +602,6 @@ impl RedisLink {
             url,
             opts,
             state: State::Idle,
-            addrs: Vec::new(),
             attempt: 0,
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
@@ -633,8 +654,10 @@ impl RedisLink {
         let state = match self.state {
             State::Idle => "idle",
             State::Up => "up",
-            State::Connecting { .. } if !self.reported_down => "connecting",
-            State::Connecting { .. } | State::Backoff { .. } => "down",
+            State::Resolving { .. } | State::Connecting { .. } if !self.reported_down => {
+                "connecting"
+            }
+            State::Resolving { .. } | State::Connecting { .. } | State::Backoff { .. } => "down",
         };
         LinkStatus {
             state,
@@ -652,12 +675,17 @@ impl RedisLink {
     /// How long the server may sleep in `poll` before calling `tick`
     /// (`Some(ZERO)` when events or writes are waiting, `None`: no deadline).
     pub fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.out.is_empty() || self.sub.unsent() || self.cmd.unsent() {
+        if !self.out.is_empty()
+            || self.sub.unsent()
+            || self.cmd.unsent()
+            || self.sub.more_to_read
+            || self.cmd.more_to_read
+        {
             return Some(Duration::ZERO);
         }
         let at = match self.state {
             State::Idle => return None,
-            State::Connecting { deadline } => deadline,
+            State::Resolving { deadline } | State::Connecting { deadline } => deadline,
             State::Backoff { retry_at } => retry_at,
             State::Up => [&self.sub, &self.cmd]
                 .iter()
@@ -787,8 +815,21 @@ impl RedisLink {
     /// Timers: reconnect after backoff, connect/handshake timeout, health
     /// pings. Also delivers deferred events and writes queued bytes.
     pub fn tick(&mut self, registry: &Registry, now: Instant, events: &mut Vec<LinkEvent>) {
+        for which in [Which::Sub, Which::Cmd] {
+            let c = self.conn_mut(which);
+            if c.more_to_read {
+                let token = c.token;
+                self.on_ready(registry, token, events);
+            }
+        }
         match self.state {
             State::Idle => {}
+            State::Resolving { deadline } => {
+                if now >= deadline {
+                    let host = self.url.host.clone();
+                    self.fail(registry, now, format!("resolving {host} timed out"));
+                }
+            }
             State::Backoff { retry_at } => {
                 if now >= retry_at {
                     self.begin_connect(registry, now);
@@ -842,34 +883,50 @@ impl RedisLink {
         }
     }
 
-    fn resolve(&mut self) -> Result<(), String> {
-        if !self.addrs.is_empty() {
-            return Ok(());
+    /// Starts a connection attempt: at once to an IP literal, otherwise after the caller has
+    /// resolved the host name afresh (a failover to a new address is followed).
+    fn begin_connect(&mut self, registry: &Registry, now: Instant) {
+        match self.url.host.parse::<IpAddr>() {
+            Ok(ip) => self.connect_to(registry, now, SocketAddr::new(ip, self.url.port)),
+            Err(_) => {
+                self.state = State::Resolving {
+                    deadline: now + self.opts.connect_timeout,
+                };
+                self.out.push(LinkEvent::Resolve {
+                    host: self.url.host.clone(),
+                    port: self.url.port,
+                });
+            }
         }
-        if let Ok(ip) = self.url.host.parse::<IpAddr>() {
-            self.addrs = vec![SocketAddr::new(ip, self.url.port)];
-            return Ok(());
-        }
-        // getaddrinfo: blocking, but only until a resolution succeeds (at
-        // start, normally); the addresses are then kept for every reconnect.
-        // No thread involved.
-        let addrs = (self.url.host.as_str(), self.url.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {}: {e}", self.url.host))?;
-        self.addrs = addrs.collect();
-        if self.addrs.is_empty() {
-            return Err(format!("{} resolves to no address", self.url.host));
-        }
-        Ok(())
     }
 
-    fn begin_connect(&mut self, registry: &Registry, now: Instant) {
-        if let Err(reason) = self.resolve() {
-            self.fail(registry, now, reason);
+    /// The addresses of the host name asked for with [`LinkEvent::Resolve`], or why there are
+    /// none. Answers that arrive after the attempt gave up are ignored.
+    pub fn resolved(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        result: Result<Vec<SocketAddr>, String>,
+    ) {
+        if !matches!(self.state, State::Resolving { .. }) {
             return;
         }
-        let addr = self.addrs[self.attempt % self.addrs.len()];
-        self.attempt = self.attempt.wrapping_add(1);
+        match result {
+            Ok(addrs) if !addrs.is_empty() => {
+                // Successive attempts go round the addresses.
+                let addr = addrs[self.attempt % addrs.len()];
+                self.attempt = self.attempt.wrapping_add(1);
+                self.connect_to(registry, now, addr);
+            }
+            Ok(_) => {
+                let reason = format!("{} resolves to no address", self.url.host);
+                self.fail(registry, now, reason);
+            }
+            Err(reason) => self.fail(registry, now, reason),
+        }
+    }
+
+    fn connect_to(&mut self, registry: &Registry, now: Instant, addr: SocketAddr) {
         debug!("redis link: connecting to {addr} ({})", self.url.redacted());
         for which in [Which::Sub, Which::Cmd] {
             let token = self.conn_mut(which).token;
@@ -959,7 +1016,15 @@ impl RedisLink {
             return Ok(());
         }
         let mut chunk = [0u8; READ_CHUNK];
+        let mut taken = 0usize;
+        self.conn_mut(which).more_to_read = false;
         loop {
+            if taken >= READ_BUDGET {
+                // The rest waits for the next turn (`tick`), after the clients had theirs.
+                self.stats.read_yields += 1;
+                self.conn_mut(which).more_to_read = true;
+                return Ok(());
+            }
             let c = self.conn_mut(which);
             let Some(s) = c.stream.as_mut() else {
                 return Ok(());
@@ -968,6 +1033,7 @@ impl RedisLink {
                 match tls.reader().read(&mut chunk) {
                     Ok(0) => return Err("connection closed by redis".into()),
                     Ok(n) => {
+                        taken += n;
                         c.rbuf.extend_from_slice(&chunk[..n]);
                         self.parse(which)?;
                         continue;
@@ -994,6 +1060,7 @@ impl RedisLink {
             match s.read(&mut chunk) {
                 Ok(0) => return Err("connection closed by redis".into()),
                 Ok(n) => {
+                    taken += n;
                     c.rbuf.extend_from_slice(&chunk[..n]);
                     self.parse(which)?;
                 }
