@@ -414,8 +414,9 @@ impl Server {
         }
         let due = self.now + self.cfg.ping_interval_secs as u32;
         conn.timer_due = self.timers.schedule(key, conn.id, due);
+        self.hub.attach(key, 0);
         if matches!(mode, Mode::Raw | Mode::Channel) {
-            self.listen_global(key);
+            self.hub.listen_global(key);
         }
         self.mark_dirty(key);
         debug!(
@@ -441,13 +442,13 @@ impl Server {
                     .require_user_authentication
                     .then_some(cfg.user_authentication_timeout_secs);
                 self.apps.get_mut(app).connections += 1;
+                self.hub.attach(key, app);
                 let Some(conn) = self.conns.get_mut(key) else {
                     return;
                 };
                 conn.pusher = Some(Box::new(PusherConn {
                     app: app as u16,
                     user_id: None,
-                    presence: Vec::new(),
                     client_events: RateLimit::new(client_rate),
                     signin_deadline: signin_deadline.map(|s| self.now + s as u32),
                 }));
@@ -481,7 +482,7 @@ impl Server {
             },
             "version": env!("CARGO_PKG_VERSION"),
             "connections": self.sessions,
-            "channels": self.channels.iter().map(|c| c.len()).sum::<usize>(),
+            "channels": self.hub.len(),
             "uptime_secs": self.started.elapsed().as_secs(),
             "frames_out": self.stats.frames_out,
             "write_calls": self.stats.write_calls,
@@ -800,16 +801,14 @@ impl Server {
         app: usize,
         name: &str,
     ) -> (usize, std::collections::BTreeSet<String>) {
-        let local = self.channels[app]
-            .lookup(name)
-            .and_then(|id| self.channels[app].get(id));
+        let local = self.hub.channel_named(app, name);
         let (remote_subscribers, remote_members) = self.remote_channel(app, name);
         let mut members: std::collections::BTreeSet<String> = remote_members.into_keys().collect();
-        if let Some(m) = local.and_then(|c| c.members.as_ref()) {
-            members.extend(m.users.keys().map(|u| u.to_string()));
+        if let Some(c) = local {
+            members.extend(c.members().map(|(u, _)| u.to_string()));
         }
         let subscribers = local
-            .map(|c| c.subscribers.len())
+            .map(|c| c.count())
             .unwrap_or(0)
             .saturating_add(remote_subscribers);
         (subscribers, members)
@@ -837,9 +836,10 @@ impl Server {
                 message: "only info=user_count is available when listing channels".into(),
             });
         }
-        let mut names: std::collections::BTreeSet<String> = self.channels[app]
-            .iter()
-            .map(|(_, ch)| ch.name.to_string())
+        let mut names: std::collections::BTreeSet<String> = self
+            .hub
+            .channels(app)
+            .map(|ch| ch.name().to_string())
             .collect();
         names.extend(self.remote_channels(app));
         let mut channels = Map::new();
@@ -873,7 +873,7 @@ impl Server {
         };
         out.insert("occupied".into(), json!(occupied));
         if info.cache
-            && let Some((frame, left)) = self.cache.get(app as u16, name, Instant::now())
+            && let Some((frame, left)) = self.hub.cache().get(app as u16, name, Instant::now())
         {
             let text = String::from_utf8_lossy(ws::payload(frame)).into_owned();
             let event: Value = serde_json::from_str(&text).unwrap_or(Value::Null);

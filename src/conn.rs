@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
-use crate::channels::{ChannelId, Sub};
 use crate::ws::{Frame, Reassembly};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,9 +39,6 @@ pub enum Mode {
     Console,
 }
 
-/// `Conn::global_pos` of a connection that does not receive global lines.
-pub const NOT_GLOBAL: u32 = u32::MAX;
-
 /// Most iovecs handed to one `writev`.
 const MAX_IOV: usize = 64;
 
@@ -65,8 +61,6 @@ pub struct Conn {
     /// Bytes of `out.front()` already written.
     out_offset: usize,
     out_bytes: usize,
-    /// The channels it is subscribed to, each with its position in the channel's list.
-    pub subs: Vec<Sub>,
     /// Already in the server's list of connections to flush this turn.
     pub dirty: bool,
     /// Over its queue limit: no more frames are queued; it is being closed.
@@ -78,8 +72,6 @@ pub struct Conn {
     pub paused: bool,
     /// See `Server::publish_stamp`.
     pub publish_stamp: u32,
-    /// Position in the server's list of global-line listeners, or [`NOT_GLOBAL`].
-    pub global_pos: u32,
     /// Pusher protocol state; `None` for other connections.
     pub pusher: Option<Box<crate::pusher::PusherConn>>,
     /// The user a validation handler said this connection belongs to.
@@ -115,13 +107,11 @@ impl Conn {
             out: VecDeque::new(),
             out_offset: 0,
             out_bytes: 0,
-            subs: Vec::new(),
             dirty: false,
             overflowed: false,
             write_shut: false,
             paused: false,
             publish_stamp: 0,
-            global_pos: NOT_GLOBAL,
             pusher: None,
             tls: None,
             user: None,
@@ -310,12 +300,6 @@ impl Conn {
         if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
             self.inbuf = Vec::new();
         }
-    }
-
-    /// Where the subscription to `channel` is in `subs` (searched from the end, where the
-    /// newest are and where closing takes them from).
-    pub fn sub_index(&self, channel: ChannelId) -> Option<usize> {
-        self.subs.iter().rposition(|s| s.channel == channel)
     }
 
     /// Index of the app whose channels this connection uses (channel-protocol and raw

@@ -143,12 +143,12 @@ impl Server {
             return;
         }
         let mut channels = Vec::new();
-        for (app, registry) in self.channels.iter().enumerate() {
+        for app in 0..self.apps.len() {
             let app_id = &self.apps.get(app).cfg.id;
-            for (_, ch) in registry.iter().take(500) {
+            for ch in self.hub.channels(app).take(500) {
                 channels.push(json!({
-                    "app": app_id, "name": &*ch.name, "subscribers": ch.subscribers.len(),
-                    "members": ch.members.as_ref().map(|m| m.users.len()),
+                    "app": app_id, "name": ch.name(), "subscribers": ch.count(),
+                    "members": ch.member_count(),
                 }));
             }
         }

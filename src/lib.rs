@@ -5,12 +5,12 @@
 //! is one of the things it drives.
 
 pub mod api;
-pub mod cache;
 pub mod channel_protocol;
 pub mod channels;
 pub mod config;
 pub mod conn;
 pub mod console;
+pub mod core;
 pub mod fifo;
 pub mod http;
 pub mod httpclient;

@@ -148,12 +148,12 @@ fn counters(server: &Server) -> [Family; 22] {
         (
             "cache_evictions_total",
             "Cache-channel events dropped to stay within max_cache_bytes.",
-            server.cache.evicted,
+            server.hub.cache().evicted,
         ),
         (
             "cache_expirations_total",
             "Cache-channel events dropped when their time to live ran out.",
-            server.cache.expired,
+            server.hub.cache().expired,
         ),
         (
             "fifo_read_pauses_total",
@@ -172,7 +172,7 @@ fn counters(server: &Server) -> [Family; 22] {
 }
 
 fn gauges(server: &Server) -> [Family; 4] {
-    let channels: usize = server.channels.iter().map(|c| c.len()).sum();
+    let channels = server.hub.len();
     [
         (
             "connections",
@@ -183,12 +183,12 @@ fn gauges(server: &Server) -> [Family; 4] {
         (
             "cache_channels",
             "Cache channels holding a last event.",
-            server.cache.len() as u64,
+            server.hub.cache().len() as u64,
         ),
         (
             "cache_bytes",
             "Memory held for cache channels' last events (bound: max_cache_bytes).",
-            server.cache.bytes() as u64,
+            server.hub.cache().bytes() as u64,
         ),
     ]
 }

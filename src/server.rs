@@ -19,9 +19,9 @@ use slab::Slab;
 use std::collections::HashMap;
 
 use crate::channel_protocol as proto;
-use crate::channels::{ChannelId, Channels};
 use crate::config::{Config, Sources};
 use crate::conn::{Conn, Flushed, Mode, Phase};
+use crate::core::hub::{ChannelId, Hub, Left, Subscribed};
 use crate::fifo::Fifo;
 use crate::http;
 use crate::listener;
@@ -117,11 +117,9 @@ pub struct Server {
     pub(crate) conns: Slab<Conn>,
     /// Open WebSocket sessions (for `max_connections`).
     pub(crate) sessions: usize,
-    /// Channel registries, one per app (channel-protocol and raw clients use the first app's).
-    pub(crate) channels: Vec<Channels>,
+    /// Channels, subscriptions, presence, cache channels and global listeners.
+    pub(crate) hub: Hub,
     pub(crate) apps: Apps,
-    /// Last event of each cache channel.
-    pub(crate) cache: crate::cache::CacheStore,
     pub(crate) timers: Wheel,
     pub(crate) fired: Vec<Entry>,
     pub(crate) started: Instant,
@@ -169,9 +167,7 @@ pub struct Server {
     pub(crate) per_ip: HashMap<std::net::IpAddr, u32>,
     /// Open connections per (app, user id): validated users and Pusher sign-ins.
     pub(crate) user_conns: HashMap<(usize, Box<str>), Vec<usize>>,
-    /// Open raw-mode and channel-mode sessions: the audience of a global FIFO line. Each
-    /// connection knows its position (`Conn::global_pos`), so leaving is O(1).
-    pub(crate) global: Vec<usize>,
+
     /// The listener kept across a SIGUSR2 restart.
     pub(crate) restart_listener: Option<TcpListener>,
     /// Set when serving `wss://`; replaced on SIGHUP.
@@ -235,10 +231,12 @@ impl Server {
             signals,
             conns: Slab::new(),
             sessions: 0,
-            channels: (0..apps.len()).map(|_| Channels::default()).collect(),
-            cache: crate::cache::CacheStore::new(
-                cfg.max_cache_bytes,
-                Duration::from_secs(cfg.cache_ttl_secs),
+            hub: Hub::new(
+                apps.len(),
+                crate::core::cache::CacheStore::new(
+                    cfg.max_cache_bytes,
+                    Duration::from_secs(cfg.cache_ttl_secs),
+                ),
             ),
             apps,
             timers: Wheel::new(0),
@@ -277,7 +275,7 @@ impl Server {
             publish_stamp: 0,
             per_ip: HashMap::new(),
             user_conns: HashMap::new(),
-            global: Vec::new(),
+
             restart_listener: None,
             tls,
             trusted_proxies: crate::proxy::parse_list(&cfg.trusted_proxies).unwrap_or_default(),
@@ -795,46 +793,35 @@ impl Server {
         let Some(conn) = self.conns.get(key) else {
             return false;
         };
-        let already = self.channels[conn.app()]
-            .lookup(name)
-            .is_some_and(|id| conn.sub_index(id).is_some());
-        !already && conn.subs.len() >= self.cfg.max_channels_per_connection
+        let already = self
+            .hub
+            .lookup(conn.app(), name)
+            .is_some_and(|id| self.hub.is_subscribed(key, id));
+        !already && self.hub.subscriptions(key) >= self.cfg.max_channels_per_connection
     }
 
     /// Adds the connection to a channel of its app; returns the channel and whether it was new
     /// for this connection.
     pub(crate) fn join(&mut self, key: usize, name: &str) -> Option<(ChannelId, bool)> {
-        let conn = self.conns.get_mut(key)?;
+        let conn = self.conns.get(key)?;
         let app = conn.app();
-        let channels = &mut self.channels[app];
-        let existing = channels.lookup(name);
-        if let Some(id) = existing
-            && conn.sub_index(id).is_some()
-        {
-            return Some((id, false));
-        }
-        let created = existing.is_none();
-        let sub = channels.subscribe(name, key, conn.subs.len());
-        conn.subs.push(sub);
-        let id = sub.channel;
+        let (id, created, count) = match self.hub.subscribe(key, name) {
+            Subscribed::Already(id) => return Some((id, false)),
+            Subscribed::New { id, created, count } => (id, created, count),
+        };
         if self.webhooks_on(app) {
             if created {
                 self.webhook_occupied(app, id, name);
             }
-            let count = self.channels[app]
-                .get(id)
-                .map(|c| c.subscribers.len())
-                .unwrap_or(0);
             self.webhook_count(app, name, count);
         }
-        let Some(conn) = self.conns.get_mut(key) else {
-            return Some((id, true));
-        };
         if let Some(scaling) = self.scaling.as_mut() {
             scaling.channel_changed(app, name);
         }
         debug!("connection {key} subscribed to {name}");
-        if !self.consoles.is_empty() {
+        if !self.consoles.is_empty()
+            && let Some(conn) = self.conns.get(key)
+        {
             let socket_id = conn.socket_id(self.process_id);
             self.console_event("subscribed", Some(&socket_id), Some(name), None, None);
         }
@@ -842,75 +829,38 @@ impl Server {
     }
 
     pub(crate) fn leave_by_name(&mut self, key: usize, name: &str) {
-        let Some(conn) = self.conns.get(key) else {
-            return;
-        };
-        let Some(id) = self.channels[conn.app()].lookup(name) else {
-            return;
-        };
-        if conn.sub_index(id).is_some() {
-            self.leave(key, id);
+        if let Some(left) = self.hub.unsubscribe(key, name) {
+            self.on_left(key, left);
         }
     }
 
-    /// Removes the connection from one channel, with presence bookkeeping. O(1) in the
-    /// channel's size: both sides of the subscription know where the other is.
-    pub(crate) fn leave(&mut self, key: usize, id: ChannelId) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let Some(i) = conn.sub_index(id) else {
-            return;
-        };
-        let app = conn.app();
-        let sub = conn.subs.swap_remove(i);
-        if let Some(&moved) = conn.subs.get(i) {
-            self.channels[app].moved_slot(moved, i);
-        }
-        if !self.consoles.is_empty() {
+    /// What a connection leaving a channel means for the others: presence, webhooks, the
+    /// cluster and the console.
+    pub(crate) fn on_left(&mut self, key: usize, left: Left) {
+        let app = left.app;
+        if !self.consoles.is_empty()
+            && let Some(conn) = self.conns.get(key)
+        {
             let socket_id = conn.socket_id(self.process_id);
-            let name = self.channels[app].get(id).map(|c| c.name.to_string());
             self.console_event(
                 "unsubscribed",
                 Some(&socket_id),
-                name.as_deref(),
+                Some(&left.channel),
                 None,
                 None,
             );
         }
-        let Some(conn) = self.conns.get(key) else {
-            return;
-        };
-        if conn.pusher.is_some() {
-            self.leave_presence(key, app, id);
+        if let Some(user) = &left.member_removed {
+            self.member_removed(app, &left.channel, user);
         }
-        let noticed = self.scaling.is_some() || self.webhooks_on(app);
-        let name = noticed
-            .then(|| self.channels[app].get(id).map(|c| c.name.to_string()))
-            .flatten();
-        let occupied_at = self.channels[app].get(id).map_or(0, |c| c.occupied_at);
-        let removed = self.channels[app].unsubscribe(sub);
-        if let Some(m) = removed.moved
-            && let Some(s) = self
-                .conns
-                .get_mut(m.key())
-                .and_then(|c| c.subs.get_mut(m.slot as usize))
-        {
-            s.pos = sub.pos;
+        if let Some(scaling) = self.scaling.as_mut() {
+            scaling.channel_changed(app, &left.channel);
         }
-        let vacated = removed.vacated;
-        if let (Some(scaling), Some(name)) = (self.scaling.as_mut(), name.as_deref()) {
-            scaling.channel_changed(app, name);
-        }
-        if let Some(name) = name.filter(|_| self.webhooks_on(app)) {
-            if vacated {
-                self.webhook_vacated(app, &name, occupied_at);
+        if self.webhooks_on(app) {
+            if left.vacated() {
+                self.webhook_vacated(app, &left.channel, left.occupied_at);
             } else {
-                let count = self.channels[app]
-                    .get(id)
-                    .map(|c| c.subscribers.len())
-                    .unwrap_or(0);
-                self.webhook_count(app, &name, count);
+                self.webhook_count(app, &left.channel, left.count);
             }
         }
     }
@@ -1087,19 +1037,17 @@ impl Server {
         let mut pusher_frame: Option<Frame> = None;
         if pp::is_cache_channel(channel) {
             let frame = ws::text(pp::event(event, channel, data, None).as_bytes());
-            self.cache
+            self.hub
+                .cache_mut()
                 .insert(app as u16, channel, frame.clone(), Instant::now());
             pusher_frame = Some(frame);
         }
-        let Some(id) = self.channels[app].lookup(channel) else {
-            return;
-        };
-        let Some(ch) = self.channels[app].get(id) else {
+        let Some(ch) = self.hub.channel_named(app, channel) else {
             return;
         };
         let limit = self.cfg.outbound_queue_bytes;
         let mut delivered = 0u64;
-        for key in ch.subscribers.iter().map(|s| s.key()) {
+        for key in ch.subscribers().iter().map(|s| s.key()) {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
@@ -1141,12 +1089,12 @@ impl Server {
         frame: &Frame,
         except: Option<usize>,
     ) {
-        let Some(ch) = self.channels[app].get(id) else {
+        let Some(ch) = self.hub.channel(app, id) else {
             return;
         };
         let limit = self.cfg.outbound_queue_bytes;
         let mut delivered = 0u64;
-        for key in ch.subscribers.iter().map(|s| s.key()) {
+        for key in ch.subscribers().iter().map(|s| s.key()) {
             if Some(key) == except {
                 continue;
             }
@@ -1169,7 +1117,7 @@ impl Server {
     pub(crate) fn publish_global(&mut self, frame: &Frame) {
         let limit = self.cfg.outbound_queue_bytes;
         let mut delivered = 0u64;
-        for &key in &self.global {
+        for key in self.hub.global() {
             if let Some(conn) = self.conns.get_mut(key) {
                 delivered += deliver(
                     conn,
@@ -1182,30 +1130,6 @@ impl Server {
             }
         }
         self.stats.frames_out += delivered;
-    }
-
-    /// A raw-mode or channel-mode session opened: it receives global lines from now on.
-    pub(crate) fn listen_global(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.global_pos = self.global.len() as u32;
-            self.global.push(key);
-        }
-    }
-
-    fn unlisten_global(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let pos = std::mem::replace(&mut conn.global_pos, crate::conn::NOT_GLOBAL) as usize;
-        if pos >= self.global.len() {
-            return;
-        }
-        self.global.swap_remove(pos);
-        if let Some(&moved) = self.global.get(pos)
-            && let Some(conn) = self.conns.get_mut(moved)
-        {
-            conn.global_pos = pos as u32;
-        }
     }
 
     // ---- writing ---------------------------------------------------------------------------
@@ -1320,7 +1244,6 @@ impl Server {
                 let socket_id = conn.socket_id(self.process_id);
                 self.console_event("connection_closed", Some(&socket_id), None, None, None);
             }
-            self.unlisten_global(key);
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
@@ -1353,14 +1276,8 @@ impl Server {
             self.user_detached(app, &user, key);
             self.drop_user_conn(&user, key);
         }
-        // Last first: each removal is then a pop on the connection's side.
-        while let Some(id) = self
-            .conns
-            .get(key)
-            .and_then(|c| c.subs.last())
-            .map(|s| s.channel)
-        {
-            self.leave(key, id);
+        for left in self.hub.detach(key) {
+            self.on_left(key, left);
         }
         if let Some(conn) = self.conns.get_mut(key) {
             conn.pusher = None;
@@ -1416,7 +1333,7 @@ impl Server {
         }
         self.fired = fired;
         self.check_fifo();
-        self.cache.expire(Instant::now());
+        self.hub.cache_mut().expire(Instant::now());
         self.console_stats();
         self.scaling_tick();
     }
@@ -1618,10 +1535,11 @@ impl Server {
                 // A disabled app's cached events are not served again: forget them now.
                 for app in 0..self.apps.len() {
                     if !self.apps.get(app).cfg.enabled {
-                        self.cache.forget_app(app as u16);
+                        self.hub.cache_mut().forget_app(app as u16);
                     }
                 }
-                self.cache
+                self.hub
+                    .cache_mut()
                     .set_limits(new.max_cache_bytes, Duration::from_secs(new.cache_ttl_secs));
                 self.trusted_proxies =
                     crate::proxy::parse_list(&new.trusted_proxies).unwrap_or_default();

@@ -9,7 +9,6 @@ pub mod webhooks;
 
 use std::time::Instant;
 
-use crate::channels::ChannelId;
 use crate::config::AppConfig;
 
 /// A token bucket allowing `rate` events per second with a burst of `rate`. Rate 0 = unlimited.
@@ -143,20 +142,9 @@ pub struct PusherConn {
     pub app: u16,
     /// Set by `pusher:signin`.
     pub user_id: Option<Box<str>>,
-    /// The member id this connection holds in each presence channel it joined.
-    pub presence: Vec<(ChannelId, Box<str>)>,
     pub client_events: RateLimit,
     /// With `require_user_authentication`: when (server clock) the connection must have signed in.
     pub signin_deadline: Option<u32>,
-}
-
-impl PusherConn {
-    pub fn presence_id(&self, channel: ChannelId) -> Option<&str> {
-        self.presence
-            .iter()
-            .find(|(c, _)| *c == channel)
-            .map(|(_, u)| &**u)
-    }
 }
 
 #[cfg(test)]

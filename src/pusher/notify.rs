@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::webhooks::Delivery;
-use crate::channels::ChannelId;
+use crate::core::hub::ChannelId;
 use crate::jobs::JobFor;
 use crate::server::Server;
 use crate::worker::{Handler, Job, Outcome};
@@ -49,9 +49,7 @@ impl Server {
         }
         // A quick return within the grace period keeps the earlier occupation's time.
         let at_ms = if news { crate::console::unix_ms() } else { 0 };
-        if let Some(c) = self.channels[app].get_mut(id) {
-            c.occupied_at = at_ms;
-        }
+        self.hub.set_occupied_at(app, id, at_ms);
         self.send_occupancy(app, channel, at_ms, None);
         if news {
             self.webhooks
@@ -95,7 +93,7 @@ impl Server {
             }
         }
         for (app, channel, at_ms) in self.webhooks.due_vacated(now) {
-            if self.channels[app].lookup(&channel).is_some() {
+            if self.hub.lookup(app, &channel).is_some() {
                 self.webhooks.resolve(app, &channel, now);
                 continue;
             }

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::auth;
 use super::protocol::{self as pp, ChannelKind, ClientMessage};
-use crate::channels::{ChannelId, Member};
+use crate::core::hub::ChannelId;
 use crate::server::Server;
 use crate::ws;
 
@@ -138,14 +138,9 @@ impl Server {
         let max_members = cfg.max_presence_members_per_channel;
         // Refuse before joining when the presence channel is full and this user is new to it.
         if let Some((user_id, _)) = &member {
-            let channels = &self.channels[app];
-            let local = channels
-                .lookup(channel)
-                .and_then(|id| channels.get(id))
-                .and_then(|c| c.members.as_ref());
             let (_, mut everyone) = self.remote_channel(app, channel);
-            if let Some(m) = local {
-                everyone.extend(m.users.keys().map(|u| (u.to_string(), None)));
+            if let Some(c) = self.hub.channel_named(app, channel) {
+                everyone.extend(c.members().map(|(u, _)| (u.to_string(), None)));
             }
             let full = everyone.len() >= max_members && !everyone.contains_key(user_id.as_str());
             if full {
@@ -179,7 +174,8 @@ impl Server {
         }
         if pp::is_cache_channel(channel) {
             let cached = self
-                .cache
+                .hub
+                .cache()
                 .get(app as u16, channel, Instant::now())
                 .map(|(f, _)| f.clone());
             match cached {
@@ -198,8 +194,8 @@ impl Server {
     /// The `{"ids","hash","count"}` of a presence channel across the cluster.
     fn presence_snapshot(&self, app: usize, id: ChannelId, channel: &str) -> Value {
         let (_, mut members) = self.remote_channel(app, channel);
-        if let Some(m) = self.channels[app].get(id).and_then(|c| c.members.as_ref()) {
-            for (user, member) in &m.users {
+        if let Some(c) = self.hub.channel(app, id) {
+            for (user, member) in c.members() {
                 members.insert(user.to_string(), member.info.clone());
             }
         }
@@ -221,79 +217,41 @@ impl Server {
         user_id: String,
         info: Option<Value>,
     ) {
-        let Some(ch) = self.channels[app].get_mut(id) else {
+        if !self.hub.add_member(key, id, &user_id, info.clone()) {
+            return;
+        }
+        let Some(name) = self.hub.channel(app, id).map(|c| c.name().to_string()) else {
             return;
         };
-        let members = ch.members.get_or_insert_with(Default::default);
-        let first = match members.users.get_mut(user_id.as_str()) {
-            Some(m) => {
-                m.connections += 1;
-                false
-            }
-            None => {
-                members.users.insert(
-                    user_id.as_str().into(),
-                    Member {
-                        info: info.clone(),
-                        connections: 1,
-                    },
-                );
-                true
-            }
-        };
-        let name = ch.name.clone();
-        if let Some(p) = self.conns.get_mut(key).and_then(|c| c.pusher.as_mut()) {
-            p.presence.push((id, user_id.as_str().into()));
-        }
-        if first {
-            self.send_presence(app, &name, &user_id, info.as_ref(), true);
-            // A user already present through another node is not news.
-            if !self.member_on_other_nodes(app, &name, &user_id) {
-                let frame = ws::text(pp::member_added(&name, &user_id, info.as_ref()).as_bytes());
-                self.publish_frame(app, id, &frame, Some(key));
-                self.console_event("member_added", None, Some(&name), None, Some(&user_id));
-                self.webhook(app, serde_json::json!({"name": "member_added", "channel": &*name, "user_id": user_id}));
-            }
+        self.send_presence(app, &name, &user_id, info.as_ref(), true);
+        // A user already present through another node is not news.
+        if !self.member_on_other_nodes(app, &name, &user_id) {
+            let frame = ws::text(pp::member_added(&name, &user_id, info.as_ref()).as_bytes());
+            self.publish_frame(app, id, &frame, Some(key));
+            self.console_event("member_added", None, Some(&name), None, Some(&user_id));
+            self.webhook(
+                app,
+                serde_json::json!({"name": "member_added", "channel": name, "user_id": user_id}),
+            );
         }
     }
 
-    /// Called for a Pusher connection leaving channel `id`: `member_removed` goes out when this
-    /// was the user's last connection to it.
-    pub(crate) fn leave_presence(&mut self, key: usize, app: usize, id: ChannelId) {
-        let Some(p) = self.conns.get_mut(key).and_then(|c| c.pusher.as_mut()) else {
+    /// A presence channel lost the last connection of `user`: `member_removed` goes to the
+    /// others (the leaving connection is no longer among them).
+    pub(crate) fn member_removed(&mut self, app: usize, name: &str, user: &str) {
+        self.send_presence(app, name, user, None, false);
+        if self.member_on_other_nodes(app, name, user) {
             return;
-        };
-        let Some(pos) = p.presence.iter().position(|(c, _)| *c == id) else {
-            return;
-        };
-        let (_, user_id) = p.presence.swap_remove(pos);
-        let Some(ch) = self.channels[app].get_mut(id) else {
-            return;
-        };
-        let Some(members) = ch.members.as_mut() else {
-            return;
-        };
-        let last = match members.users.get_mut(&*user_id) {
-            Some(m) if m.connections > 1 => {
-                m.connections -= 1;
-                false
-            }
-            Some(_) => {
-                members.users.remove(&*user_id);
-                true
-            }
-            None => false,
-        };
-        if last {
-            let name = ch.name.clone();
-            self.send_presence(app, &name, &user_id, None, false);
-            if !self.member_on_other_nodes(app, &name, &user_id) {
-                let frame = ws::text(pp::member_removed(&name, &user_id).as_bytes());
-                self.publish_frame(app, id, &frame, Some(key));
-                self.console_event("member_removed", None, Some(&name), None, Some(&user_id));
-                self.webhook(app, serde_json::json!({"name": "member_removed", "channel": &*name, "user_id": &*user_id}));
-            }
         }
+        if let Some(id) = self.hub.lookup(app, name) {
+            let frame = ws::text(pp::member_removed(name, user).as_bytes());
+            self.publish_frame(app, id, &frame, None);
+        }
+        self.console_event("member_removed", None, Some(name), None, Some(user));
+        self.webhook(
+            app,
+            serde_json::json!({"name": "member_removed", "channel": name, "user_id": user}),
+        );
     }
 
     fn pusher_signin(&mut self, key: usize, auth_sig: &str, user_data: &str) {
@@ -351,9 +309,10 @@ impl Server {
             return;
         };
         // Looked up now (the connection is borrowed below), refused in its turn.
-        let subscribed = self.channels[conn.app()]
-            .lookup(channel)
-            .filter(|&id| conn.sub_index(id).is_some());
+        let subscribed = self
+            .hub
+            .lookup(conn.app(), channel)
+            .filter(|&id| self.hub.is_subscribed(key, id));
         let Some(p) = conn.pusher.as_mut() else {
             return;
         };
@@ -397,7 +356,7 @@ impl Server {
             );
             return;
         }
-        let user_id = p.presence_id(id).map(str::to_string);
+        let user_id = self.hub.member_of(key, id).map(str::to_string);
         let frame = ws::text(pp::client_event(event, channel, data, user_id.as_deref()).as_bytes());
         self.stats.client_events += 1;
         self.publish_frame(app, id, &frame, Some(key));

@@ -13,21 +13,14 @@ use crate::server::Server;
 use crate::ws;
 
 /// A local channel's state for the other nodes.
-fn channel_state(ch: &crate::channels::Channel) -> cluster::ChannelState {
-    let members = ch
-        .members
-        .as_ref()
-        .map(|m| {
-            m.users
-                .iter()
-                .map(|(u, m)| (u.to_string(), m.info.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
+fn channel_state(ch: &crate::core::hub::Channel) -> cluster::ChannelState {
     cluster::ChannelState {
-        subscribers: ch.subscribers.len(),
-        members,
-        occupied_at: Some(ch.occupied_at),
+        subscribers: ch.count(),
+        members: ch
+            .members()
+            .map(|(u, m)| (u.to_string(), m.info.clone()))
+            .collect(),
+        occupied_at: Some(ch.occupied_at()),
         vacated_at: None,
     }
 }
@@ -187,10 +180,10 @@ impl Server {
     /// This node's channels, for the other nodes' replicas.
     fn local_state(&self) -> NodeState {
         let mut state = NodeState::new();
-        for (app, registry) in self.channels.iter().enumerate() {
+        for app in 0..self.apps.len() {
             let app_id = &self.apps.get(app).cfg.id;
-            for (_, ch) in registry.iter() {
-                state.insert((app_id.clone(), ch.name.to_string()), channel_state(ch));
+            for ch in self.hub.channels(app) {
+                state.insert((app_id.clone(), ch.name().to_string()), channel_state(ch));
             }
         }
         for v in self.webhooks.vacates() {
@@ -204,8 +197,7 @@ impl Server {
 
     /// One local channel as the other nodes see it; `None` when this node no longer has it.
     fn local_channel(&self, app: usize, name: &str) -> Option<cluster::ChannelState> {
-        let registry = &self.channels[app];
-        if let Some(ch) = registry.lookup(name).and_then(|id| registry.get(id)) {
+        if let Some(ch) = self.hub.channel_named(app, name) {
             return Some(channel_state(ch));
         }
         self.webhooks.vacate_record(app, name).map(vacated_state)
@@ -315,11 +307,9 @@ impl Server {
         let Some(app) = self.apps.by_id(app_id) else {
             return false;
         };
-        self.channels[app]
-            .lookup(channel)
-            .and_then(|id| self.channels[app].get(id))
-            .and_then(|c| c.members.as_ref())
-            .is_some_and(|m| m.users.contains_key(user))
+        self.hub
+            .channel_named(app, channel)
+            .is_some_and(|c| c.has_member(user))
     }
 
     /// Announces member changes that happened on other nodes to this node's subscribers.
@@ -345,7 +335,7 @@ impl Server {
             let Some(app) = self.apps.by_id(app_id) else {
                 continue;
             };
-            if let Some(id) = self.channels[app].lookup(channel) {
+            if let Some(id) = self.hub.lookup(app, channel) {
                 self.publish_frame(app, id, &ws::text(text.as_bytes()), None);
             }
         }
@@ -485,7 +475,7 @@ impl Server {
                 } => self.publish_here(app, &channels, &event, &data, except.as_deref()),
                 Body::Global { line } => self.publish_global(&ws::text(line.as_bytes())),
                 Body::Frame { channel, text } => {
-                    if let Some(id) = self.channels[app].lookup(&channel) {
+                    if let Some(id) = self.hub.lookup(app, &channel) {
                         self.publish_frame(app, id, &ws::text(text.as_bytes()), None);
                     }
                 }
