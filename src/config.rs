@@ -9,6 +9,88 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// One webhook of an app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// POST the batch here (http only; the worker's client).
+    pub url: String,
+    /// Or run this command with the batch on stdin (e.g. `["php", "artisan", "pusher:webhook"]`).
+    pub exec: Vec<String>,
+    /// `channel_occupied`, `channel_vacated`, `member_added`, `member_removed`, `client_event`,
+    /// `cache_miss`, `subscription_count`. Empty = all.
+    pub event_types: Vec<String>,
+    /// Only channels whose name starts with this.
+    pub channel_prefix: String,
+    /// Only channels whose name ends with this.
+    pub channel_suffix: String,
+}
+
+pub const EVENT_TYPES: [&str; 7] = [
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+    "cache_miss",
+    "subscription_count",
+];
+
+impl WebhookConfig {
+    pub fn validate(&self, at: &str) -> Result<(), String> {
+        if self.url.is_empty() == self.exec.is_empty() {
+            return Err(format!("{at}: give either url or exec"));
+        }
+        if !self.url.is_empty() {
+            crate::httpclient::parse_url(&self.url).map_err(|e| format!("{at}.url: {e}"))?;
+        }
+        if let Some(bad) = self
+            .event_types
+            .iter()
+            .find(|t| !EVENT_TYPES.contains(&t.as_str()))
+        {
+            return Err(format!("{at}.event_types: unknown event type \"{bad}\""));
+        }
+        Ok(())
+    }
+
+    pub fn wants(&self, name: &str, channel: &str) -> bool {
+        (self.event_types.is_empty() || self.event_types.iter().any(|t| t == name))
+            && channel.starts_with(&self.channel_prefix)
+            && channel.ends_with(&self.channel_suffix)
+    }
+}
+
+/// Server-wide webhook settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// How long events are collected into one request. 100 ms: short enough that the app
+    /// hears of a vacated channel at once, long enough that a burst of joins is one request.
+    pub batch_ms: u64,
+    pub max_batch: usize,
+    pub timeout_secs: u64,
+    /// Sends per batch, the first included.
+    pub tries: u32,
+    /// Batches waiting to be sent (or retried); past this the oldest is dropped and counted.
+    pub max_pending: usize,
+    /// A channel vacated and re-occupied within this time fires neither event (no flapping).
+    pub vacate_grace_ms: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            batch_ms: 100,
+            max_batch: 50,
+            timeout_secs: 5,
+            tries: 3,
+            max_pending: 1000,
+            vacate_grace_ms: 1000,
+        }
+    }
+}
+
 /// Longest time any setting may name, in seconds.
 pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
 
@@ -95,7 +177,7 @@ pub struct Config {
     /// connections, `route` it to the application on the user's behalf, or `off`.
     pub user_fifo: String,
     /// Batching, timeouts and retries of every app's webhooks.
-    pub webhooks: crate::pusher::webhooks::WebhookSettings,
+    pub webhooks: WebhookSettings,
 }
 
 /// A forked handler: `none`, `exec` (run `command`, no shell) or `http` (call `url`).
@@ -231,7 +313,7 @@ pub struct AppConfig {
     pub require_user_authentication: bool,
     pub user_authentication_timeout_secs: u64,
     /// Where to tell the application what happens on its channels.
-    pub webhooks: Vec<crate::pusher::webhooks::WebhookConfig>,
+    pub webhooks: Vec<WebhookConfig>,
     /// Socket Rush's switch: keep the list but send nothing.
     pub webhooks_enabled: bool,
     /// Collect events for `webhooks.batch_ms`; off = one request per event.
@@ -638,6 +720,20 @@ impl Config {
         let mut value = serde_json::to_value(self).expect("config serializes");
         mask_secrets(&mut value);
         value
+    }
+
+    /// Keeps the settings fixed at start from the running configuration, so what the server
+    /// reports (`ferrocast config`, /up) after a reload is what is in force.
+    pub fn keep_fixed(&mut self, running: &Config) {
+        self.host = running.host.clone();
+        self.port = running.port;
+        self.auto_port = running.auto_port;
+        self.path = running.path.clone();
+        self.fifo = running.fifo.clone();
+        self.fifo_mode = running.fifo_mode.clone();
+        self.max_workers = running.max_workers;
+        self.max_queued_jobs = running.max_queued_jobs;
+        self.scaling = running.scaling.clone();
     }
 
     /// Settings a SIGHUP cannot change in a running process.

@@ -1,29 +1,40 @@
 //! ferrocast: a self-hosted realtime WebSocket server.
 //!
-//! One `mio` poll loop on one thread multiplexes the listening socket, every client, the global
-//! broadcast FIFO and the signals. Read `server.rs` first: it is the loop, and every other module
-//! is one of the things it drives.
+//! One `mio` poll loop on one thread (`server.rs`) multiplexes the listening socket, every
+//! client, the broadcast FIFO, forked workers, the Redis link and the signals; it knows no
+//! protocol. Everything the server decides is in `core/`, which never touches a socket: the
+//! loop hands it bytes, lines, outcomes and the time, and applies what it asks for. The rest
+//! are the codecs both use and the I/O the loop does. `docs/ARCHITECTURE.md` walks through it.
 
-pub mod api;
-pub mod channel_protocol;
-pub mod channels;
-pub mod config;
-pub mod conn;
-pub mod console;
-pub mod core;
+// The loop and its I/O.
 pub mod fifo;
-pub mod http;
 pub mod httpclient;
-pub mod jobs;
 pub mod listener;
-pub mod message;
-pub mod metrics;
-pub mod proxy;
-pub mod pusher;
 pub mod scaling;
 pub mod server;
+pub mod socket;
 pub mod systemd;
-pub mod timers;
 pub mod tls;
+pub mod user_fifos;
 pub mod worker;
+
+// The state and rules.
+pub mod config;
+pub mod core;
+
+// Codecs and small shared helpers.
+pub mod channel_protocol;
+pub mod channels;
+pub mod http;
+pub mod job;
+pub mod message;
+pub mod proxy;
+pub mod pusher;
+pub mod query;
+pub mod secret;
+pub mod time;
 pub mod ws;
+
+/// The decoders of what handlers answer (validation verdicts, routed replies), where the
+/// fuzz targets and property tests have always found them.
+pub use crate::core::jobs;

@@ -69,7 +69,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::net::UnixStream;
 use mio::unix::pipe::Sender;
@@ -83,46 +83,7 @@ use nix::unistd::{AccessFlags, Pid, access};
 /// Identifies a job from [`Workers::submit`] to its [`Outcome`].
 pub type JobId = u64;
 
-/// What the child runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Handler {
-    /// Run a command, without a shell. `argv[0]` is resolved via `PATH` (see the module docs).
-    Exec { argv: Vec<String> },
-}
-
-/// One unit of work for one child process.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub handler: Handler,
-    /// The child's *entire* environment: nothing of the server's is inherited.
-    pub env: Vec<(String, String)>,
-    pub stdin: Vec<u8>,
-    /// Counted from the moment the child starts (time spent queued does not count).
-    pub deadline: Duration,
-    /// Output beyond this is read and discarded, and the outcome marked `truncated`.
-    pub max_output: usize,
-}
-
-/// How a job ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The command exited; `truncated` means it wrote more than `max_output` bytes.
-    Exited {
-        code: i32,
-        stdout: Vec<u8>,
-        truncated: bool,
-    },
-    /// The command was killed by a signal it did not get from us (e.g. `SIGSEGV`).
-    Signaled {
-        signal: i32,
-        stdout: Vec<u8>,
-        truncated: bool,
-    },
-    /// It ran past its deadline and its process group was sent `SIGKILL`.
-    TimedOut,
-    /// It could not be started; the reason is meant for the log.
-    SpawnFailed(String),
-}
+pub use crate::job::{Handler, Job, Outcome};
 
 /// [`Workers::submit`] refused a job: `max_workers` run and `max_queued` wait already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -864,6 +825,7 @@ pub fn decode_result(buf: &[u8], limit: usize) -> Result<Option<&[u8]>, FrameErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn frame_roundtrip() {

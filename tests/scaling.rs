@@ -5,78 +5,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, T, wait_until};
+use common::{Redis, Server, T, wait_until};
 use serde_json::Value;
-
-struct Redis {
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (tests/run.sh installs it)");
-        let up = wait_until(T, || {
-            TcpStream::connect(("127.0.0.1", port))
-                .and_then(|mut s| {
-                    s.write_all(b"PING\r\n")?;
-                    let mut buf = [0u8; 7];
-                    s.read_exact(&mut buf)?;
-                    Ok(&buf == b"+PONG\r\n")
-                })
-                .unwrap_or(false)
-        });
-        assert!(up, "redis-server did not come up on port {port}");
-        Redis { port, child }
-    }
-
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Redis::start_on(port)
-    }
-
-    /// One command through the real `redis-cli`; its raw output.
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "--raw"])
-            .args(args)
-            .output()
-            .expect("redis-cli must be installed (tests/run.sh installs redis-tools)");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn node(redis: &Redis) -> Server {
     let url = format!("scaling.redis_url=redis://127.0.0.1:{}/0", redis.port);

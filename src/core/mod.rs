@@ -1,4 +1,375 @@
-//! The server's state and rules, without sockets: what the loop in `server.rs` drives.
+//! The server without its sockets: every state and every rule, driven by the loop in
+//! `server.rs` (or by a test, or a fuzzer) with plain inputs, and answering with output it can
+//! apply. No socket, file or process is touched here.
+//!
+//! Inputs: a connection opened ([`Core::open`]), bytes arrived on it ([`Core::on_bytes`]), it
+//! is gone ([`Core::on_gone`]), a FIFO line ([`Core::on_fifo_line`], [`Core::on_user_line`]),
+//! a job finished ([`Core::on_job_done`]), something from the other nodes
+//! ([`Core::on_node_message`], …), the time ([`Core::set_time`], [`Core::tick`]), a signal
+//! ([`Core::shutdown`], [`Core::reload`]).
+//!
+//! Outputs: bytes queued per connection (the loop writes them: [`Core::outbox_mut`] for each
+//! of [`Core::take_dirty`]), and [`Effects`]: sockets to drop, jobs to start, messages for the
+//! other nodes, per-user FIFOs to open or close.
+//!
+//! Who decides that a connection closes: the core, in one place ([`close`]). A protocol handler
+//! gets its own connection ([`Peer`]) and the shared state ([`State`]); it queues replies to its
+//! connection, asks for its close, and hands publications to [`State::publish`]. It never
+//! reaches another connection, so nothing closes under its feet; the core applies what it asked
+//! for when it returns, then delivers the publications (the one publish path), then closes
+//! what must close.
 
+pub mod apps;
 pub mod cache;
+mod channel;
+mod close;
+pub mod cluster;
+pub mod conns;
+mod console;
+mod http;
 pub mod hub;
+mod input;
+pub mod jobs;
+mod membership;
+mod metrics;
+pub mod outbox;
+mod publish;
+pub mod pusher;
+mod rest;
+mod state;
+mod timers;
+mod upgrade;
+pub mod webhooks;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::job::{Job, Outcome};
+use crate::ws::Frame;
+pub use cluster::LinkOp;
+pub use conns::{Mode, Phase};
+pub use publish::{Origin, Publication};
+pub use state::{IoStatus, LinkStatus, State, Stats};
+
+/// Identifies a job the core asked for, from [`Effects::jobs`] to [`Core::on_job_done`].
+pub type JobId = u64;
+
+/// What the loop must do besides writing queued bytes.
+#[derive(Default)]
+pub struct Effects {
+    /// Connections that are gone: drop their sockets now.
+    pub closed: Vec<usize>,
+    /// Jobs to run in forked workers; their outcomes come back through [`Core::on_job_done`].
+    pub jobs: Vec<(JobId, Job)>,
+    /// Messages and commands for the Redis link.
+    pub link: Vec<LinkOp>,
+    /// Per-user FIFOs to open (a user's first connection) or close (its last).
+    pub user_fifos: Vec<UserFifo>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.closed.is_empty()
+            && self.jobs.is_empty()
+            && self.link.is_empty()
+            && self.user_fifos.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserFifo {
+    Open(String),
+    Close(String),
+}
+
+/// How a shutdown closes the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM, SIGINT: 1001.
+    GoingAway,
+    /// SIGUSR2 (`ferrocast restart`): 1012, browsers reconnect at once.
+    Restart,
+}
+
+pub struct Core {
+    conns: conns::Conns,
+    st: State,
+}
+
+/// One connection while a protocol handler works on it: its state, its output, and what it
+/// asked to happen to itself.
+pub struct Peer<'a> {
+    pub key: usize,
+    pub conn: &'a mut conns::Conn,
+    out: &'a mut conns::Lists,
+    /// Set by [`Peer::close`]: applied by the core when the handler returns.
+    closing: Option<close::Closing>,
+}
+
+impl<'a> Peer<'a> {
+    fn new(key: usize, conn: &'a mut conns::Conn, out: &'a mut conns::Lists) -> Peer<'a> {
+        Peer {
+            key,
+            conn,
+            out,
+            closing: None,
+        }
+    }
+
+    /// Queues a text message to this connection, within its output bound.
+    pub fn reply(&mut self, text: &str) {
+        self.send(crate::ws::text(text.as_bytes()));
+    }
+
+    pub fn send(&mut self, frame: Frame) {
+        self.out.send(self.key, self.conn, &frame);
+    }
+
+    /// Asks for a close frame with `code` (the core applies it when the handler returns).
+    pub fn close(&mut self, code: u16, reason: &str) {
+        self.closing
+            .get_or_insert(close::Closing::Frame(code, reason.to_string()));
+    }
+
+    /// Asks for a final HTTP answer, then the end of the connection.
+    pub fn respond_and_close(&mut self, bytes: Vec<u8>) {
+        self.closing.get_or_insert(close::Closing::Answer(bytes));
+    }
+
+    pub fn socket_id(&self, process: u32) -> String {
+        self.conn.socket_id(process)
+    }
+}
+
+impl Core {
+    pub fn new(cfg: Config, process_id: u32, now: Instant, wall_ms: u64) -> Core {
+        let conns = conns::Conns::new(outbox::Bounds {
+            pause: cfg.output_bounds().0,
+            hard: cfg.output_bounds().1,
+        });
+        Core {
+            conns,
+            st: State::new(cfg, process_id, now, wall_ms),
+        }
+    }
+
+    pub fn cfg(&self) -> &Config {
+        &self.st.cfg
+    }
+
+    pub fn state(&self) -> &State {
+        &self.st
+    }
+
+    /// Connections the core holds (any phase).
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Open WebSocket sessions.
+    pub fn sessions(&self) -> usize {
+        self.st.sessions.open()
+    }
+
+    /// The listening port, for the CGI environment of handlers (`SERVER_PORT`).
+    pub fn set_local_port(&mut self, port: u16) {
+        self.st.local_port = port;
+    }
+
+    /// Whether [`Core::take_effects`] has anything.
+    pub fn has_effects(&self) -> bool {
+        !self.st.effects.is_empty()
+    }
+
+    /// Brings the clocks forward; call before every batch of inputs.
+    pub fn set_time(&mut self, now: Instant, wall_ms: u64) {
+        self.st.clock.set(now, wall_ms);
+    }
+
+    /// Counters only the loop knows, for `/up`, `/metrics` and the console.
+    pub fn set_io_status(&mut self, io: IoStatus) {
+        self.st.io = io;
+    }
+
+    pub fn take_effects(&mut self) -> Effects {
+        std::mem::take(&mut self.st.effects)
+    }
+
+    /// The connections with queued output (the list is swapped with `into`).
+    pub fn take_dirty(&mut self, into: &mut Vec<usize>) {
+        self.conns.take_dirty(into);
+    }
+
+    pub fn outbox_mut(&mut self, key: usize) -> Option<&mut outbox::Outbox> {
+        self.conns.outbox_mut(key)
+    }
+
+    /// Whether the loop should read from this connection (not while its output is paused).
+    pub fn wants_input(&self, key: usize) -> bool {
+        self.conns.get(key).is_some_and(|c| !c.is_paused())
+    }
+
+    /// Where a connection is in its life (`None`: gone).
+    pub fn phase(&self, key: usize) -> Option<Phase> {
+        self.conns.get(key).map(|c| c.phase)
+    }
+
+    /// When the core next needs [`Core::tick`] (at the latest).
+    pub fn next_wake(&self) -> Option<Instant> {
+        self.st.next_wake()
+    }
+
+    /// A connection was accepted under `key`.
+    pub fn open(&mut self, key: usize, peer: SocketAddr) {
+        let id = self.st.next_conn_id();
+        let now = self.st.clock.secs();
+        let mut conn = conns::Conn::new(id, peer, now);
+        let due = now + self.st.cfg.handshake_timeout_secs as u32;
+        conn.timer_due = self.st.timers.schedule(key, id, due);
+        self.conns.insert(key, conn);
+        self.st.stats.connections_opened += 1;
+        log::debug!("connection {key} from {peer}");
+    }
+
+    /// Bytes arrived on a connection (decrypted already, when it is TLS).
+    pub fn on_bytes(&mut self, key: usize, data: &mut [u8]) {
+        self.st.stats.output_pauses = self.conns.pauses();
+        input::on_bytes(&mut self.conns, &mut self.st, key, data);
+        self.settle();
+    }
+
+    /// Handles what a paused connection had read, now that its queue drained. Returns whether
+    /// the loop may read more from it.
+    pub fn resume(&mut self, key: usize) -> bool {
+        input::handle_buffered(&mut self.conns, &mut self.st, key);
+        self.settle();
+        self.wants_input(key)
+    }
+
+    /// The peer shut its side (a read returned 0): the connection ends once what it is owed
+    /// is written.
+    pub fn on_eof(&mut self, key: usize) {
+        close::peer_done(&mut self.conns, &mut self.st, key);
+        self.settle();
+    }
+
+    /// Reading or writing failed: the connection ends at once.
+    pub fn on_gone(&mut self, key: usize, why: &str) {
+        close::close_now(&mut self.conns, &mut self.st, key, why);
+        self.settle();
+    }
+
+    /// A connection was flushed (as far as the socket took): judges its output bound and
+    /// resumes it if its queue drained. Returns whether the loop should now shut its side of a
+    /// closing connection (everything was written).
+    pub fn flushed(&mut self, key: usize) -> bool {
+        self.conns.flushed(key);
+        let Some(conn) = self.conns.get(key) else {
+            return false;
+        };
+        if conn.phase != Phase::Closing || self.conns.has_output(key) {
+            return false;
+        }
+        if conn.peer_done {
+            // Everything is out and the peer closed already: nothing to wait for.
+            close::close_now(&mut self.conns, &mut self.st, key, "peer closed");
+            self.settle();
+            return false;
+        }
+        true
+    }
+
+    /// Closes the slow consumers found this turn, and lists connections to read again.
+    pub fn end_of_turn(&mut self, resumed: &mut Vec<usize>) {
+        for key in self.conns.take_overflowed() {
+            close::slow_consumer(&mut self.conns, &mut self.st, key);
+        }
+        resumed.extend(self.conns.take_resumed());
+        self.settle();
+    }
+
+    /// One line from the broadcast FIFO.
+    pub fn on_fifo_line(&mut self, line: &[u8]) {
+        publish::fifo_line(&mut self.st, line);
+        self.settle();
+    }
+
+    /// One line from a user's FIFO.
+    pub fn on_user_line(&mut self, user: &str, line: &[u8]) {
+        jobs::user_line(&mut self.st, user, line);
+        self.settle();
+    }
+
+    /// A job from [`Effects::jobs`] ended (or could not start: [`Outcome::SpawnFailed`]).
+    pub fn on_job_done(&mut self, id: JobId, outcome: Outcome) {
+        jobs::done(&mut self.conns, &mut self.st, id, outcome);
+        self.settle();
+    }
+
+    /// The worker queue refused a job: answered like any failure, with the reason.
+    pub fn on_job_refused(&mut self, id: JobId) {
+        jobs::refused(&mut self.conns, &mut self.st, id);
+        self.settle();
+    }
+
+    /// A message another node published.
+    pub fn on_node_message(&mut self, payload: &[u8]) {
+        cluster::on_message(&mut self.st, payload);
+        self.settle();
+    }
+
+    /// The reply to a command from [`LinkOp::Command`].
+    pub fn on_link_reply(&mut self, tag: u64, reply: crate::scaling::resp::Reply) {
+        cluster::on_reply(&mut self.st, tag, reply);
+        self.settle();
+    }
+
+    /// The Redis link came up (first time, or after an outage): exchange state.
+    pub fn on_link_up(&mut self) {
+        cluster::on_link_up(&mut self.st);
+        self.settle();
+    }
+
+    /// Timers: connection deadlines, pings, webhooks, the cluster, the console, the cache.
+    pub fn tick(&mut self) {
+        timers::tick(&mut self.conns, &mut self.st);
+        self.settle();
+    }
+
+    /// Closes every connection for a shutdown (close frames for sessions, the rest at once).
+    pub fn shutdown(&mut self, how: Stop) {
+        close::shutdown(&mut self.conns, &mut self.st, how);
+        self.settle();
+    }
+
+    /// Applies a reloaded configuration (settings fixed at start keep their values).
+    pub fn reload(&mut self, new: Config) {
+        let bounds = state::reload(&mut self.st, new);
+        self.conns.set_bounds(bounds);
+    }
+
+    /// Delivers what the last input asked for: closes of other connections, publications,
+    /// console events; repeated until nothing is left (a close can publish a member_removed).
+    fn settle(&mut self) {
+        loop {
+            let closes = std::mem::take(&mut self.st.pending.closes);
+            let publications = std::mem::take(&mut self.st.pending.publications);
+            let console = std::mem::take(&mut self.st.pending.console);
+            if closes.is_empty() && publications.is_empty() && console.is_empty() {
+                return;
+            }
+            for (key, closing) in closes {
+                close::apply(&mut self.conns, &mut self.st, key, closing);
+            }
+            for p in publications {
+                publish::deliver(&mut self.conns, &mut self.st, p);
+            }
+            console::deliver(&mut self.conns, &mut self.st, console);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

@@ -49,7 +49,20 @@ pub fn bin() -> PathBuf {
 /// variable, and runtime directories pointing at `runtime_dir` so nothing touches the real
 /// `/run` or `/tmp/ferrocast-$UID`.
 pub fn command(runtime_dir: &Path) -> Command {
-    let mut cmd = Command::new(bin());
+    command_wrapped(runtime_dir, &[])
+}
+
+/// Like [`command`], but run through a command prefix: `wrap[0] wrap[1..] <ferrocast> ...`
+/// (e.g. `unshare --mount sh -c '...; exec "$0" "$@"'`). An empty `wrap` runs the binary itself.
+pub fn command_wrapped(runtime_dir: &Path, wrap: &[&str]) -> Command {
+    let mut cmd = match wrap.split_first() {
+        None => Command::new(bin()),
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(bin());
+            c
+        }
+    };
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("FERROCAST_") {
             cmd.env_remove(&k);
@@ -266,6 +279,9 @@ pub struct Opts<'a> {
     pub nofile: Option<u64>,
     /// Pass `--port N` instead of `--port 0`.
     pub port: Option<u16>,
+    /// A command prefix the binary is run through (see [`command_wrapped`]); the prefix must
+    /// end by exec'ing the binary, so the server's pid is the child's pid.
+    pub wrap: &'a [&'a str],
 }
 
 pub struct Server {
@@ -304,7 +320,7 @@ impl Server {
             .fifo
             .clone()
             .unwrap_or_else(|| dir.path().join("broadcast.fifo"));
-        let mut cmd = command(dir.path());
+        let mut cmd = command_wrapped(dir.path(), opts.wrap);
         cmd.arg("websocket")
             .arg("--port")
             .arg(opts.port.unwrap_or(0).to_string())
@@ -1252,4 +1268,99 @@ pub fn write_config(dir: &Path, name: &str, v: &Value) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, serde_json::to_vec_pretty(v).unwrap()).expect("write config");
     p
+}
+
+// ---------------------------------------------------------------------------------------------
+// redis-server
+// ---------------------------------------------------------------------------------------------
+
+/// A private `redis-server` (no persistence) bound to one loopback address; killed on drop.
+pub struct Redis {
+    pub host: String,
+    pub port: u16,
+    child: Child,
+}
+
+impl Redis {
+    /// On 127.0.0.1:`port`.
+    pub fn start_on(port: u16) -> Redis {
+        Redis::start_with("127.0.0.1", port, &[])
+    }
+
+    /// On 127.0.0.1, a free port.
+    pub fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    /// Bound to `bind`:`port`, with extra `redis-server` arguments (e.g.
+    /// `["--client-output-buffer-limit", "pubsub 0 0 0"]`).
+    pub fn start_with(bind: &str, port: u16, extra: &[&str]) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                bind,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (tests/run.sh installs it)");
+        let up = wait_until(T, || {
+            TcpStream::connect((bind, port))
+                .and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    s.write_all(b"PING\r\n")?;
+                    let mut buf = [0u8; 7];
+                    s.read_exact(&mut buf)?;
+                    Ok(&buf == b"+PONG\r\n")
+                })
+                .unwrap_or(false)
+        });
+        assert!(up, "redis-server did not come up on {bind}:{port}");
+        Redis {
+            host: bind.to_string(),
+            port,
+            child,
+        }
+    }
+
+    /// One command through the real `redis-cli`; its raw output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", &self.host, "-p", &self.port.to_string(), "--raw"])
+            .args(args)
+            .output()
+            .expect("redis-cli must be installed (tests/run.sh installs redis-tools)");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

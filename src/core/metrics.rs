@@ -1,8 +1,10 @@
-//! `/metrics` in the Prometheus text format.
+//! `/up` (JSON) and `/metrics` (the Prometheus text format).
 
 use std::fmt::Write as _;
 
-use crate::server::Server;
+use serde_json::json;
+
+use super::state::State;
 
 /// The text being written, one metric family at a time.
 struct Exposition(String);
@@ -25,7 +27,7 @@ impl Exposition {
     }
 }
 
-pub fn render(server: &Server) -> String {
+pub fn render(server: &State) -> String {
     let mut out = Exposition(String::with_capacity(4096));
     for (name, help, value) in counters(server) {
         out.one(name, "counter", help, value);
@@ -55,7 +57,7 @@ pub fn render(server: &Server) -> String {
 
 type Family = (&'static str, &'static str, u64);
 
-fn counters(server: &Server) -> [Family; 22] {
+fn counters(server: &State) -> [Family; 22] {
     let s = &server.stats;
     let w = &server.webhooks;
     [
@@ -82,7 +84,7 @@ fn counters(server: &Server) -> [Family; 22] {
         (
             "write_calls_total",
             "writev calls made to client sockets.",
-            s.write_calls,
+            server.io.write_calls,
         ),
         (
             "fifo_lines_total",
@@ -92,7 +94,7 @@ fn counters(server: &Server) -> [Family; 22] {
         (
             "fifo_dropped_total",
             "FIFO lines dropped for exceeding max_fifo_line_bytes.",
-            s.fifo_dropped,
+            server.io.fifo_dropped,
         ),
         (
             "slow_consumers_total",
@@ -158,26 +160,23 @@ fn counters(server: &Server) -> [Family; 22] {
         (
             "fifo_read_pauses_total",
             "Turns the broadcast FIFO yielded to the clients with lines still to read.",
-            s.fifo_yields,
+            server.io.fifo_yields,
         ),
         (
             "redis_read_pauses_total",
             "Turns the Redis link yielded to the clients with replies still to read.",
-            server
-                .scaling
-                .as_ref()
-                .map_or(0, |sc| sc.link.stats().read_yields),
+            server.io.link.map_or(0, |l| l.read_yields),
         ),
     ]
 }
 
-fn gauges(server: &Server) -> [Family; 4] {
+fn gauges(server: &State) -> [Family; 4] {
     let channels = server.hub.len();
     [
         (
             "connections",
             "Open WebSocket sessions.",
-            server.sessions as u64,
+            server.sessions.open() as u64,
         ),
         ("channels", "Occupied channels.", channels as u64),
         (
@@ -191,6 +190,37 @@ fn gauges(server: &Server) -> [Family; 4] {
             server.hub.cache().bytes() as u64,
         ),
     ]
+}
+
+/// The `/up` document.
+pub fn health(st: &State) -> String {
+    let link = st.io.link;
+    let status = if st.stopping {
+        "stopping"
+    } else if link.is_some_and(|l| !l.up) {
+        // Serving local clients, but not reaching the other nodes.
+        "degraded"
+    } else {
+        "ok"
+    };
+    json!({
+        "status": status,
+        "version": env!("CARGO_PKG_VERSION"),
+        "connections": st.sessions.open(),
+        "channels": st.hub.len(),
+        "uptime_secs": st.clock.uptime().as_secs(),
+        "frames_out": st.stats.frames_out,
+        "write_calls": st.io.write_calls,
+        "scaling": st.cluster.as_ref().zip(link).map(|(c, l)| json!({
+            "driver": "redis",
+            "node": c.node_id(),
+            "redis": if l.up { "up" } else { "down" },
+            "published": l.published,
+            "received": c.received,
+            "dropped": l.dropped_publishes,
+        })),
+    })
+    .to_string()
 }
 
 fn escape(label: &str) -> String {

@@ -8,90 +8,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// One webhook of an app.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebhookConfig {
-    /// POST the batch here (http only; the worker's client).
-    pub url: String,
-    /// Or run this command with the batch on stdin (e.g. `["php", "artisan", "pusher:webhook"]`).
-    pub exec: Vec<String>,
-    /// `channel_occupied`, `channel_vacated`, `member_added`, `member_removed`, `client_event`,
-    /// `cache_miss`, `subscription_count`. Empty = all.
-    pub event_types: Vec<String>,
-    /// Only channels whose name starts with this.
-    pub channel_prefix: String,
-    /// Only channels whose name ends with this.
-    pub channel_suffix: String,
-}
-
-pub const EVENT_TYPES: [&str; 7] = [
-    "channel_occupied",
-    "channel_vacated",
-    "member_added",
-    "member_removed",
-    "client_event",
-    "cache_miss",
-    "subscription_count",
-];
-
-impl WebhookConfig {
-    pub fn validate(&self, at: &str) -> Result<(), String> {
-        if self.url.is_empty() == self.exec.is_empty() {
-            return Err(format!("{at}: give either url or exec"));
-        }
-        if !self.url.is_empty() {
-            crate::httpclient::parse_url(&self.url).map_err(|e| format!("{at}.url: {e}"))?;
-        }
-        if let Some(bad) = self
-            .event_types
-            .iter()
-            .find(|t| !EVENT_TYPES.contains(&t.as_str()))
-        {
-            return Err(format!("{at}.event_types: unknown event type \"{bad}\""));
-        }
-        Ok(())
-    }
-
-    fn wants(&self, name: &str, channel: &str) -> bool {
-        (self.event_types.is_empty() || self.event_types.iter().any(|t| t == name))
-            && channel.starts_with(&self.channel_prefix)
-            && channel.ends_with(&self.channel_suffix)
-    }
-}
-
-/// Server-wide webhook settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebhookSettings {
-    /// How long events are collected into one request. 100 ms: short enough that the app
-    /// hears of a vacated channel at once, long enough that a burst of joins is one request.
-    pub batch_ms: u64,
-    pub max_batch: usize,
-    pub timeout_secs: u64,
-    /// Sends per batch, the first included.
-    pub tries: u32,
-    /// Batches waiting to be sent (or retried); past this the oldest is dropped and counted.
-    pub max_pending: usize,
-    /// A channel vacated and re-occupied within this time fires neither event (no flapping).
-    pub vacate_grace_ms: u64,
-}
-
-impl Default for WebhookSettings {
-    fn default() -> Self {
-        WebhookSettings {
-            batch_ms: 100,
-            max_batch: 50,
-            timeout_secs: 5,
-            tries: 3,
-            max_pending: 1000,
-            vacate_grace_ms: 1000,
-        }
-    }
-}
+use super::hub::ChannelId;
+use super::jobs::{self, JobFor};
+use super::state::State;
+use super::{cluster, console};
+use crate::config::{WebhookConfig, WebhookSettings};
+use crate::job::{Handler, Job, Outcome};
 
 /// A signed batch on its way.
 #[derive(Debug, Clone)]
@@ -157,7 +81,14 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// Adds an event for every webhook of the app that wants it.
-    pub fn emit(&mut self, app: usize, hooks: &[WebhookConfig], batching: bool, event: Value) {
+    pub fn emit(
+        &mut self,
+        app: usize,
+        hooks: &[WebhookConfig],
+        batching: bool,
+        event: Value,
+        now: Instant,
+    ) {
         let name = event["name"].as_str().unwrap_or("");
         let channel = event["channel"].as_str().unwrap_or("");
         for (i, hook) in hooks.iter().enumerate() {
@@ -176,7 +107,7 @@ impl Webhooks {
                         hook: i,
                         batching,
                         events: Vec::new(),
-                        since: Instant::now(),
+                        since: now,
                     });
                     self.batches.last_mut().expect("just pushed")
                 }
@@ -193,6 +124,7 @@ impl Webhooks {
 
     /// A channel emptied: its `channel_vacated` waits out the grace period. The record is kept
     /// `keep` longer (zero on a single node).
+    #[allow(clippy::too_many_arguments)]
     pub fn vacated(
         &mut self,
         app: usize,
@@ -200,9 +132,9 @@ impl Webhooks {
         occupied_at: u64,
         grace: Duration,
         keep: Duration,
+        now: Instant,
+        at_ms: u64,
     ) -> u64 {
-        let now = Instant::now();
-        let at_ms = crate::console::unix_ms();
         let record = Vacate {
             app,
             channel: channel.to_string(),
@@ -223,9 +155,9 @@ impl Webhooks {
 
     /// With several nodes, a channel's first subscriber here is news only if no other node
     /// occupied it first: the decision waits `window`, for the other nodes' word to arrive.
-    pub fn occupy_later(&mut self, app: usize, channel: &str, at_ms: u64, window: Duration) {
+    pub fn occupy_later(&mut self, app: usize, channel: &str, at_ms: u64, due: Instant) {
         self.occupying
-            .push_back((app, channel.to_string(), at_ms, Instant::now() + window));
+            .push_back((app, channel.to_string(), at_ms, due));
     }
 
     /// Occupations whose decision window is over: (app, channel, occupied at).
@@ -309,6 +241,7 @@ impl Webhooks {
     pub fn seal(
         &mut self,
         now: Instant,
+        wall_ms: u64,
         settings: &WebhookSettings,
         secret_of: impl Fn(usize) -> String,
     ) {
@@ -336,9 +269,9 @@ impl Webhooks {
                 1
             };
             for chunk in b.events.chunks(max) {
-                let body =
-                    json!({ "time_ms": crate::console::unix_ms(), "events": chunk }).to_string();
-                let signature = super::auth::webhook_signature(&secret_of(b.app), body.as_bytes());
+                let body = json!({ "time_ms": wall_ms, "events": chunk }).to_string();
+                let signature =
+                    crate::pusher::auth::webhook_signature(&secret_of(b.app), body.as_bytes());
                 self.queue(
                     Delivery {
                         app: b.app,
@@ -370,7 +303,13 @@ impl Webhooks {
     }
 
     /// A send failed: retry after 1 s, 2 s, 4 s … or drop after `tries`.
-    pub fn failed(&mut self, mut d: Delivery, reason: &str, settings: &WebhookSettings) {
+    pub fn failed(
+        &mut self,
+        mut d: Delivery,
+        reason: &str,
+        settings: &WebhookSettings,
+        now: Instant,
+    ) {
         self.failed_attempts += 1;
         if d.attempt >= settings.tries {
             self.dropped += 1;
@@ -387,7 +326,7 @@ impl Webhooks {
             d.app,
             d.attempt
         );
-        d.not_before = Instant::now() + Duration::from_secs(1 << (d.attempt - 1).min(5));
+        d.not_before = now + Duration::from_secs(1 << d.attempt.saturating_sub(1).min(5));
         d.attempt += 1;
         self.queue(d, settings);
     }
@@ -398,7 +337,8 @@ impl Webhooks {
         self.pending.remove(pos)
     }
 
-    pub fn has_batches(&self) -> bool {
+    /// Whether there is anything to seal, decide or send (the core then ticks often).
+    pub fn has_work(&self) -> bool {
         self.batches.iter().any(|b| !b.events.is_empty())
             || self.undecided > 0
             || !self.occupying.is_empty()
@@ -406,9 +346,204 @@ impl Webhooks {
     }
 }
 
+/// How long a node waits, after occupying a channel, for the other nodes to say whether they
+/// held it first. Occupancy news crosses Redis in about a millisecond; this leaves room for a
+/// busy node.
+const OCCUPY_WINDOW: Duration = Duration::from_millis(500);
+
+/// Whether anyone listens to this app's webhooks (cheap: checked before building events).
+pub fn enabled(st: &State, app: usize) -> bool {
+    let cfg = &st.apps.get(app).cfg;
+    cfg.webhooks_enabled && !cfg.webhooks.is_empty()
+}
+
+/// Records an event for the app's webhooks that want it.
+pub fn emit(st: &mut State, app: usize, event: Value) {
+    if !enabled(st, app) {
+        return;
+    }
+    let cfg = &st.apps.get(app).cfg;
+    let now = st.clock.now();
+    st.webhooks
+        .emit(app, &cfg.webhooks, cfg.webhook_batching, event, now);
+}
+
+/// A channel got its first subscriber on this node.
+///
+/// With several nodes, the cluster fires `channel_occupied` once: each node tells the others at
+/// once when it occupies a channel, waits [`OCCUPY_WINDOW`] for their word, and fires only if
+/// no node held the channel earlier (or emptied it within the grace period).
+pub fn occupied(st: &mut State, app: usize, id: ChannelId, channel: &str) {
+    if !enabled(st, app) {
+        return;
+    }
+    let news = st.webhooks.occupied(app, channel);
+    if st.cluster.is_none() {
+        if news {
+            emit(
+                st,
+                app,
+                json!({"name": "channel_occupied", "channel": channel}),
+            );
+        }
+        return;
+    }
+    // A quick return within the grace period keeps the earlier occupation's time.
+    let at_ms = if news { st.clock.wall_ms() } else { 0 };
+    st.hub.set_occupied_at(app, id, at_ms);
+    cluster::occupancy(st, app, channel, at_ms, None);
+    if news {
+        let due = st.clock.now() + OCCUPY_WINDOW;
+        st.webhooks.occupy_later(app, channel, at_ms, due);
+    }
+}
+
+/// A channel lost its last subscriber on this node (announced after the grace period). With
+/// several nodes the record is kept, and shown to the others, for a node timeout: long enough
+/// for every node to see who emptied the channel last.
+pub fn vacated(st: &mut State, app: usize, channel: &str, occupied_at: u64) {
+    let grace = Duration::from_millis(st.cfg.webhooks.vacate_grace_ms);
+    let keep = st
+        .cluster
+        .as_ref()
+        .map_or(Duration::ZERO, |c| c.node_timeout());
+    let (now, wall) = (st.clock.now(), st.clock.wall_ms());
+    let at_ms = st
+        .webhooks
+        .vacated(app, channel, occupied_at, grace, keep, now, wall);
+    cluster::occupancy(st, app, channel, occupied_at, Some(at_ms));
+}
+
+pub fn count(st: &mut State, app: usize, channel: &str, count: usize) {
+    emit(
+        st,
+        app,
+        json!({"name": "subscription_count", "channel": channel, "subscription_count": count}),
+    );
+}
+
+/// Seals due batches and starts sending what is ready. Called every turn while there is work.
+pub fn pump(st: &mut State) {
+    let now = st.clock.now();
+    for (app, channel, at_ms) in st.webhooks.due_occupied(now) {
+        if cluster::first_occupation(st, app, &channel, at_ms) {
+            emit(
+                st,
+                app,
+                json!({"name": "channel_occupied", "channel": channel}),
+            );
+        }
+    }
+    for (app, channel, at_ms) in st.webhooks.due_vacated(now) {
+        if st.hub.lookup(app, &channel).is_some() {
+            st.webhooks.resolve(app, &channel, now);
+            continue;
+        }
+        if cluster::remote_channel(st, app, &channel).0 > 0 {
+            // Occupied on another node (as far as its last state says): wait. Whichever node
+            // empties the channel last sends the event, so it is sent once.
+            continue;
+        }
+        if !cluster::vacated_later_elsewhere(st, app, &channel, at_ms) {
+            emit(
+                st,
+                app,
+                json!({"name": "channel_vacated", "channel": channel}),
+            );
+        }
+        st.webhooks.resolve(app, &channel, now);
+    }
+    for (app, channel) in std::mem::take(&mut st.webhooks.forgotten) {
+        if let Some(cluster) = st.cluster.as_mut() {
+            cluster.channel_changed(app, &channel);
+        }
+    }
+    let apps = &st.apps;
+    let wall = st.clock.wall_ms();
+    st.webhooks.seal(now, wall, &st.cfg.webhooks, |app| {
+        apps.get(app).cfg.secret.clone()
+    });
+    // Leave room for validation and routing: webhooks use at most half the workers.
+    let budget = (st.cfg.max_workers / 2).max(1);
+    while st.jobs.webhooks_running() < budget {
+        let Some(delivery) = st.webhooks.next_ready(now) else {
+            break;
+        };
+        send(st, delivery);
+    }
+}
+
+fn send(st: &mut State, d: Delivery) {
+    let app = st.apps.get(d.app);
+    let Some(hook) = app.cfg.webhooks.get(d.hook) else {
+        return;
+    };
+    let timeout = st.cfg.webhooks.timeout_secs;
+    let env = vec![
+        (
+            "PATH".to_string(),
+            "/usr/local/bin:/usr/bin:/bin".to_string(),
+        ),
+        ("FERROCAST_WEBHOOK_KEY".to_string(), app.cfg.key.clone()),
+        (
+            "FERROCAST_WEBHOOK_SIGNATURE".to_string(),
+            d.signature.clone(),
+        ),
+        (
+            "FERROCAST_HTTP_TIMEOUT_SECS".to_string(),
+            timeout.to_string(),
+        ),
+        ("CONTENT_TYPE".into(), "application/json".into()),
+    ];
+    let argv = if hook.url.is_empty() {
+        hook.exec.clone()
+    } else {
+        vec![
+            "/proc/self/exe".into(),
+            "http-request".into(),
+            "webhook".into(),
+            hook.url.clone(),
+        ]
+    };
+    let job = Job {
+        handler: Handler::Exec { argv },
+        env,
+        stdin: d.body.clone().into_bytes(),
+        deadline: Duration::from_secs(timeout + 1),
+        max_output: 64 * 1024,
+    };
+    jobs::start(st, job, JobFor::Webhook(d));
+}
+
+/// A webhook job ended.
+pub fn finished(st: &mut State, d: Delivery, outcome: Outcome) {
+    let reason = match outcome {
+        Outcome::Exited { code: 0, .. } => {
+            st.webhooks.sent += 1;
+            let detail = format!("sent a batch for app {}", st.apps.get(d.app).cfg.id);
+            console::event(st, "webhook", None, None, None, Some(&detail));
+            return;
+        }
+        Outcome::Exited { code, .. } => format!("receiver failed or refused (exit {code})"),
+        Outcome::Signaled { signal, .. } => format!("sender killed by signal {signal}"),
+        Outcome::TimedOut => "no answer in time".to_string(),
+        Outcome::SpawnFailed(e) => e,
+    };
+    let detail = format!("failed: {reason}");
+    console::event(st, "webhook", None, None, None, Some(&detail));
+    failed(st, d, &reason);
+}
+
+/// A send failed: retried with backoff, or dropped after the last try.
+pub fn failed(st: &mut State, d: Delivery, reason: &str) {
+    let now = st.clock.now();
+    st.webhooks.failed(d, reason, &st.cfg.webhooks, now);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::WebhookConfig;
 
     fn hook(types: &[&str], prefix: &str) -> WebhookConfig {
         WebhookConfig {
@@ -428,33 +563,37 @@ mod tests {
             &hooks,
             true,
             json!({"name":"channel_occupied","channel":"private-a"}),
+            Instant::now(),
         );
         w.emit(
             0,
             &hooks,
             true,
             json!({"name":"channel_occupied","channel":"public"}),
+            Instant::now(),
         );
         w.emit(
             0,
             &hooks,
             true,
             json!({"name":"subscription_count","channel":"public","subscription_count":1}),
+            Instant::now(),
         );
         w.emit(
             0,
             &hooks,
             true,
             json!({"name":"subscription_count","channel":"public","subscription_count":2}),
+            Instant::now(),
         );
         let settings = WebhookSettings::default();
         let later = Instant::now() + Duration::from_secs(1);
-        w.seal(later, &settings, |_| "secret".into());
+        w.seal(later, 1, &settings, |_| "secret".into());
         assert_eq!(w.pending.len(), 2);
         let first = w.pending.iter().find(|d| d.hook == 0).unwrap();
         let v: Value = serde_json::from_str(&first.body).unwrap();
         assert_eq!(v["events"].as_array().unwrap().len(), 1);
-        assert!(super::super::auth::verify_webhook_signature(
+        assert!(crate::pusher::auth::verify_webhook_signature(
             "secret",
             first.body.as_bytes(),
             &first.signature
@@ -478,30 +617,32 @@ mod tests {
             &hooks,
             false,
             json!({"name":"channel_occupied","channel":"a"}),
+            Instant::now(),
         );
         w.emit(
             1,
             &hooks,
             false,
             json!({"name":"subscription_count","channel":"a","subscription_count":1}),
+            Instant::now(),
         );
         w.emit(
             0,
             &hooks,
             true,
             json!({"name":"channel_occupied","channel":"b"}),
+            Instant::now(),
         );
-        w.seal(Instant::now(), &WebhookSettings::default(), |_| "s".into());
+        w.seal(Instant::now(), 1, &WebhookSettings::default(), |_| {
+            "s".into()
+        });
         assert_eq!(
             w.pending.len(),
             2,
             "the unbatched app's two events go at once, one each"
         );
         assert!(w.pending.iter().all(|d| d.app == 1));
-        assert!(
-            w.has_batches(),
-            "the batching app still waits for its window"
-        );
+        assert!(w.has_work(), "the batching app still waits for its window");
     }
 
     #[test]
@@ -516,13 +657,13 @@ mod tests {
             attempt: 1,
             not_before: Instant::now(),
         };
-        w.failed(d, "500", &settings);
+        w.failed(d, "500", &settings, Instant::now());
         let d = w.pending.pop_front().unwrap();
         assert_eq!(d.attempt, 2);
         assert!(d.not_before > Instant::now());
-        w.failed(d, "500", &settings);
+        w.failed(d, "500", &settings, Instant::now());
         let d = w.pending.pop_front().unwrap();
-        w.failed(d, "500", &settings);
+        w.failed(d, "500", &settings, Instant::now());
         assert!(w.pending.is_empty());
         assert_eq!(w.dropped, 1);
     }
@@ -530,21 +671,34 @@ mod tests {
     #[test]
     fn quick_resubscribe_does_not_flap() {
         let mut w = Webhooks::default();
-        w.vacated(0, "a", 0, Duration::from_secs(1), Duration::ZERO);
+        w.vacated(
+            0,
+            "a",
+            0,
+            Duration::from_secs(1),
+            Duration::ZERO,
+            Instant::now(),
+            1,
+        );
         assert!(!w.occupied(0, "a"));
         assert!(
             w.due_vacated(Instant::now() + Duration::from_secs(2))
                 .is_empty()
         );
-        w.vacated(0, "b", 0, Duration::from_millis(0), Duration::ZERO);
+        w.vacated(
+            0,
+            "b",
+            0,
+            Duration::from_millis(0),
+            Duration::ZERO,
+            Instant::now(),
+            1,
+        );
         let due = w.due_vacated(Instant::now() + Duration::from_millis(1));
         assert_eq!(due.len(), 1);
         assert_eq!((due[0].0, due[0].1.as_str()), (0, "b"));
         w.resolve(0, "b", Instant::now() + Duration::from_millis(1));
-        assert!(
-            !w.has_batches(),
-            "a single node forgets a sent vacate at once"
-        );
+        assert!(!w.has_work(), "a single node forgets a sent vacate at once");
         assert!(w.occupied(0, "b"));
     }
 
@@ -552,8 +706,24 @@ mod tests {
     fn cluster_vacate_records_outlive_the_decision() {
         let mut w = Webhooks::default();
         let t0 = Instant::now();
-        w.vacated(0, "a", 0, Duration::from_secs(1), Duration::from_secs(10));
-        w.vacated(0, "w", 0, Duration::from_secs(1), Duration::from_secs(10));
+        w.vacated(
+            0,
+            "a",
+            0,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+            Instant::now(),
+            1,
+        );
+        w.vacated(
+            0,
+            "w",
+            0,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+            Instant::now(),
+            1,
+        );
         assert_eq!(w.due_vacated(t0 + Duration::from_secs(2)).len(), 2);
         w.resolve(0, "a", t0 + Duration::from_secs(2));
         // "a" is decided but still shown to the other nodes; "w" waits for the cluster.
@@ -562,12 +732,20 @@ mod tests {
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].1, "w");
         // Both expire after the keep time; the undecided one is given up.
-        assert!(w.has_batches(), "\"w\" is still undecided");
+        assert!(w.has_work(), "\"w\" is still undecided");
         assert!(w.due_vacated(t0 + Duration::from_secs(12)).is_empty());
         assert_eq!(w.vacates().count(), 0);
-        assert!(!w.has_batches());
+        assert!(!w.has_work());
         // A decided record does not hold back the next occupied event.
-        w.vacated(0, "b", 0, Duration::ZERO, Duration::from_secs(10));
+        w.vacated(
+            0,
+            "b",
+            0,
+            Duration::ZERO,
+            Duration::from_secs(10),
+            Instant::now(),
+            1,
+        );
         w.resolve(0, "b", Instant::now());
         assert!(w.occupied(0, "b"));
         assert_eq!(w.vacates().count(), 0);

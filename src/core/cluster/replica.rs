@@ -108,11 +108,11 @@ pub struct Delta<'a> {
 }
 
 #[derive(Default)]
-pub struct Cluster {
+pub struct Replica {
     nodes: HashMap<String, Remote>,
 }
 
-impl Cluster {
+impl Replica {
     /// Whether `user` is in `channel` on any other node, leaving out `except_node`.
     pub fn member_elsewhere(
         &self,
@@ -448,7 +448,7 @@ mod tests {
 
     #[test]
     fn member_events_fire_once_across_nodes() {
-        let mut c = Cluster::default();
+        let mut c = Replica::default();
         let t = Instant::now();
         let added = c.presence(
             Delta {
@@ -531,7 +531,7 @@ mod tests {
 
     #[test]
     fn dead_nodes_take_their_members_with_them() {
-        let mut c = Cluster::default();
+        let mut c = Replica::default();
         let t0 = Instant::now();
         let mut state = NodeState::new();
         let mut ch = ChannelState {
@@ -554,7 +554,7 @@ mod tests {
 
     #[test]
     fn state_diff_announces_changes_only() {
-        let mut c = Cluster::default();
+        let mut c = Replica::default();
         let t = Instant::now();
         let mk = |users: &[&str]| {
             let mut s = NodeState::new();
@@ -582,7 +582,7 @@ mod tests {
     #[test]
     fn one_node_fires_occupied_and_one_fires_vacated() {
         let t = Instant::now();
-        let mut c = Cluster::default();
+        let mut c = Replica::default();
         // "b" occupied the channel at 1000 and still holds it.
         c.occupancy("b", "app", "ch", 1000, None, t);
         assert!(c.held_before("app", "ch", 1001, "a", 500), "b was first");
@@ -621,7 +621,7 @@ mod tests {
     #[test]
     fn changes_apply_in_order_and_a_gap_asks_for_the_full_state() {
         let t = Instant::now();
-        let mut c = Cluster::default();
+        let mut c = Replica::default();
         let entry = |ch: &str, subscribers: usize, members: &[&str]| StateEntry {
             app: "app".into(),
             channel: ch.into(),

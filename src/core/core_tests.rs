@@ -1,0 +1,165 @@
+//! The core driven without sockets: bytes in, bytes and effects out.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::config::Config;
+
+const PEER: &str = "127.0.0.1:40000";
+
+fn core() -> Core {
+    let cfg = Config {
+        outbound_queue_bytes: 64 * 1024,
+        ..Config::default()
+    };
+    Core::new(cfg, 7, Instant::now(), 1_700_000_000_000)
+}
+
+fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x80 | opcode];
+    if payload.len() < 126 {
+        out.push(0x80 | payload.len() as u8);
+    } else {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    let mask = [9u8, 8, 7, 6];
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+fn upgrade_request(path: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Everything queued for a connection, as if the socket took it all.
+fn take_output(core: &mut Core, key: usize) -> Vec<u8> {
+    let mut dirty = Vec::new();
+    core.take_dirty(&mut dirty);
+    let mut out = Vec::new();
+    if let Some(outbox) = core.outbox_mut(key) {
+        while let Some(front) = outbox.front() {
+            let n = front.len();
+            out.extend_from_slice(front);
+            outbox.advance(n);
+        }
+    }
+    core.flushed(key);
+    out
+}
+
+/// The text payloads of the server frames in `bytes` (after an HTTP head, if any).
+fn texts(bytes: &[u8]) -> Vec<String> {
+    let mut i = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |p| p + 4);
+    let mut out = Vec::new();
+    while i + 2 <= bytes.len() {
+        let opcode = bytes[i] & 0x0f;
+        let (len, h) = match bytes[i + 1] & 0x7f {
+            126 => (u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize, 4),
+            127 => panic!("no frames that large here"),
+            n => (n as usize, 2),
+        };
+        let payload = &bytes[i + h..i + h + len];
+        if opcode == 1 {
+            out.push(String::from_utf8_lossy(payload).into_owned());
+        }
+        i += h + len;
+    }
+    out
+}
+
+fn channel_client(core: &mut Core, key: usize, channels: &[&str]) {
+    core.open(key, PEER.parse::<SocketAddr>().unwrap());
+    core.on_bytes(key, &mut upgrade_request("/ws"));
+    for c in channels {
+        let sub = format!(r#"{{"action":"subscribe","channel":"{c}"}}"#);
+        core.on_bytes(key, &mut masked(1, sub.as_bytes()));
+    }
+    let replies = texts(&take_output(core, key));
+    assert_eq!(replies.len(), channels.len(), "{replies:?}");
+}
+
+#[test]
+fn a_fifo_line_reaches_subscribers_once_across_channels() {
+    let mut core = core();
+    channel_client(&mut core, 1, &["a", "b"]);
+    channel_client(&mut core, 2, &["b"]);
+    core.on_fifo_line(br#"{"channels":["a","b"],"data":"hello"}"#);
+    assert_eq!(texts(&take_output(&mut core, 1)), ["hello"]);
+    assert_eq!(texts(&take_output(&mut core, 2)), ["hello"]);
+}
+
+#[test]
+fn a_protocol_error_closes_and_the_socket_is_dropped_later() {
+    let mut core = core();
+    channel_client(&mut core, 3, &[]);
+    // An unmasked frame: 1002.
+    core.on_bytes(3, &mut [0x81, 0x01, b'x']);
+    let out = take_output(&mut core, 3);
+    assert_eq!(&out[..4], &[0x88, 0x1e, 0x03, 0xea], "close 1002");
+    assert_eq!(core.phase(3), Some(Phase::Closing));
+    core.on_gone(3, "peer closed");
+    assert_eq!(core.take_effects().closed, [3]);
+    assert_eq!(core.connections(), 0);
+}
+
+#[test]
+fn a_client_that_does_not_read_is_paused_not_grown() {
+    let mut core = core();
+    channel_client(&mut core, 4, &[]);
+    let ping = masked(1, br#"{"action":"ping"}"#);
+    let mut flood: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 20_000)
+        .collect();
+    core.on_bytes(4, &mut flood);
+    assert!(!core.wants_input(4), "past the pause mark: no more reading");
+    let queued = core.state().stats.messages_in;
+    assert!(
+        queued < 20_000,
+        "handling stopped at the pause mark ({queued} handled)"
+    );
+    let pause = core.cfg().output_bounds().0;
+    let before = take_output(&mut core, 4).len();
+    assert!(
+        before <= pause + 200,
+        "{before} bytes queued, pause at {pause}"
+    );
+    // The client took its replies: the backlog is handled.
+    assert!(core.resume(4) || core.state().stats.messages_in > queued);
+}
+
+#[test]
+fn a_content_length_that_wraps_is_refused_and_closed() {
+    let mut core = core();
+    core.open(5, PEER.parse().unwrap());
+    let head = "POST /apps/app-id/events HTTP/1.1\r\nHost: x\r\nContent-Length: ";
+    let len = u64::MAX - 70;
+    let mut req = format!("{head}{len}\r\n\r\n").into_bytes();
+    core.on_bytes(5, &mut req);
+    let out = String::from_utf8(take_output(&mut core, 5)).unwrap();
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert_eq!(core.phase(5), Some(Phase::Closing));
+}
+
+#[test]
+fn time_closes_a_silent_handshake() {
+    let mut core = core();
+    let t0 = Instant::now();
+    core.open(6, PEER.parse().unwrap());
+    let timeout = core.cfg().handshake_timeout_secs;
+    core.set_time(t0 + Duration::from_secs(timeout + 1), 0);
+    core.tick();
+    assert_eq!(core.take_effects().closed, [6]);
+}

@@ -1,0 +1,151 @@
+//! What joining and leaving channels means beyond the hub: presence events for the other
+//! subscribers, webhooks, the cluster's replica of this node, the console. Kept in step in
+//! this one place, whoever caused the change (a client, a close, a shutdown).
+
+use serde_json::{Value, json};
+
+use super::hub::{ChannelId, Left};
+use super::publish::Publication;
+use super::state::State;
+use super::{console, webhooks};
+use crate::pusher::protocol as pp;
+use crate::ws;
+
+/// Connection `key` (`conn_id`) subscribed to channel `id` (`name`) of `app`.
+#[allow(clippy::too_many_arguments)]
+fn joined(
+    st: &mut State,
+    key: usize,
+    conn_id: u64,
+    app: usize,
+    id: ChannelId,
+    name: &str,
+    created: bool,
+    count: usize,
+) {
+    if webhooks::enabled(st, app) {
+        if created {
+            webhooks::occupied(st, app, id, name);
+        }
+        webhooks::count(st, app, name, count);
+    }
+    if let Some(cluster) = st.cluster.as_mut() {
+        cluster.channel_changed(app, name);
+    }
+    log::debug!("connection {key} subscribed to {name}");
+    if st.consoles.listening() {
+        let socket_id = st.socket_id_of(conn_id);
+        console::event(st, "subscribed", Some(&socket_id), Some(name), None, None);
+    }
+}
+
+/// Connection `conn_id` left a channel (unsubscribed, or closed).
+pub fn left(st: &mut State, conn_id: u64, left: Left) {
+    let app = left.app;
+    if st.consoles.listening() {
+        let socket_id = st.socket_id_of(conn_id);
+        console::event(
+            st,
+            "unsubscribed",
+            Some(&socket_id),
+            Some(&left.channel),
+            None,
+            None,
+        );
+    }
+    if let Some(user) = &left.member_removed {
+        member_removed(st, app, &left.channel, user);
+    }
+    if let Some(cluster) = st.cluster.as_mut() {
+        cluster.channel_changed(app, &left.channel);
+    }
+    if webhooks::enabled(st, app) {
+        if left.vacated() {
+            webhooks::vacated(st, app, &left.channel, left.occupied_at);
+        } else {
+            webhooks::count(st, app, &left.channel, left.count);
+        }
+    }
+}
+
+/// A user's first connection joined a presence channel here: `member_added` goes to the
+/// others, unless the user was already present through another node.
+pub fn member_added(
+    st: &mut State,
+    key: usize,
+    app: usize,
+    id: ChannelId,
+    user: &str,
+    info: Option<&Value>,
+) {
+    let Some(name) = st.hub.channel(app, id).map(|c| c.name().to_string()) else {
+        return;
+    };
+    let elsewhere = st.cluster.as_mut().is_some_and(|c| {
+        c.presence_news(&st.apps, app, &name, user, info, true, &mut st.effects.link)
+    });
+    if elsewhere {
+        return;
+    }
+    let frame = ws::text(pp::member_added(&name, user, info).as_bytes());
+    st.publish(Publication::frame(app, &name, frame, Some(key), false));
+    console::event(st, "member_added", None, Some(&name), None, Some(user));
+    webhooks::emit(
+        st,
+        app,
+        json!({"name": "member_added", "channel": name, "user_id": user}),
+    );
+}
+
+/// A presence channel lost the last connection of `user` here.
+pub fn member_removed(st: &mut State, app: usize, name: &str, user: &str) {
+    let elsewhere = st.cluster.as_mut().is_some_and(|c| {
+        c.presence_news(&st.apps, app, name, user, None, false, &mut st.effects.link)
+    });
+    if elsewhere {
+        return;
+    }
+    let frame = ws::text(pp::member_removed(name, user).as_bytes());
+    st.publish(Publication::frame(app, name, frame, None, false));
+    console::event(st, "member_removed", None, Some(name), None, Some(user));
+    webhooks::emit(
+        st,
+        app,
+        json!({"name": "member_removed", "channel": name, "user_id": user}),
+    );
+}
+
+/// A user's connection count here changed (for the cluster's heartbeat key).
+pub fn user_changed(st: &mut State, app: usize, user: &str) {
+    if let Some(cluster) = st.cluster.as_mut() {
+        cluster.user_changed(app, user);
+    }
+}
+
+/// Subscribes connection `key` (`conn_id`) to `name` of its app, with every notice that goes
+/// with it. Returns the channel and whether the subscription is new.
+pub fn join(st: &mut State, key: usize, conn_id: u64, app: usize, name: &str) -> (ChannelId, bool) {
+    match st.hub.subscribe(key, name) {
+        super::hub::Subscribed::Already(id) => (id, false),
+        super::hub::Subscribed::New { id, created, count } => {
+            joined(st, key, conn_id, app, id, name, created, count);
+            (id, true)
+        }
+    }
+}
+
+/// Unsubscribes connection `key` (`conn_id`) from `name` (nothing when it was not subscribed).
+pub fn leave(st: &mut State, key: usize, conn_id: u64, name: &str) {
+    if let Some(gone) = st.hub.unsubscribe(key, name) {
+        left(st, conn_id, gone);
+    }
+}
+
+/// Whether subscribing to `name` would take the connection past `max_channels_per_connection`.
+pub fn over_limit(st: &State, key: usize, app: usize, name: &str) -> bool {
+    let already = st
+        .hub
+        .lookup(app, name)
+        .is_some_and(|id| st.hub.is_subscribed(key, id));
+    !already && st.hub.subscriptions(key) >= st.cfg.max_channels_per_connection
+}

@@ -1,0 +1,226 @@
+//! The one publish path. Every source — a FIFO line, a REST call, `/internal/broadcast`, the
+//! console's form, a client event, a presence change, a per-user FIFO, another node — builds
+//! a [`Publication`] and hands it to [`State::publish`]; [`deliver`] is the only code that
+//! queues it to subscribers. Duplicate suppression (a channel-protocol client on several of the
+//! target channels gets a publication once), the cache of cache channels, the console feed and
+//! the hand-over to the other nodes all live behind it.
+//!
+//! Encode once: each protocol's frame is built at most once per channel (a Pusher event names
+//! its channel) or once per publication (the bare payload does not), and the same bytes are
+//! queued to every subscriber.
+
+use log::warn;
+
+use super::conns::{Conns, Mode};
+use super::state::State;
+use super::{cluster, console};
+use crate::message::{self, Line};
+use crate::pusher::protocol as pp;
+use crate::ws::{self, Frame};
+
+/// Where a publication comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// This node; the name of the source, for the console ("fifo", "rest", ...).
+    Here(&'static str),
+    /// Another node published it (and told every node itself).
+    Node,
+}
+
+#[derive(Debug, Clone)]
+pub enum Publication {
+    /// An event for channels of an app. `except` is the socket id of the connection that
+    /// caused it, wherever that connection lives.
+    Event {
+        app: usize,
+        channels: Vec<String>,
+        event: String,
+        data: String,
+        except: Option<String>,
+        origin: Origin,
+    },
+    /// A frame in its final form for one channel's subscribers but one connection (client
+    /// events, presence events). `to_nodes`: the other nodes' subscribers get it too.
+    Frame {
+        app: usize,
+        channel: String,
+        frame: Frame,
+        except: Option<usize>,
+        to_nodes: bool,
+    },
+    /// A line for every raw-mode and channel-mode client (CarbonPHP's global pipe).
+    Global { line: Vec<u8>, origin: Origin },
+    /// A message for every connection of a validated user (per-user FIFOs).
+    User { user: String, frame: Frame },
+}
+
+impl Publication {
+    pub fn frame(
+        app: usize,
+        channel: &str,
+        frame: Frame,
+        except: Option<usize>,
+        to_nodes: bool,
+    ) -> Publication {
+        Publication::Frame {
+            app,
+            channel: channel.to_string(),
+            frame,
+            except,
+            to_nodes,
+        }
+    }
+}
+
+/// One line from the broadcast FIFO.
+pub fn fifo_line(st: &mut State, line: &[u8]) {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return;
+    }
+    st.stats.fifo_lines += 1;
+    match message::parse_line(line) {
+        Line::Global(bytes) => st.publish(Publication::Global {
+            line: bytes.to_vec(),
+            origin: Origin::Here("fifo"),
+        }),
+        Line::Publish(p) => {
+            let app = match p.app.as_deref() {
+                None => 0,
+                Some(id) => match st.apps.by_id(id) {
+                    Some(app) => app,
+                    None => return warn!("ignored a FIFO line for unknown app \"{id}\""),
+                },
+            };
+            st.publish(Publication::Event {
+                app,
+                channels: p.channels,
+                event: p.event.unwrap_or_else(|| "message".into()),
+                data: p.data,
+                except: p.socket_id,
+                origin: Origin::Here("fifo"),
+            });
+        }
+        Line::Invalid(why) => warn!("ignored a FIFO line: {why}"),
+    }
+}
+
+/// Delivers a publication to this node's subscribers, and to the other nodes when it
+/// started here.
+pub fn deliver(conns: &mut Conns, st: &mut State, p: Publication) {
+    match p {
+        Publication::Event {
+            app,
+            channels,
+            event,
+            data,
+            except,
+            origin,
+        } => {
+            event_here(conns, st, app, &channels, &event, &data, except.as_deref());
+            if let Origin::Here(source) = origin {
+                for name in &channels {
+                    console::event(st, "publish", None, Some(name), Some(&event), Some(source));
+                }
+                cluster::publish(st, app, channels, event, data, except);
+            }
+        }
+        Publication::Frame {
+            app,
+            channel,
+            frame,
+            except,
+            to_nodes,
+        } => {
+            if let Some(ch) = st.hub.channel_named(app, &channel) {
+                let keys = ch.subscribers().iter().map(|s| s.key());
+                let sent = fan_out(conns, keys.filter(|&k| Some(k) != except), &frame);
+                st.stats.frames_out += sent;
+            }
+            if to_nodes {
+                cluster::frame(st, app, channel, &frame);
+            }
+        }
+        Publication::Global { line, origin } => {
+            let frame = ws::text(&line);
+            let sent = fan_out(conns, st.hub.global(), &frame);
+            st.stats.frames_out += sent;
+            if origin != Origin::Node {
+                cluster::global(st, &line);
+                console::event(
+                    st,
+                    "publish",
+                    None,
+                    None,
+                    None,
+                    Some("fifo, to every client"),
+                );
+            }
+        }
+        Publication::User { user, frame } => {
+            let sent = fan_out(conns, super::jobs::user_conns(st, &user), &frame);
+            st.stats.frames_out += sent;
+        }
+    }
+}
+
+/// Queues `frame` to each connection within its bound; returns how many got it.
+fn fan_out(conns: &mut Conns, keys: impl Iterator<Item = usize>, frame: &Frame) -> u64 {
+    keys.map(|k| u64::from(conns.send(k, frame))).sum()
+}
+
+/// An event to this node's subscribers of `channels`, as one publication.
+fn event_here(
+    conns: &mut Conns,
+    st: &mut State,
+    app: usize,
+    channels: &[String],
+    event: &str,
+    data: &str,
+    except: Option<&str>,
+) {
+    // The connection to leave out may be ours even when the event entered through another
+    // node (the app's REST call went there).
+    let except = except.and_then(|s| st.parse_socket_id(s));
+    let mut plain: Option<Frame> = None;
+    st.publish_stamp = st.publish_stamp.wrapping_add(1);
+    let stamp = st.publish_stamp;
+    let now = st.clock.now();
+    for channel in channels {
+        let mut named: Option<Frame> = None;
+        if pp::is_cache_channel(channel) {
+            let frame = ws::text(pp::event(event, channel, data, None).as_bytes());
+            st.hub
+                .cache_mut()
+                .insert(app as u16, channel, frame.clone(), now);
+            named = Some(frame);
+        }
+        let Some(ch) = st.hub.channel_named(app, channel) else {
+            continue;
+        };
+        let mut sent = 0u64;
+        for key in ch.subscribers().iter().map(|s| s.key()) {
+            let Some(conn) = conns.get_mut(key) else {
+                continue;
+            };
+            if Some(conn.id) == except {
+                continue;
+            }
+            let frame = match conn.mode {
+                // Pusher events name their channel: one per channel is right.
+                Mode::Pusher => named.get_or_insert_with(|| {
+                    ws::text(pp::event(event, channel, data, None).as_bytes())
+                }),
+                // The bare payload does not: sent once per publication.
+                _ => {
+                    if conn.publish_stamp == stamp {
+                        continue;
+                    }
+                    conn.publish_stamp = stamp;
+                    plain.get_or_insert_with(|| ws::text(data.as_bytes()))
+                }
+            };
+            sent += u64::from(conns.send(key, frame));
+        }
+        st.stats.frames_out += sent;
+    }
+}
