@@ -60,6 +60,21 @@ pub fn text(payload: &[u8]) -> Frame {
     encode(OP_TEXT, payload).into()
 }
 
+/// A text frame of bytes that may not be UTF-8 (a line a script wrote): invalid sequences
+/// become U+FFFD, since a text frame that is not UTF-8 makes every browser fail the connection.
+pub fn text_lossy(payload: &[u8]) -> Frame {
+    match std::str::from_utf8(payload) {
+        Ok(_) => text(payload),
+        Err(_) => {
+            log::warn!(
+                "a line of {} bytes is not UTF-8: invalid bytes sent as U+FFFD",
+                payload.len()
+            );
+            text(String::from_utf8_lossy(payload).as_bytes())
+        }
+    }
+}
+
 /// The payload of a frame we encoded (skips our own header).
 pub fn payload(frame: &[u8]) -> &[u8] {
     let header = match frame.get(1).map(|b| b & 0x7f) {

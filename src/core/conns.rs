@@ -222,9 +222,12 @@ impl Conns {
         if self.slots.len() <= key {
             self.slots.resize_with(key + 1, || None);
         }
-        if self.slots[key].replace(conn).is_none() {
-            self.len += 1;
-        }
+        assert!(
+            self.slots[key].is_none(),
+            "connection key {key} reused while taken"
+        );
+        self.slots[key] = Some(conn);
+        self.len += 1;
     }
 
     pub fn remove(&mut self, key: usize) -> Option<Conn> {

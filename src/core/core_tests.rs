@@ -163,3 +163,12 @@ fn time_closes_a_silent_handshake() {
     core.tick();
     assert_eq!(core.take_effects().closed, [6]);
 }
+
+#[test]
+fn a_line_that_is_not_utf8_still_makes_a_valid_text_frame() {
+    let mut core = core();
+    channel_client(&mut core, 7, &[]);
+    core.on_fifo_line(b"caf\xe9 \xff!");
+    let got = texts(&take_output(&mut core, 7));
+    assert_eq!(got, ["caf\u{fffd} \u{fffd}!"]);
+}

@@ -379,6 +379,53 @@ impl Hub {
         }
     }
 
+    /// Checks every invariant this module keeps (for tests and fuzzing): both sides of every
+    /// subscription agree, no channel is empty, names index the right channels, presence
+    /// members are counted once per user, the global list and positions agree.
+    pub fn audit(&self) -> Result<(), String> {
+        for (key, l) in self.listeners.iter().enumerate() {
+            for (slot, s) in l.subs.iter().enumerate() {
+                let ch = self.apps[l.app as usize]
+                    .slots
+                    .get(s.channel as usize)
+                    .ok_or(format!("connection {key} in a channel that is gone"))?;
+                let back = ch.subscribers.get(s.pos as usize).copied();
+                if back.map(|b| (b.key(), b.slot as usize)) != Some((key, slot)) {
+                    return Err(format!("connection {key}: sides disagree in {}", ch.name));
+                }
+            }
+            if l.global_pos != NOT_GLOBAL
+                && self.global.get(l.global_pos as usize) != Some(&(key as u32))
+            {
+                return Err(format!("connection {key}: wrong global position"));
+            }
+        }
+        for r in &self.apps {
+            for (id, ch) in r.slots.iter() {
+                if ch.subscribers.is_empty() || r.by_name.get(&ch.name) != Some(&(id as ChannelId))
+                {
+                    return Err(format!("channel {} kept empty or misnamed", ch.name));
+                }
+                if let Some(p) = &ch.presence {
+                    let held: u32 = p.users.values().map(|m| m.connections).sum();
+                    if held as usize != p.by_conn.len() {
+                        return Err(format!("presence counts of {} disagree", ch.name));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The connections the hub knows anything of (subscriptions or global lines).
+    pub fn attached(&self) -> impl Iterator<Item = usize> + '_ {
+        self.listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !l.subs.is_empty() || l.global_pos != NOT_GLOBAL)
+            .map(|(k, _)| k)
+    }
+
     fn listener_mut(&mut self, key: usize) -> &mut Listener {
         if self.listeners.len() <= key {
             self.listeners.resize_with(key + 1, Listener::default);

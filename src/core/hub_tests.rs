@@ -7,27 +7,8 @@ fn hub() -> Hub {
 
 /// Checks both sides of every cross-reference.
 fn check(h: &Hub) {
-    for (key, l) in h.listeners.iter().enumerate() {
-        for (slot, s) in l.subs.iter().enumerate() {
-            let ch = &h.apps[l.app as usize].slots[s.channel as usize];
-            let back = ch.subscribers[s.pos as usize];
-            assert_eq!((back.key(), back.slot as usize), (key, slot));
-        }
-        if l.global_pos != NOT_GLOBAL {
-            assert_eq!(h.global[l.global_pos as usize] as usize, key);
-        }
-    }
-    for r in &h.apps {
-        for (id, ch) in r.slots.iter() {
-            assert!(!ch.subscribers.is_empty(), "an empty channel was kept");
-            assert_eq!(r.by_name[&ch.name], id as ChannelId);
-            for s in &ch.subscribers {
-                assert_eq!(
-                    h.listeners[s.key()].subs[s.slot as usize].channel,
-                    id as ChannelId
-                );
-            }
-        }
+    if let Err(e) = h.audit() {
+        panic!("{e}");
     }
 }
 

@@ -312,7 +312,7 @@ pub fn user_line(st: &mut State, user: &str, line: &[u8]) {
     } else {
         st.publish(Publication::User {
             user: user.to_string(),
-            frame: ws::text(line),
+            frame: ws::text_lossy(line),
         });
     }
 }

@@ -349,6 +349,55 @@ impl Core {
         self.conns.set_bounds(bounds);
     }
 
+    /// Checks the invariants that span owners (for tests and fuzzing): the hub's own, every
+    /// connection the hub knows is an open session, the session count matches the sessions.
+    pub fn audit(&self) -> Result<(), String> {
+        self.st.hub.audit()?;
+        for key in self.st.hub.attached() {
+            match self.conns.get(key) {
+                Some(c) if c.phase == Phase::Open => {}
+                _ => return Err(format!("the hub still knows connection {key}, not open")),
+            }
+        }
+        let open = self
+            .conns
+            .keys()
+            .filter_map(|k| self.conns.get(k))
+            .filter(|c| c.phase == Phase::Open && c.mode != Mode::Console)
+            .count();
+        if open != self.st.sessions.open() {
+            return Err(format!(
+                "{open} open sessions, {} counted",
+                self.st.sessions.open()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a connection is subscribed to `channel` of its app.
+    pub fn is_subscribed(&self, key: usize, channel: &str) -> bool {
+        let app = self.conns.get(key).map_or(0, |c| c.app());
+        self.st
+            .hub
+            .lookup(app, channel)
+            .is_some_and(|id| self.st.hub.is_subscribed(key, id))
+    }
+
+    /// Bytes read from a connection and not handled yet (0 when gone).
+    pub fn buffered_bytes(&self, key: usize) -> usize {
+        self.conns.get(key).map_or(0, |c| c.inbuf.len())
+    }
+
+    /// The protocol a connection speaks (`None`: gone).
+    pub fn mode(&self, key: usize) -> Option<Mode> {
+        self.conns.get(key).map(|c| c.mode)
+    }
+
+    /// Bytes queued for a connection (0 when gone).
+    pub fn queued_bytes(&self, key: usize) -> usize {
+        self.conns.get(key).map_or(0, |c| c.queued_bytes())
+    }
+
     /// Delivers what the last input asked for: closes of other connections, publications,
     /// console events; repeated until nothing is left (a close can publish a member_removed).
     fn settle(&mut self) {

@@ -141,7 +141,7 @@ pub fn deliver(conns: &mut Conns, st: &mut State, p: Publication) {
             }
         }
         Publication::Global { line, origin } => {
-            let frame = ws::text(&line);
+            let frame = ws::text_lossy(&line);
             let sent = fan_out(conns, st.hub.global(), &frame);
             st.stats.frames_out += sent;
             if origin != Origin::Node {
