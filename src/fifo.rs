@@ -129,6 +129,28 @@ impl Fifo {
         })
     }
 
+    /// Opens the FIFO, or takes over the one a restarting predecessor handed on
+    /// (`FERROCAST_FIFO_FD`).
+    pub fn open_or_adopt(path: &Path, mode: u32) -> Result<Fifo, FifoError> {
+        let handed = std::env::var("FERROCAST_FIFO_FD")
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok());
+        if let Some(raw) = handed {
+            // SAFETY: the variable is removed at once and only ever set by our own restart,
+            // which leaves this descriptor open for us; the process has no other thread.
+            unsafe { std::env::remove_var("FERROCAST_FIFO_FD") };
+            // SAFETY: only inspected; closed or not, nothing else in this process refers to it.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+            if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_ok() {
+                // SAFETY: checked open above; nothing else in this process refers to it.
+                let fd =
+                    unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+                return Fifo::adopt(path, mode, fd);
+            }
+        }
+        Fifo::open(path, mode)
+    }
+
     /// Takes over a FIFO handed on by a restarting server (`FERROCAST_FIFO_FD`): the same open
     /// pipe, so nothing written during the restart is lost, and the same lock.
     pub fn adopt(path: &Path, mode: u32, fd: std::os::fd::OwnedFd) -> Result<Fifo, FifoError> {

@@ -9,6 +9,8 @@
 // The loop and its I/O.
 pub mod fifo;
 pub mod httpclient;
+pub mod identity;
+pub mod link;
 pub mod listener;
 pub mod scaling;
 pub mod server;

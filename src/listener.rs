@@ -12,6 +12,14 @@ use nix::sys::socket::{
 
 use crate::config::Config;
 
+/// Whether an accept failed for lack of descriptors (or memory): retrying at once would spin.
+pub fn is_fd_exhaustion(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
+
 /// Pending connections the kernel may hold for us. Clamped by net.core.somaxconn.
 const BACKLOG: i32 = 4096;
 /// How far `auto_port` searches.

@@ -288,69 +288,82 @@ fn config_command(args: ConfigCommand) -> ExitCode {
 /// The child side of `http` handlers. Exit 0 with the result on stdout means success; the
 /// server reads nothing else, so errors go to stderr (the server's log) with their reason.
 fn http_request(args: HttpRequestArgs) -> ExitCode {
-    use std::io::{Read, Write};
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let timeout = std::time::Duration::from_secs(
         env("FERROCAST_HTTP_TIMEOUT_SECS")
             .and_then(|v| v.parse().ok())
             .unwrap_or(5),
     );
-    let mut headers: Vec<(String, String)> = Vec::new();
-    for (var, name) in [
-        ("HTTP_COOKIE", "Cookie"),
-        ("HTTP_AUTHORIZATION", "Authorization"),
-        ("REMOTE_ADDR", "X-Forwarded-For"),
-        ("FERROCAST_SOCKET_ID", "X-Ferrocast-Socket-Id"),
-        ("FERROCAST_USER_ID", "X-Ferrocast-User"),
-    ] {
-        if let Some(v) = env(var) {
-            headers.push((name.to_string(), v));
-        }
-    }
-    let (method, body) = match args.purpose.as_str() {
-        "validate" => ("GET", Vec::new()),
-        "webhook" => {
-            let mut body = Vec::new();
-            if let Err(e) = std::io::stdin().read_to_end(&mut body) {
-                eprintln!("ferrocast http-request: reading the webhook body: {e}");
-                return ExitCode::from(1);
-            }
-            headers.push(("Content-Type".into(), "application/json".into()));
-            for (var, name) in [
-                ("FERROCAST_WEBHOOK_KEY", "X-Pusher-Key"),
-                ("FERROCAST_WEBHOOK_SIGNATURE", "X-Pusher-Signature"),
-            ] {
-                if let Some(v) = env(var) {
-                    headers.push((name.into(), v));
-                }
-            }
-            ("POST", body)
-        }
-        "route" => {
-            let mut body = Vec::new();
-            if let Err(e) = std::io::stdin().read_to_end(&mut body) {
-                eprintln!("ferrocast http-request: reading the message: {e}");
-                return ExitCode::from(1);
-            }
-            headers.push(("Content-Type".into(), "text/plain; charset=utf-8".into()));
-            ("POST", body)
-        }
-        other => {
-            eprintln!("ferrocast http-request: unknown purpose {other}");
-            return ExitCode::from(2);
-        }
+    let (method, headers, body) = match http_request_parts(&args.purpose) {
+        Ok(parts) => parts,
+        Err(code) => return code,
     };
     let max = env("FERROCAST_MAX_OUTPUT_BYTES")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1 << 20);
-    let resp =
-        match ferrocast::httpclient::request(method, &args.url, &headers, &body, timeout, max) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("ferrocast http-request: {e}");
-                return ExitCode::from(1);
+    match ferrocast::httpclient::request(method, &args.url, &headers, &body, timeout, max) {
+        Ok(resp) => http_request_answer(&args, &resp),
+        Err(e) => {
+            eprintln!("ferrocast http-request: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+type RequestParts = (&'static str, Vec<(String, String)>, Vec<u8>);
+
+/// The method, headers and body of an `http` handler's request, from the CGI environment the
+/// server gave the child (and stdin, for a routed message or a webhook batch).
+fn http_request_parts(purpose: &str) -> Result<RequestParts, ExitCode> {
+    use std::io::Read;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let forward = |pairs: &[(&str, &str)], headers: &mut Vec<(String, String)>| {
+        for (var, name) in pairs {
+            if let Some(v) = env(var) {
+                headers.push((name.to_string(), v));
             }
-        };
+        }
+    };
+    forward(
+        &[
+            ("HTTP_COOKIE", "Cookie"),
+            ("HTTP_AUTHORIZATION", "Authorization"),
+            ("REMOTE_ADDR", "X-Forwarded-For"),
+            ("FERROCAST_SOCKET_ID", "X-Ferrocast-Socket-Id"),
+            ("FERROCAST_USER_ID", "X-Ferrocast-User"),
+        ],
+        &mut headers,
+    );
+    let content_type = match purpose {
+        "validate" => return Ok(("GET", headers, Vec::new())),
+        "webhook" => {
+            let signed = [
+                ("FERROCAST_WEBHOOK_KEY", "X-Pusher-Key"),
+                ("FERROCAST_WEBHOOK_SIGNATURE", "X-Pusher-Signature"),
+            ];
+            forward(&signed, &mut headers);
+            "application/json"
+        }
+        "route" => "text/plain; charset=utf-8",
+        other => {
+            eprintln!("ferrocast http-request: unknown purpose {other}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    let mut body = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut body) {
+        eprintln!("ferrocast http-request: reading the {purpose} body: {e}");
+        return Err(ExitCode::from(1));
+    }
+    headers.push(("Content-Type".into(), content_type.into()));
+    Ok(("POST", headers, body))
+}
+
+/// What the server reads from an `http` handler: a user id (and the whole answer), routed
+/// output, or only the exit status.
+fn http_request_answer(args: &HttpRequestArgs, resp: &ferrocast::httpclient::Response) -> ExitCode {
+    use std::io::Write;
     let mut out = std::io::stdout().lock();
     match (args.purpose.as_str(), resp.status) {
         ("validate", 200) => {

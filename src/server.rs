@@ -20,14 +20,14 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::config::{Config, Sources};
-use crate::core::{self, Core, Effects, LinkOp, Stop, UserFifo};
+use crate::core::{self, Core, Effects, Stop, UserFifo};
 use crate::fifo::Fifo;
 use crate::job::Outcome;
-use crate::scaling::redis::{LinkEvent, LinkOptions, RedisLink};
+use crate::link::Link;
 use crate::socket::{Flushed, Socket};
 use crate::user_fifos::UserFifos;
 use crate::worker::{self, Workers};
-use crate::{listener, time};
+use crate::{identity, listener, time};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const FIFO: Token = Token(usize::MAX - 2);
@@ -48,8 +48,6 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
 const SCRATCH_BYTES: usize = 64 * 1024;
 /// FIFO bytes read per turn before the loop serves its clients again.
 const FIFO_READ_BUDGET: usize = 2 * SCRATCH_BYTES;
-/// How long a resolver child may take (the link's own connect timeout also applies).
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the loop ended.
 pub enum Exit {
@@ -85,15 +83,6 @@ enum Purpose {
     Core(core::JobId),
     /// The Redis host name, resolved in a child (`getaddrinfo` blocks).
     Resolve,
-}
-
-/// The Redis link and what the loop keeps for it.
-struct Link {
-    redis: RedisLink,
-    /// The channel the nodes publish on.
-    channel: Vec<u8>,
-    events: Vec<LinkEvent>,
-    published: u64,
 }
 
 /// What the current turn left for its end, and the counters only the loop sees.
@@ -145,9 +134,9 @@ impl Server {
     pub fn bind(sources: Sources, mut cfg: Config) -> Result<Server, StartError> {
         let poll = Poll::new().map_err(StartError::Poll)?;
         if cfg.scaling.driver == "redis" && cfg.scaling.node_id.is_empty() {
-            cfg.scaling.node_id = generate_node_id();
+            cfg.scaling.node_id = identity::node_id();
         }
-        let link = start_link(&cfg, &poll)?;
+        let link = Link::start(&cfg, &poll, (REDIS_SUB, REDIS_CMD))?;
         let tls = match (&cfg.tls.cert, &cfg.tls.key) {
             (Some(cert), Some(key)) => Some(crate::tls::load(cert, key)?),
             _ => None,
@@ -157,7 +146,7 @@ impl Server {
             None => listener::bind(&cfg)?,
         };
         let local_addr = listener.local_addr().map_err(StartError::Poll)?;
-        let fifo = open_fifo(&cfg)?;
+        let fifo = Fifo::open_or_adopt(&cfg.fifo, cfg.fifo_mode_bits().unwrap_or(0o660))?;
         let mut signals =
             Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR2, SIGCHLD]).map_err(StartError::Poll)?;
         let registry = poll.registry();
@@ -169,7 +158,7 @@ impl Server {
             .and_then(|()| registry.register(&mut signals, SIGNALS, Interest::READABLE))
             .map_err(StartError::Poll)?;
         let workers = Workers::new(cfg.max_workers, cfg.max_queued_jobs, WORKER_TOKENS);
-        let mut core = Core::new(cfg, process_id(), Instant::now(), time::unix_ms());
+        let mut core = Core::new(cfg, identity::process_id(), Instant::now(), time::unix_ms());
         core.set_local_port(local_addr.port());
         Ok(Server {
             poll,
@@ -251,10 +240,9 @@ impl Server {
                 self.workers.on_ready(registry, token, &mut self.finished);
             }
             token if self.user_fifos.owns(token) => self.read_user_fifo(token),
-            token if self.link.as_ref().is_some_and(|l| l.redis.owns(token)) => {
+            token if self.link.as_ref().is_some_and(|l| l.owns(token)) => {
                 if let Some(link) = self.link.as_mut() {
-                    let registry = self.poll.registry();
-                    link.redis.on_ready(registry, token, &mut link.events);
+                    link.on_ready(self.poll.registry(), token);
                 }
             }
             Token(key) => {
@@ -312,7 +300,7 @@ impl Server {
             wake = wake.min(deadline);
         }
         let mut timeout = wake.saturating_duration_since(now);
-        if let Some(t) = self.link.as_ref().and_then(|l| l.redis.poll_timeout(now)) {
+        if let Some(t) = self.link.as_ref().and_then(|l| l.poll_timeout(now)) {
             timeout = timeout.min(t);
         }
         timeout
@@ -325,12 +313,7 @@ impl Server {
             workers_queued: self.workers.queued(),
             fifo_yields: self.turn.fifo_yields,
             fifo_dropped: self.turn.fifo_dropped,
-            link: self.link.as_ref().map(|l| core::LinkStatus {
-                up: l.redis.is_up(),
-                published: l.published,
-                dropped_publishes: l.redis.dropped_publishes(),
-                read_yields: l.redis.stats().read_yields,
-            }),
+            link: self.link.as_ref().map(Link::status),
         }
     }
 
@@ -349,7 +332,7 @@ impl Server {
                 Ok((stream, peer)) => self.add_conn(stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_fd_exhaustion(&e) => return self.pause_accepting(&e),
+                Err(e) if listener::is_fd_exhaustion(&e) => return self.pause_accepting(&e),
                 // The peer gave up before we got to it; nothing to do.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => return error!("accept failed: {e}"),
@@ -539,19 +522,7 @@ impl Server {
             }
         }
         if let Some(link) = self.link.as_mut() {
-            for op in fx.link {
-                match op {
-                    LinkOp::Publish(payload) => {
-                        if link.redis.publish(&link.channel.clone(), &payload) {
-                            link.published += 1;
-                        }
-                    }
-                    LinkOp::Command { tag, args } => {
-                        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-                        link.redis.command(tag, &args);
-                    }
-                }
-            }
+            link.apply(fx.link);
         }
         for op in fx.user_fifos {
             let registry = self.poll.registry();
@@ -686,65 +657,33 @@ impl Server {
 
     // ---- the Redis link --------------------------------------------------------------------
 
-    /// Timers and writes of the link, then what it received, to the core.
+    /// The Redis link's timers, writes and news for the core; a host-name lookup it asks for
+    /// goes to a worker.
     fn serve_link(&mut self) {
         let Some(link) = self.link.as_mut() else {
             return;
         };
         let registry = self.poll.registry();
-        link.redis.tick(registry, Instant::now(), &mut link.events);
-        link.redis.flush(registry, &mut link.events);
-        let events = std::mem::take(&mut link.events);
-        for event in events {
-            match event {
-                LinkEvent::Message { channel, payload } => {
-                    if self.link.as_ref().is_some_and(|l| l.channel == channel) {
-                        self.core.on_node_message(&payload);
-                    }
-                }
-                LinkEvent::Down { .. } => {}
-                LinkEvent::Reply { tag, reply } => self.core.on_link_reply(tag, reply),
-                LinkEvent::Up => self.core.on_link_up(),
-                LinkEvent::Resolve { host, port } => self.start_resolve(&host, port),
-            }
-        }
-    }
-
-    /// Resolves the Redis host name in a child (`ferrocast resolve`), so a slow or dead DNS
-    /// server delays the link, never the clients.
-    fn start_resolve(&mut self, host: &str, port: u16) {
-        let job = crate::job::Job {
-            handler: crate::job::Handler::Exec {
-                argv: vec![
-                    "/proc/self/exe".into(),
-                    "resolve".into(),
-                    host.into(),
-                    port.to_string(),
-                ],
-            },
-            env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())],
-            stdin: Vec::new(),
-            deadline: RESOLVE_TIMEOUT,
-            max_output: 64 * 1024,
+        let Some((host, port)) = link.serve(registry, &mut self.core) else {
+            return;
         };
-        let registry = self.poll.registry();
+        let job = crate::link::resolve_job(&host, port);
         match self.workers.submit(registry, job, &mut self.finished) {
             Ok(wid) => {
                 self.purposes.insert(wid, Purpose::Resolve);
             }
-            Err(_) => self.link_resolved(Err(format!("cannot resolve {host}: worker queue full"))),
+            Err(_) => link.resolved(
+                registry,
+                Err(format!("cannot resolve {host}: worker queue full")),
+            ),
         }
     }
 
     fn resolved(&mut self, outcome: &Outcome) {
-        let result = resolved_addresses(outcome).map_err(|why| format!("resolving: {why}"));
-        self.link_resolved(result);
-    }
-
-    fn link_resolved(&mut self, result: Result<Vec<SocketAddr>, String>) {
         if let Some(link) = self.link.as_mut() {
-            let registry = self.poll.registry();
-            link.redis.resolved(registry, Instant::now(), result);
+            let result =
+                crate::link::resolved_addresses(outcome).map_err(|why| format!("resolving: {why}"));
+            link.resolved(self.poll.registry(), result);
         }
     }
 
@@ -790,6 +729,8 @@ impl Server {
         // Whatever scripts wrote before the signal is delivered before the goodbye.
         self.read_fifo(usize::MAX);
         self.core.shutdown(how);
+        let draining = format!("draining {} connection(s)", self.core.connections());
+        let _ = crate::systemd::status(&draining);
         let timeout = self.core.cfg().shutdown_timeout_secs;
         self.shutdown_deadline = Some(Instant::now() + Duration::from_secs(timeout));
     }
@@ -847,101 +788,4 @@ impl Server {
         info!("ferrocast stopped");
         Ok(Exit::Stopped)
     }
-}
-
-/// The Redis link, when scaling through Redis: created and connecting.
-fn start_link(cfg: &Config, poll: &Poll) -> Result<Option<Link>, StartError> {
-    if cfg.scaling.driver != "redis" {
-        return Ok(None);
-    }
-    let opts = LinkOptions {
-        tls_ca_file: cfg.scaling.redis_ca_file.clone(),
-        ..Default::default()
-    };
-    let mut redis = RedisLink::with_options(&cfg.scaling.redis_url, REDIS_SUB, REDIS_CMD, opts)?;
-    info!(
-        "scaling through Redis at {} as node {}",
-        redis.url().redacted(),
-        cfg.scaling.node_id
-    );
-    let channel = format!("{}#broadcast", cfg.scaling.prefix).into_bytes();
-    redis.subscribe(&channel);
-    redis.start(poll.registry(), Instant::now());
-    Ok(Some(Link {
-        redis,
-        channel,
-        events: Vec::new(),
-        published: 0,
-    }))
-}
-
-/// The addresses a `ferrocast resolve` child printed, one per line.
-pub fn resolved_addresses(outcome: &Outcome) -> Result<Vec<SocketAddr>, String> {
-    match outcome {
-        Outcome::Exited {
-            code: 0, stdout, ..
-        } => {
-            let addrs: Vec<SocketAddr> = String::from_utf8_lossy(stdout)
-                .lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .collect();
-            if addrs.is_empty() {
-                Err("no address".into())
-            } else {
-                Ok(addrs)
-            }
-        }
-        Outcome::Exited { code, .. } => Err(format!("the resolver failed (exit {code})")),
-        Outcome::Signaled { signal, .. } => Err(format!("the resolver died (signal {signal})")),
-        Outcome::TimedOut => Err(format!("no answer within {}s", RESOLVE_TIMEOUT.as_secs())),
-        Outcome::SpawnFailed(e) => Err(format!("cannot start the resolver: {e}")),
-    }
-}
-
-/// First half of every socket id: distinguishes this process from others (and restarts).
-fn process_id() -> u32 {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    ((micros ^ (u64::from(std::process::id()) << 20)) % 1_000_000_000) as u32
-}
-
-fn generate_node_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "node".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{host}-{}-{nanos:x}", std::process::id())
-}
-
-/// Opens the FIFO, or takes over the one a restarting predecessor handed on.
-fn open_fifo(cfg: &Config) -> Result<Fifo, crate::fifo::FifoError> {
-    let mode = cfg.fifo_mode_bits().unwrap_or(0o660);
-    let handed = std::env::var("FERROCAST_FIFO_FD")
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok());
-    if let Some(raw) = handed {
-        // SAFETY: the variable is removed at once and only ever set by our own restart, which
-        // leaves this descriptor open for us; the process has no other thread.
-        unsafe { std::env::remove_var("FERROCAST_FIFO_FD") };
-        // SAFETY: only inspected; closed or not, nothing else in this process refers to it.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
-        if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_ok() {
-            // SAFETY: checked open above; nothing else in this process refers to it.
-            let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-            return Fifo::adopt(&cfg.fifo, mode, fd);
-        }
-    }
-    Fifo::open(&cfg.fifo, mode)
-}
-
-fn is_fd_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
-    )
 }

@@ -48,7 +48,6 @@ pub fn ready(status: &str) -> io::Result<bool> {
 }
 
 /// Updates only the `STATUS=` line (e.g. "draining 12 connections" during shutdown).
-#[allow(dead_code)] // optional: the server may not report progress
 pub fn status(status: &str) -> io::Result<bool> {
     notify(&format!("STATUS={}", one_line(status)))
 }

@@ -175,7 +175,46 @@ pub fn parse_frame(
     let Some(mask) = header.mask else {
         return Err(violation(close::PROTOCOL, "client frames must be masked"));
     };
-    let opcode = match header.opcode {
+    let opcode = opcode_of(&header)?;
+    check_sequence(
+        opcode,
+        header.is_final,
+        len,
+        fragments.as_deref(),
+        max_message,
+    )?;
+    // Within `max_message` (or 125 for control frames): fits a usize.
+    let len = len as usize;
+    if buf.len() - header_len < len {
+        return Ok(Parsed::Incomplete);
+    }
+    let (start, end) = (header_len, header_len + len);
+    unmask(&mut buf[start..end], mask);
+    let message = match (opcode, header.is_final) {
+        (OP_CLOSE | OP_PING | OP_PONG, _) | (OP_TEXT | OP_BINARY, true) => {
+            Some(MessageRef::InBuf { opcode, start, end })
+        }
+        (OP_TEXT | OP_BINARY, false) => {
+            let data = buf[start..end].to_vec();
+            *fragments = Some(Box::new(Reassembly { opcode, data }));
+            None
+        }
+        (_, is_final) => match fragments.as_mut() {
+            Some(f) => {
+                f.data.extend_from_slice(&buf[start..end]);
+                is_final.then_some(MessageRef::Reassembled { opcode: f.opcode })
+            }
+            None => return Err(violation(close::PROTOCOL, "continuation without a message")),
+        },
+    };
+    Ok(Parsed::Frame {
+        consumed: end,
+        message,
+    })
+}
+
+fn opcode_of(header: &FrameHeader) -> Result<u8, Violation> {
+    Ok(match header.opcode {
         OpCode::Data(Data::Continue) => OP_CONT,
         OpCode::Data(Data::Text) => OP_TEXT,
         OpCode::Data(Data::Binary) => OP_BINARY,
@@ -183,12 +222,24 @@ pub fn parse_frame(
         OpCode::Control(Control::Ping) => OP_PING,
         OpCode::Control(Control::Pong) => OP_PONG,
         _ => return Err(violation(close::PROTOCOL, "reserved opcode")),
-    };
+    })
+}
+
+/// Whether a frame of `len` bytes may come now: control frames are short and whole, a
+/// continuation needs a message in flight and a new message needs none, and a message stays
+/// within `max_message` (checked before anything is buffered).
+fn check_sequence(
+    opcode: u8,
+    is_final: bool,
+    len: u64,
+    fragments: Option<&Reassembly>,
+    max_message: usize,
+) -> Result<(), Violation> {
     let is_control = opcode >= OP_CLOSE;
-    if is_control && (len > 125 || !header.is_final) {
+    if is_control && (len > 125 || !is_final) {
         return Err(violation(close::PROTOCOL, "invalid control frame"));
     }
-    let already = match (opcode, fragments.as_ref()) {
+    let already = match (opcode, fragments) {
         (OP_CONT, None) => {
             return Err(violation(close::PROTOCOL, "continuation without a message"));
         }
@@ -201,48 +252,10 @@ pub fn parse_frame(
         (OP_CONT, Some(f)) => f.data.len(),
         _ => 0,
     };
-    if !is_control && (len as u128) + (already as u128) > max_message as u128 {
+    if !is_control && u128::from(len) + already as u128 > max_message as u128 {
         return Err(violation(close::TOO_BIG, "message too big"));
     }
-    let len = len as usize;
-    if buf.len() - header_len < len {
-        return Ok(Parsed::Incomplete);
-    }
-    let start = header_len;
-    let end = header_len + len;
-    unmask(&mut buf[start..end], mask);
-    let consumed = end;
-
-    if is_control {
-        return Ok(Parsed::Frame {
-            consumed,
-            message: Some(MessageRef::InBuf { opcode, start, end }),
-        });
-    }
-    match (opcode, header.is_final) {
-        (OP_TEXT | OP_BINARY, true) => Ok(Parsed::Frame {
-            consumed,
-            message: Some(MessageRef::InBuf { opcode, start, end }),
-        }),
-        (OP_TEXT | OP_BINARY, false) => {
-            *fragments = Some(Box::new(Reassembly {
-                opcode,
-                data: buf[start..end].to_vec(),
-            }));
-            Ok(Parsed::Frame {
-                consumed,
-                message: None,
-            })
-        }
-        (_, is_final) => {
-            let f = fragments.as_mut().expect("checked above");
-            f.data.extend_from_slice(&buf[start..end]);
-            Ok(Parsed::Frame {
-                consumed,
-                message: is_final.then_some(MessageRef::Reassembled { opcode: f.opcode }),
-            })
-        }
-    }
+    Ok(())
 }
 
 /// Turns a located message into an [`Inbound`], checking UTF-8 and close payloads.

@@ -60,7 +60,10 @@ impl Model {
             }),
             Op::Publish(chs, n) => {
                 for (i, subs) in self.clients.iter().enumerate() {
-                    if subs.as_ref().is_some_and(|s| chs.iter().any(|ch| s.contains(ch))) {
+                    if subs
+                        .as_ref()
+                        .is_some_and(|s| chs.iter().any(|ch| s.contains(ch)))
+                    {
                         self.inbox.entry(i).or_default().push(format!("P{n}"));
                     }
                 }
@@ -111,8 +114,9 @@ impl Real {
         match op {
             Op::Connect => {
                 let key = self.open.len();
-                self.core.open(key, "127.0.0.1:9".parse::<SocketAddr>().unwrap());
-                self.send(key, &UPGRADE.as_bytes().to_vec());
+                self.core
+                    .open(key, "127.0.0.1:9".parse::<SocketAddr>().unwrap());
+                self.send(key, UPGRADE.as_bytes());
                 self.open.push(true);
                 self.read(key);
             }
@@ -169,7 +173,9 @@ impl Real {
             let text = String::from_utf8_lossy(&bytes[i + 2..i + 2 + len]).into_owned();
             let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             let seen = match v["event"].as_str() {
-                Some(e @ ("subscribed" | "unsubscribed")) => format!("{e} {}", v["channel"].as_str().unwrap_or("")),
+                Some(e @ ("subscribed" | "unsubscribed")) => {
+                    format!("{e} {}", v["channel"].as_str().unwrap_or(""))
+                }
                 Some("error") => "error".into(),
                 _ => text,
             };

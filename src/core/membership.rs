@@ -4,25 +4,19 @@
 
 use serde_json::{Value, json};
 
-use super::hub::{ChannelId, Left};
+use super::hub::{ChannelId, Left, Subscribed};
 use super::publish::Publication;
 use super::state::State;
 use super::{console, webhooks};
 use crate::pusher::protocol as pp;
 use crate::ws;
 
-/// Connection `key` (`conn_id`) subscribed to channel `id` (`name`) of `app`.
-#[allow(clippy::too_many_arguments)]
-fn joined(
-    st: &mut State,
-    key: usize,
-    conn_id: u64,
-    app: usize,
-    id: ChannelId,
-    name: &str,
-    created: bool,
-    count: usize,
-) {
+/// Connection `key` (`conn_id`) subscribed to `name` of `app`: channel `id`, `created` when
+/// it is new, `count` subscribers now.
+fn joined(st: &mut State, key: usize, conn_id: u64, app: usize, name: &str, new: Subscribed) {
+    let Subscribed::New { id, created, count } = new else {
+        return;
+    };
     if webhooks::enabled(st, app) {
         if created {
             webhooks::occupied(st, app, id, name);
@@ -81,9 +75,11 @@ pub fn member_added(
     let Some(name) = st.hub.channel(app, id).map(|c| c.name().to_string()) else {
         return;
     };
-    let elsewhere = st.cluster.as_mut().is_some_and(|c| {
-        c.presence_news(&st.apps, app, &name, user, info, true, &mut st.effects.link)
-    });
+    let app_id = &st.apps.get(app).cfg.id;
+    let elsewhere = st
+        .cluster
+        .as_mut()
+        .is_some_and(|c| c.presence_news(app_id, &name, (user, Some(info)), &mut st.effects.link));
     if elsewhere {
         return;
     }
@@ -99,9 +95,11 @@ pub fn member_added(
 
 /// A presence channel lost the last connection of `user` here.
 pub fn member_removed(st: &mut State, app: usize, name: &str, user: &str) {
-    let elsewhere = st.cluster.as_mut().is_some_and(|c| {
-        c.presence_news(&st.apps, app, name, user, None, false, &mut st.effects.link)
-    });
+    let app_id = &st.apps.get(app).cfg.id;
+    let elsewhere = st
+        .cluster
+        .as_mut()
+        .is_some_and(|c| c.presence_news(app_id, name, (user, None), &mut st.effects.link));
     if elsewhere {
         return;
     }
@@ -126,9 +124,9 @@ pub fn user_changed(st: &mut State, app: usize, user: &str) {
 /// with it. Returns the channel and whether the subscription is new.
 pub fn join(st: &mut State, key: usize, conn_id: u64, app: usize, name: &str) -> (ChannelId, bool) {
     match st.hub.subscribe(key, name) {
-        super::hub::Subscribed::Already(id) => (id, false),
-        super::hub::Subscribed::New { id, created, count } => {
-            joined(st, key, conn_id, app, id, name, created, count);
+        Subscribed::Already(id) => (id, false),
+        new @ Subscribed::New { id, .. } => {
+            joined(st, key, conn_id, app, name, new);
             (id, true)
         }
     }

@@ -29,7 +29,7 @@ impl Exposition {
 
 pub fn render(server: &State) -> String {
     let mut out = Exposition(String::with_capacity(4096));
-    for (name, help, value) in counters(server) {
+    for (name, help, value) in traffic(server).into_iter().chain(work(server)) {
         out.one(name, "counter", help, value);
     }
     out.family(
@@ -57,9 +57,9 @@ pub fn render(server: &State) -> String {
 
 type Family = (&'static str, &'static str, u64);
 
-fn counters(server: &State) -> [Family; 22] {
+/// Counters of connections, messages and their bounds.
+fn traffic(server: &State) -> [Family; 12] {
     let s = &server.stats;
-    let w = &server.webhooks;
     [
         (
             "connections_opened_total",
@@ -121,6 +121,14 @@ fn counters(server: &State) -> [Family; 22] {
             "Requests and client events refused by a rate limit.",
             s.rate_limited,
         ),
+    ]
+}
+
+/// Counters of workers, webhooks, the cache and the read budgets.
+fn work(server: &State) -> [Family; 10] {
+    let s = &server.stats;
+    let w = &server.webhooks;
+    [
         (
             "workers_started_total",
             "Forked handler jobs started.",

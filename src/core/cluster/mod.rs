@@ -112,25 +112,22 @@ impl Cluster {
         }
     }
 
-    /// Tells the others a user appeared in or left a presence channel here; returns whether
-    /// the user is present through another node (then the change is no news here).
-    #[allow(clippy::too_many_arguments)]
+    /// Tells the others a user appeared in (`info`: `Some`) or left (`None`) a presence
+    /// channel of app `app_id` here; returns whether the user is present through another node
+    /// (then the change is no news here).
     pub fn presence_news(
         &mut self,
-        apps: &Apps,
-        app: usize,
+        app_id: &str,
         channel: &str,
-        user: &str,
-        info: Option<&Value>,
-        joined: bool,
+        member: (&str, Option<Option<&Value>>),
         ops: &mut Vec<LinkOp>,
     ) -> bool {
-        let app_id = &apps.get(app).cfg.id;
+        let (user, info) = member;
         let body = Body::Presence {
             channel: channel.into(),
             user_id: user.into(),
-            info: info.cloned(),
-            joined,
+            info: info.flatten().cloned(),
+            joined: info.is_some(),
         };
         self.send(Some(app_id), body, ops);
         self.replica.member_elsewhere(app_id, channel, user, None)
@@ -585,76 +582,113 @@ fn replicate(st: &mut State, node: &str, app: usize, body: Body) {
         return;
     };
     let local = |a: &str, ch: &str, u: &str| is_local_member(hub, apps, a, ch, u);
-    let mut state_asked = false;
-    let events = match body {
-        Body::Presence {
-            channel,
-            user_id,
-            info,
-            joined,
-        } => {
-            let delta = replica::Delta {
-                node,
-                app: &app_id,
-                channel: &channel,
-                user: &user_id,
-                info,
-                joined,
-            };
-            let here = local(&app_id, &channel, &user_id);
-            c.replica.presence(delta, here, now).into_iter().collect()
-        }
-        Body::State { channels, seq } => {
-            let known = c.replica.node_count();
-            let state = replica::from_entries(channels);
-            let events = c.replica.replace(node, state, Some(seq), now, local);
-            if c.replica.node_count() > known {
-                let others = c.replica.node_count();
-                info!("node {node} joined the cluster ({others} other node(s))");
-            }
-            events
-        }
-        Body::Delta {
-            seq,
-            changed,
-            removed,
-        } => match c.replica.apply(node, seq, changed, removed, now, local) {
-            Some(events) => events,
-            None => {
-                debug!("out of step with node {node}: asking for its full state");
-                let to = Some(node.to_string());
-                c.send(None, Body::Sync { to }, &mut effects.link);
-                Vec::new()
-            }
-        },
-        Body::Heartbeat { seq } => {
-            if !c.replica.heartbeat(node, seq, now) {
-                let to = Some(node.to_string());
-                c.send(None, Body::Sync { to }, &mut effects.link);
-            }
-            Vec::new()
-        }
-        Body::Occupancy {
-            channel,
-            occupied_at,
-            vacated_at,
-        } => {
-            c.replica
-                .occupancy(node, &app_id, &channel, occupied_at, vacated_at, now);
-            Vec::new()
-        }
-        Body::Sync { to } => {
-            state_asked = to.is_none() || to.as_deref() == Some(c.node_id.as_str());
-            Vec::new()
-        }
-        Body::Publish { .. }
-        | Body::Global { .. }
-        | Body::Frame { .. }
-        | Body::Terminate { .. } => Vec::new(),
+    let from = From {
+        node,
+        app_id: &app_id,
+        now,
     };
+    let (events, state_asked) = c.fold(&from, body, local, &mut effects.link);
     if state_asked {
         send_state(st);
     }
     announce(st, events);
     share_rates(st);
+}
+
+/// Where a change comes from.
+struct From<'a> {
+    node: &'a str,
+    app_id: &'a str,
+    now: Instant,
+}
+
+impl Cluster {
+    /// Folds one message about another node's state into the replica: the member events it
+    /// implies here, and whether that node asked for this node's full state.
+    fn fold(
+        &mut self,
+        from: &From<'_>,
+        body: Body,
+        local: impl Fn(&str, &str, &str) -> bool,
+        ops: &mut Vec<LinkOp>,
+    ) -> (Vec<MemberEvent>, bool) {
+        let (node, now) = (from.node, from.now);
+        let events = match body {
+            Body::Presence {
+                channel,
+                user_id,
+                info,
+                joined,
+            } => {
+                let here = local(from.app_id, &channel, &user_id);
+                let delta = replica::Delta {
+                    node,
+                    app: from.app_id,
+                    channel: &channel,
+                    user: &user_id,
+                    info,
+                    joined,
+                };
+                self.replica
+                    .presence(delta, here, now)
+                    .into_iter()
+                    .collect()
+            }
+            Body::State { channels, seq } => self.fold_state(node, channels, seq, now, local),
+            Body::Delta {
+                seq,
+                changed,
+                removed,
+            } => match self.replica.apply(node, seq, changed, removed, now, local) {
+                Some(events) => events,
+                None => self.ask_state(node, ops),
+            },
+            Body::Heartbeat { seq } if !self.replica.heartbeat(node, seq, now) => {
+                self.ask_state(node, ops)
+            }
+            Body::Occupancy {
+                channel,
+                occupied_at,
+                vacated_at,
+            } => {
+                let app = from.app_id;
+                self.replica
+                    .occupancy(node, app, &channel, occupied_at, vacated_at, now);
+                Vec::new()
+            }
+            Body::Sync { to } => {
+                let asked = to.is_none() || to.as_deref() == Some(self.node_id.as_str());
+                return (Vec::new(), asked);
+            }
+            _ => Vec::new(),
+        };
+        (events, false)
+    }
+
+    /// A node's full state replaces what this replica had of it.
+    fn fold_state(
+        &mut self,
+        node: &str,
+        channels: Vec<replica::StateEntry>,
+        seq: u64,
+        now: Instant,
+        local: impl Fn(&str, &str, &str) -> bool,
+    ) -> Vec<MemberEvent> {
+        let known = self.replica.node_count();
+        let state = replica::from_entries(channels);
+        let events = self.replica.replace(node, state, Some(seq), now, local);
+        if self.replica.node_count() > known {
+            let others = self.replica.node_count();
+            info!("node {node} joined the cluster ({others} other node(s))");
+        }
+        events
+    }
+
+    /// This replica missed one of `node`'s changes: it asks that node for its full state.
+    fn ask_state(&self, node: &str, ops: &mut Vec<LinkOp>) -> Vec<MemberEvent> {
+        debug!("out of step with node {node}: asking for its full state");
+        let to = Some(node.to_string());
+        self.send(None, Body::Sync { to }, ops);
+        Vec::new()
+    }
 }

@@ -1,0 +1,289 @@
+//! The configuration's sections: handlers, scaling, console, TLS, apps and their webhooks.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One webhook of an app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// POST the batch here (http only; the worker's client).
+    pub url: String,
+    /// Or run this command with the batch on stdin (e.g. `["php", "artisan", "pusher:webhook"]`).
+    pub exec: Vec<String>,
+    /// `channel_occupied`, `channel_vacated`, `member_added`, `member_removed`, `client_event`,
+    /// `cache_miss`, `subscription_count`. Empty = all.
+    pub event_types: Vec<String>,
+    /// Only channels whose name starts with this.
+    pub channel_prefix: String,
+    /// Only channels whose name ends with this.
+    pub channel_suffix: String,
+}
+
+pub const EVENT_TYPES: [&str; 7] = [
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+    "cache_miss",
+    "subscription_count",
+];
+
+impl WebhookConfig {
+    pub fn validate(&self, at: &str) -> Result<(), String> {
+        if self.url.is_empty() == self.exec.is_empty() {
+            return Err(format!("{at}: give either url or exec"));
+        }
+        if !self.url.is_empty() {
+            crate::httpclient::parse_url(&self.url).map_err(|e| format!("{at}.url: {e}"))?;
+        }
+        if let Some(bad) = self
+            .event_types
+            .iter()
+            .find(|t| !EVENT_TYPES.contains(&t.as_str()))
+        {
+            return Err(format!("{at}.event_types: unknown event type \"{bad}\""));
+        }
+        Ok(())
+    }
+
+    pub fn wants(&self, name: &str, channel: &str) -> bool {
+        (self.event_types.is_empty() || self.event_types.iter().any(|t| t == name))
+            && channel.starts_with(&self.channel_prefix)
+            && channel.ends_with(&self.channel_suffix)
+    }
+}
+
+/// Server-wide webhook settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// How long events are collected into one request. 100 ms: short enough that the app
+    /// hears of a vacated channel at once, long enough that a burst of joins is one request.
+    pub batch_ms: u64,
+    pub max_batch: usize,
+    pub timeout_secs: u64,
+    /// Sends per batch, the first included.
+    pub tries: u32,
+    /// Batches waiting to be sent (or retried); past this the oldest is dropped and counted.
+    pub max_pending: usize,
+    /// A channel vacated and re-occupied within this time fires neither event (no flapping).
+    pub vacate_grace_ms: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            batch_ms: 100,
+            max_batch: 50,
+            timeout_secs: 5,
+            tries: 3,
+            max_pending: 1000,
+            vacate_grace_ms: 1000,
+        }
+    }
+}
+
+/// A forked handler: `none`, `exec` (run `command`, no shell) or `http` (call `url`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandlerConfig {
+    pub handler: String,
+    pub command: Vec<String>,
+    pub url: String,
+}
+
+impl Default for HandlerConfig {
+    fn default() -> Self {
+        HandlerConfig {
+            handler: "none".into(),
+            command: Vec::new(),
+            url: String::new(),
+        }
+    }
+}
+
+impl HandlerConfig {
+    pub fn enabled(&self) -> bool {
+        self.handler != "none"
+    }
+
+    pub fn validate(&self, key: &str) -> Result<(), String> {
+        match self.handler.as_str() {
+            "none" => Ok(()),
+            "exec" if self.command.is_empty() => {
+                Err(format!("{key}.command: give the program and its arguments"))
+            }
+            "exec" => Ok(()),
+            "http" => crate::httpclient::parse_url(&self.url)
+                .map(|_| ())
+                .map_err(|e| format!("{key}.url: {e}")),
+            other => Err(format!(
+                "{key}.handler: \"{other}\" is not none, exec or http"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScalingConfig {
+    /// `local` (one node) or `redis`.
+    pub driver: String,
+    /// `redis://[user:password@]host:port/db`.
+    pub redis_url: String,
+    /// Prefix of every Redis key and channel, so several deployments can share a Redis.
+    pub prefix: String,
+    /// This node's name in the cluster; generated (host-pid-random) when empty.
+    pub node_id: String,
+    /// How long a silent node is considered alive.
+    pub node_timeout_secs: u64,
+    /// `rediss://`: CA certificates (PEM) to trust besides the system's, for a private CA.
+    pub redis_ca_file: Option<PathBuf>,
+}
+
+impl Default for ScalingConfig {
+    fn default() -> Self {
+        ScalingConfig {
+            driver: "local".into(),
+            redis_url: "redis://127.0.0.1:6379/0".into(),
+            prefix: "ferrocast".into(),
+            node_id: String::new(),
+            node_timeout_secs: 10,
+            redis_ca_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    pub enabled: bool,
+    /// Under the server's `path` prefix.
+    pub path: String,
+    /// Login with user `token` and this password, besides any app's key and secret.
+    pub token: String,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: false,
+            path: "/console".into(),
+            token: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// One Pusher application: credentials and the limits Socket Rush and BlazeCast users know.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppConfig {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+    pub name: String,
+    pub enabled: bool,
+    /// 0 = unlimited.
+    pub max_connections: usize,
+    /// `client-*` events on private and presence channels.
+    pub enable_client_messages: bool,
+    /// REST `events`/`batch_events` per second; 0 = unlimited.
+    pub max_backend_events_per_second: u32,
+    /// Client events per second per connection; 0 = unlimited.
+    pub max_client_events_per_second: u32,
+    /// REST queries per second; 0 = unlimited.
+    pub max_read_requests_per_second: u32,
+    pub max_presence_members_per_channel: usize,
+    pub max_presence_member_size_kb: usize,
+    pub max_channel_name_length: usize,
+    pub max_event_channels_at_once: usize,
+    pub max_event_name_length: usize,
+    pub max_event_payload_kb: usize,
+    pub max_event_batch_size: usize,
+    /// Sent to clients in `pusher:connection_established`.
+    pub activity_timeout: u64,
+    pub allowed_origins: Vec<String>,
+    /// Even public channels need an auth signature.
+    pub require_channel_authorization: bool,
+    /// Close connections that do not `pusher:signin` within `user_authentication_timeout_secs`.
+    pub require_user_authentication: bool,
+    pub user_authentication_timeout_secs: u64,
+    /// Where to tell the application what happens on its channels.
+    pub webhooks: Vec<WebhookConfig>,
+    /// Socket Rush's switch: keep the list but send nothing.
+    pub webhooks_enabled: bool,
+    /// Collect events for `webhooks.batch_ms`; off = one request per event.
+    pub webhook_batching: bool,
+}
+
+impl AppConfig {
+    /// Checks one app's settings; `at` names it in messages (`apps[2]`).
+    pub fn validate(&self, at: &str) -> Result<(), String> {
+        if self.id.is_empty() || self.key.is_empty() || self.secret.is_empty() {
+            return Err(format!("{at}: id, key and secret must not be empty"));
+        }
+        for (j, hook) in self.webhooks.iter().enumerate() {
+            hook.validate(&format!("{at}.webhooks[{j}]"))?;
+        }
+        if self.activity_timeout == 0 {
+            return Err(format!("{at}.activity_timeout: must be at least 1"));
+        }
+        for (name, secs) in [
+            ("activity_timeout", self.activity_timeout),
+            (
+                "user_authentication_timeout_secs",
+                self.user_authentication_timeout_secs,
+            ),
+        ] {
+            if secs > super::MAX_DURATION_SECS {
+                return Err(format!(
+                    "{at}.{name}: {secs} is over {} (30 days)",
+                    super::MAX_DURATION_SECS
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            id: "app-id".into(),
+            key: "app-key".into(),
+            secret: "app-secret".into(),
+            name: "default".into(),
+            enabled: true,
+            max_connections: 0,
+            enable_client_messages: false,
+            max_backend_events_per_second: 0,
+            max_client_events_per_second: 10,
+            max_read_requests_per_second: 0,
+            max_presence_members_per_channel: 100,
+            max_presence_member_size_kb: 2,
+            max_channel_name_length: 200,
+            max_event_channels_at_once: 100,
+            max_event_name_length: 200,
+            max_event_payload_kb: 10,
+            max_event_batch_size: 10,
+            activity_timeout: 120,
+            allowed_origins: vec!["*".into()],
+            require_channel_authorization: false,
+            require_user_authentication: false,
+            user_authentication_timeout_secs: 30,
+            webhooks: Vec::new(),
+            webhooks_enabled: true,
+            webhook_batching: true,
+        }
+    }
+}

@@ -1,0 +1,112 @@
+use super::*;
+use std::path::Path;
+
+fn write(text: &str) -> (tempdir::Dir, PathBuf) {
+    let dir = tempdir::Dir::new();
+    let path = dir.0.join("c.json");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Dir {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "ferrocast-cfg-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+#[test]
+fn layers_apply_in_order() {
+    let (_d, path) = write(r#"{"port": 9000, "max_connections": 5}"#);
+    let sources = Sources {
+        file: Some(path),
+        overrides: vec![("max_connections".into(), "7".into())],
+    };
+    let env = vec![
+        ("FERROCAST_PORT".to_string(), "9100".to_string()),
+        ("FERROCAST_MAX_CONNECTIONS".to_string(), "6".to_string()),
+        ("FERROCAST_SOCKET_ID".to_string(), "1.2".to_string()),
+    ];
+    let c = sources.load_with_env(&env).unwrap();
+    assert_eq!(c.port, 9100);
+    assert_eq!(c.max_connections, 7);
+    assert_eq!(c.host, "127.0.0.1");
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let (_d, path) = write(r#"{"prot": 1}"#);
+    let err = check_file(&path).unwrap_err().to_string();
+    assert!(err.contains("unknown key \"prot\""), "{err}");
+}
+
+#[test]
+fn wrong_type_names_key() {
+    let (_d, path) = write(r#"{"port": "x"}"#);
+    let err = check_file(&path).unwrap_err().to_string();
+    assert!(err.contains("port"), "{err}");
+    assert!(err.contains("invalid type"), "{err}");
+}
+
+#[test]
+fn env_lists_split_on_commas() {
+    let env = vec![(
+        "FERROCAST_ALLOWED_ORIGINS".to_string(),
+        "http://a, http://b".to_string(),
+    )];
+    let c = Sources::default().load_with_env(&env).unwrap();
+    assert_eq!(c.allowed_origins, vec!["http://a", "http://b"]);
+}
+
+#[test]
+fn nested_env_keys() {
+    let env = vec![
+        ("FERROCAST_TLS_CERT".to_string(), "/c.pem".to_string()),
+        ("FERROCAST_TLS_KEY".to_string(), "/k.pem".to_string()),
+    ];
+    let c = Sources::default().load_with_env(&env).unwrap();
+    assert_eq!(c.tls.cert.as_deref(), Some(Path::new("/c.pem")));
+    let one = vec![("FERROCAST_TLS_CERT".to_string(), "/c.pem".to_string())];
+    assert!(Sources::default().load_with_env(&one).is_err());
+}
+
+#[test]
+fn bad_env_number_is_reported() {
+    let env = vec![("FERROCAST_PORT".to_string(), "eighty".to_string())];
+    let err = Sources::default()
+        .load_with_env(&env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("FERROCAST_PORT"), "{err}");
+}
+
+#[test]
+fn world_writable_fifo_refused() {
+    let env = vec![("FERROCAST_FIFO_MODE".to_string(), "0666".to_string())];
+    assert!(Sources::default().load_with_env(&env).is_err());
+}
+
+#[test]
+fn secrets_are_masked() {
+    let mut v = serde_json::json!({"apps":[{"key":"k","secret":"s"}],"token":"t","x":"y"});
+    mask_secrets(&mut v);
+    assert_eq!(v["apps"][0]["secret"], "********");
+    assert_eq!(v["apps"][0]["key"], "k");
+    assert_eq!(v["token"], "********");
+    assert_eq!(v["x"], "y");
+}

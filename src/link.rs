@@ -1,0 +1,162 @@
+//! The loop's side of the Redis link: the connection itself (`scaling::redis`), the channel the
+//! nodes publish on, what the core asked to send, and the host-name lookups it needs, which run
+//! in a forked worker because `getaddrinfo` blocks.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::info;
+use mio::{Poll, Registry, Token};
+
+use crate::config::Config;
+use crate::core::{Core, LinkOp, LinkStatus};
+use crate::job::{Handler, Job, Outcome};
+use crate::scaling::redis::{LinkError, LinkEvent, LinkOptions, RedisLink};
+
+/// How long a resolver child may take (the link's own connect timeout also applies).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Link {
+    redis: RedisLink,
+    /// The channel the nodes publish on.
+    channel: Vec<u8>,
+    events: Vec<LinkEvent>,
+    published: u64,
+}
+
+impl Link {
+    /// The link, created and connecting, when scaling through Redis.
+    pub fn start(
+        cfg: &Config,
+        poll: &Poll,
+        tokens: (Token, Token),
+    ) -> Result<Option<Link>, LinkError> {
+        if cfg.scaling.driver != "redis" {
+            return Ok(None);
+        }
+        let opts = LinkOptions {
+            tls_ca_file: cfg.scaling.redis_ca_file.clone(),
+            ..Default::default()
+        };
+        let mut redis = RedisLink::with_options(&cfg.scaling.redis_url, tokens.0, tokens.1, opts)?;
+        info!(
+            "scaling through Redis at {} as node {}",
+            redis.url().redacted(),
+            cfg.scaling.node_id
+        );
+        let channel = format!("{}#broadcast", cfg.scaling.prefix).into_bytes();
+        redis.subscribe(&channel);
+        redis.start(poll.registry(), Instant::now());
+        Ok(Some(Link {
+            redis,
+            channel,
+            events: Vec::new(),
+            published: 0,
+        }))
+    }
+
+    pub fn owns(&self, token: Token) -> bool {
+        self.redis.owns(token)
+    }
+
+    pub fn on_ready(&mut self, registry: &Registry, token: Token) {
+        self.redis.on_ready(registry, token, &mut self.events);
+    }
+
+    pub fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        self.redis.poll_timeout(now)
+    }
+
+    pub fn status(&self) -> LinkStatus {
+        LinkStatus {
+            up: self.redis.is_up(),
+            published: self.published,
+            dropped_publishes: self.redis.dropped_publishes(),
+            read_yields: self.redis.stats().read_yields,
+        }
+    }
+
+    /// Timers and writes of the link, then what it received, to the core. Returns the host
+    /// name to resolve when the link asks for one.
+    pub fn serve(&mut self, registry: &Registry, core: &mut Core) -> Option<(String, u16)> {
+        self.redis.tick(registry, Instant::now(), &mut self.events);
+        self.redis.flush(registry, &mut self.events);
+        let mut resolve = None;
+        for event in std::mem::take(&mut self.events) {
+            match event {
+                LinkEvent::Message { channel, payload } if channel == self.channel => {
+                    core.on_node_message(&payload);
+                }
+                LinkEvent::Message { .. } | LinkEvent::Down { .. } => {}
+                LinkEvent::Reply { tag, reply } => core.on_link_reply(tag, reply),
+                LinkEvent::Up => core.on_link_up(),
+                LinkEvent::Resolve { host, port } => resolve = Some((host, port)),
+            }
+        }
+        resolve
+    }
+
+    /// What the core asked to send.
+    pub fn apply(&mut self, ops: Vec<LinkOp>) {
+        for op in ops {
+            match op {
+                LinkOp::Publish(payload) => {
+                    if self.redis.publish(&self.channel, &payload) {
+                        self.published += 1;
+                    }
+                }
+                LinkOp::Command { tag, args } => {
+                    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                    self.redis.command(tag, &args);
+                }
+            }
+        }
+    }
+
+    /// The outcome of a resolver job (or why none ran).
+    pub fn resolved(&mut self, registry: &Registry, result: Result<Vec<SocketAddr>, String>) {
+        self.redis.resolved(registry, Instant::now(), result);
+    }
+}
+
+/// The job that resolves a host name in a child (`ferrocast resolve`), so a slow or dead DNS
+/// server delays the link, never the clients.
+pub fn resolve_job(host: &str, port: u16) -> Job {
+    Job {
+        handler: Handler::Exec {
+            argv: vec![
+                "/proc/self/exe".into(),
+                "resolve".into(),
+                host.into(),
+                port.to_string(),
+            ],
+        },
+        env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())],
+        stdin: Vec::new(),
+        deadline: RESOLVE_TIMEOUT,
+        max_output: 64 * 1024,
+    }
+}
+
+/// The addresses a `ferrocast resolve` child printed, one per line.
+pub fn resolved_addresses(outcome: &Outcome) -> Result<Vec<SocketAddr>, String> {
+    match outcome {
+        Outcome::Exited {
+            code: 0, stdout, ..
+        } => {
+            let addrs: Vec<SocketAddr> = String::from_utf8_lossy(stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            if addrs.is_empty() {
+                Err("no address".into())
+            } else {
+                Ok(addrs)
+            }
+        }
+        Outcome::Exited { code, .. } => Err(format!("the resolver failed (exit {code})")),
+        Outcome::Signaled { signal, .. } => Err(format!("the resolver died (signal {signal})")),
+        Outcome::TimedOut => Err(format!("no answer within {}s", RESOLVE_TIMEOUT.as_secs())),
+        Outcome::SpawnFailed(e) => Err(format!("cannot start the resolver: {e}")),
+    }
+}
