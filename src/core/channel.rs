@@ -4,8 +4,9 @@
 
 use log::debug;
 
+use super::peer::Peer;
 use super::state::State;
-use super::{Peer, jobs, membership};
+use super::{membership, routing};
 use crate::channel_protocol as proto;
 use crate::pusher::protocol as pp;
 
@@ -53,7 +54,7 @@ pub fn on_raw_text(st: &mut State, peer: &mut Peer<'_>, text: &str) {
         // Answered here, as CarbonPHP does: no process for a keep-alive.
         peer.reply("pong");
     } else if st.cfg.route.enabled() {
-        jobs::route_message(st, peer, text);
+        routing::route_message(st, peer, text);
     } else {
         debug!(
             "connection {}: no application router configured; ignored a {}-byte message",

@@ -8,28 +8,18 @@
 use log::{debug, info, warn};
 
 use super::conns::{Conns, Mode, Phase};
+use super::effects::{Stop, UserFifo};
+use super::membership;
+use super::pending::Closing;
 use super::state::{State, Via};
-use super::{Stop, membership};
 use crate::ws::{self, close};
 
 /// How long a closing connection may linger waiting for the peer's EOF.
 const LINGER_SECS: u32 = 3;
 
-/// What a handler asked to happen to a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Closing {
-    /// A close frame with this code and reason.
-    Frame(u16, String),
-    /// A final HTTP answer.
-    Answer(Vec<u8>),
-    /// A last text message (a `pusher:error`), then a close frame with this code and reason.
-    Notice(String, u16, &'static str),
-}
-
 pub fn apply(conns: &mut Conns, st: &mut State, key: usize, closing: Closing) {
     match closing {
         Closing::Frame(code, reason) => close_with(conns, st, key, code, &reason),
-        Closing::Answer(bytes) => respond_and_close(conns, st, key, bytes),
         Closing::Notice(text, code, reason) => {
             conns.send(key, &ws::text(text.as_bytes()));
             close_with(conns, st, key, code, reason);
@@ -183,7 +173,7 @@ fn release(conns: &mut Conns, st: &mut State, key: usize) {
         if st.sessions.user_detached(0, &user, key, Via::Validation) {
             // The user's FIFO goes with its last connection.
             let user = user.to_string();
-            st.effects.user_fifos.push(super::UserFifo::Close(user));
+            st.effects.user_fifos.push(UserFifo::Close(user));
         }
         membership::user_changed(st, 0, &user);
     }

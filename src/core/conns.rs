@@ -8,6 +8,9 @@
 
 use std::net::SocketAddr;
 
+use std::collections::VecDeque;
+
+use super::apps::RateLimit;
 use super::outbox::{Bounds, Outbox};
 use crate::ws::{Frame, Reassembly};
 
@@ -38,6 +41,34 @@ pub enum Mode {
     Console,
 }
 
+/// What a Pusher connection carries beyond a plain one; boxed so other connections pay 8 bytes.
+pub struct PusherConn {
+    pub app: u16,
+    /// Set by `pusher:signin`.
+    pub user_id: Option<Box<str>>,
+    pub client_events: RateLimit,
+    /// With `require_user_authentication`: when (server clock) the connection must have signed in.
+    pub signin_deadline: Option<u32>,
+}
+
+/// Routing state of a connection: kept only for raw-mode connections when routing is on.
+#[derive(Default)]
+pub struct RouteState {
+    /// The handshake's CGI environment, the base of every routed request's.
+    pub env: Vec<(String, String)>,
+    pub inflight: usize,
+    pub waiting: VecDeque<String>,
+}
+
+impl RouteState {
+    pub fn new(env: Vec<(String, String)>) -> RouteState {
+        RouteState {
+            env,
+            ..Default::default()
+        }
+    }
+}
+
 pub struct Conn {
     /// Unique for the life of the process; the second half of the socket id.
     pub id: u64,
@@ -64,11 +95,11 @@ pub struct Conn {
     /// publication to several channels reaches a channel-protocol client once.
     pub publish_stamp: u32,
     /// Pusher protocol state; `None` for other connections.
-    pub pusher: Option<Box<super::pusher::PusherConn>>,
+    pub pusher: Option<Box<PusherConn>>,
     /// The user a validation handler said this connection belongs to.
     pub user: Option<Box<str>>,
     /// Routing to the application (raw mode with a `route` handler).
-    pub route: Option<Box<super::jobs::RouteState>>,
+    pub route: Option<Box<RouteState>>,
 }
 
 impl Conn {

@@ -5,30 +5,11 @@
 
 use log::{debug, info};
 
+use super::answer::{Decision, respond_error};
 use super::conns::{Conn, Conns, Phase};
 use super::state::State;
-use super::{close, console, metrics, rest, upgrade};
+use super::{close, console_http, metrics, rest, upgrade};
 use crate::http::{self, Request};
-
-/// How a request is answered.
-pub enum Decision {
-    /// Answer and close.
-    Respond(Vec<u8>),
-    /// A complete plain-HTTP exchange on a keep-alive connection: answer, drop the request's
-    /// `consumed` bytes and wait for the next one.
-    RespondKeepAlive(Vec<u8>, usize),
-    Upgrade(upgrade::Upgrade),
-    /// The head (or the body) is not complete yet.
-    NeedMore,
-}
-
-pub fn respond(status: u16, body: &serde_json::Value) -> Decision {
-    Decision::Respond(http::response(status, &[], &body.to_string()))
-}
-
-pub fn respond_error(status: u16, message: &str) -> Decision {
-    Decision::Respond(http::response(status, &[], &http::error_body(message)))
-}
 
 /// Handles every complete request in the connection's buffer (several when pipelined).
 pub fn handle_requests(conns: &mut Conns, st: &mut State, key: usize) {
@@ -129,8 +110,8 @@ fn route(st: &mut State, key: usize, conn: &mut Conn, req: &Request, buf: &[u8])
 
 /// Answers a complete plain-HTTP request.
 fn dispatch(st: &mut State, req: &Request, rel: &str, body: &[u8]) -> Decision {
-    if let Some(sub) = console::route(st, rel) {
-        return console::http(st, req, sub, body);
+    if let Some(sub) = console_http::route(st, rel) {
+        return console_http::http(st, req, sub, body);
     }
     match (req.method, rel) {
         ("GET" | "HEAD", "/up" | "/pusher/health") => {

@@ -6,8 +6,9 @@
 use log::{debug, info};
 
 use super::conns::{Conns, Mode, Phase};
+use super::peer::Peer;
 use super::state::State;
-use super::{Peer, channel, close, http, pusher};
+use super::{channel, close, http, pusher};
 use crate::ws::{self, Inbound, MessageRef, Parsed, close as code};
 
 pub fn on_bytes(conns: &mut Conns, st: &mut State, key: usize, data: &mut [u8]) {
@@ -23,7 +24,7 @@ pub fn on_bytes(conns: &mut Conns, st: &mut State, key: usize, data: &mut [u8]) 
     match conn.phase {
         Phase::Request => {
             conn.inbuf.extend_from_slice(data);
-            http::handle_requests(conns, st, key);
+            requests(conns, st, key);
         }
         Phase::Open if conn.inbuf.is_empty() => {
             let used = handle_frames(conns, st, key, data);
@@ -59,9 +60,20 @@ pub fn handle_buffered(conns: &mut Conns, st: &mut State, key: usize) {
         return;
     }
     match conn.phase {
-        Phase::Request => http::handle_requests(conns, st, key),
+        Phase::Request => requests(conns, st, key),
         Phase::Open => handle_inbuf_frames(conns, st, key),
         Phase::Validating | Phase::Closing => {}
+    }
+}
+
+/// HTTP requests, then, when one opened a session, the frames that came right behind it.
+fn requests(conns: &mut Conns, st: &mut State, key: usize) {
+    http::handle_requests(conns, st, key);
+    if conns
+        .get(key)
+        .is_some_and(|c| c.phase == Phase::Open && !c.inbuf.is_empty())
+    {
+        handle_inbuf_frames(conns, st, key);
     }
 }
 

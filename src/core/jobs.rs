@@ -1,30 +1,22 @@
-//! What the server asks its forked workers to do, and what it does with their answers:
-//! session validation before the 101, application routing of raw-mode messages (CarbonPHP's
-//! `startApplication`), per-user FIFO lines, webhooks.
+//! The jobs the core asks forked workers for (session validation, application routing,
+//! per-user FIFO lines, webhooks), and the pure parts of them: the environment a handler sees,
+//! the decoding of what it answers.
 //!
-//! The core never waits on a child: it asks for a job ([`super::Effects::jobs`]), the
-//! connection waits in a state of its own, and the outcome arrives later as an input like any
-//! other ([`done`]), or at once as a refusal when the worker queue is full ([`refused`]).
+//! The core never waits on a child: it asks for a job (`Effects::jobs`), the connection waits
+//! in a state of its own, and the outcome arrives later as an input like any other
+//! (`outcomes.rs`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use log::{info, warn};
-
-use super::conns::{Conns, Mode, Phase};
-use super::publish::Publication;
-use super::state::{State, Via};
+use super::conns::Mode;
+use super::effects::JobId;
 use super::webhooks::Delivery;
-use super::{JobId, Peer, UserFifo, close, membership, upgrade, webhooks};
 use crate::config::{Config, HandlerConfig};
-use crate::http::{self, Request};
+use crate::http::Request;
 use crate::job::{Handler, Job, Outcome};
-use crate::ws;
-
-/// Routed messages a connection may have waiting behind the ones in flight.
-const MAX_WAITING_PER_CONNECTION: usize = 64;
 
 /// Why a job runs.
 pub enum JobFor {
@@ -53,6 +45,27 @@ pub struct Jobs {
 }
 
 impl Jobs {
+    /// Records a job and asks the loop for it (`out`: the effects' job list).
+    pub fn start(&mut self, job: Job, why: JobFor, out: &mut Vec<(JobId, Job)>) -> JobId {
+        let id = self.next;
+        self.next += 1;
+        if matches!(why, JobFor::Webhook(_)) {
+            self.webhooks += 1;
+        }
+        self.inflight.insert(id, why);
+        out.push((id, job));
+        id
+    }
+
+    /// What a job that ended (or never ran) was for.
+    pub fn finish(&mut self, id: JobId) -> Option<JobFor> {
+        let why = self.inflight.remove(&id)?;
+        if matches!(why, JobFor::Webhook(_)) {
+            self.webhooks = self.webhooks.saturating_sub(1);
+        }
+        Some(why)
+    }
+
     pub fn webhooks_running(&self) -> usize {
         self.webhooks
     }
@@ -66,38 +79,8 @@ impl Jobs {
     }
 }
 
-/// Routing state of a connection: kept only for raw-mode connections when routing is on.
-#[derive(Default)]
-pub struct RouteState {
-    /// The handshake's CGI environment, the base of every routed request's.
-    pub env: Vec<(String, String)>,
-    pub inflight: usize,
-    pub waiting: VecDeque<String>,
-}
-
-impl RouteState {
-    pub fn new(env: Vec<(String, String)>) -> RouteState {
-        RouteState {
-            env,
-            ..Default::default()
-        }
-    }
-}
-
-/// Asks the loop for a job; its outcome comes back to [`done`] (or [`refused`]).
-pub fn start(st: &mut State, job: Job, why: JobFor) -> JobId {
-    let id = st.jobs.next;
-    st.jobs.next += 1;
-    if matches!(why, JobFor::Webhook(_)) {
-        st.jobs.webhooks += 1;
-    }
-    st.jobs.inflight.insert(id, why);
-    st.effects.jobs.push((id, job));
-    st.stats.workers_started += 1;
-    id
-}
-
-fn job(
+/// A job for a handler (`validate` or `route`) with its environment and input.
+pub fn job(
     cfg: &Config,
     handler: &HandlerConfig,
     purpose: &str,
@@ -202,276 +185,11 @@ pub fn user_file_name(user: &str) -> String {
     }
 }
 
-/// Starts validating a handshake; the connection waits in `Validating`.
-pub fn start_validation(
-    conns: &mut Conns,
-    st: &mut State,
-    key: usize,
-    mode: Mode,
-    accept: String,
-    env: Vec<(String, String)>,
-    rest: &[u8],
-) {
-    let Some(conn) = conns.get_mut(key) else {
-        return;
-    };
-    conn.phase = Phase::Validating;
-    conn.inbuf = rest.to_vec();
-    // The worker's deadline rules now; the handshake timer must not fire.
-    conn.timer_due = u32::MAX;
-    let conn_id = conn.id;
-    let cfg = &st.cfg;
-    let job = job(
-        cfg,
-        &cfg.validate,
-        "validate",
-        env,
-        Vec::new(),
-        cfg.validate_timeout_secs,
-    );
-    start(
-        st,
-        job,
-        JobFor::Validate {
-            key,
-            conn_id,
-            mode,
-            accept,
-        },
-    );
-}
-
-/// A raw-mode message for the application.
-pub fn route_message(st: &mut State, peer: &mut Peer<'_>, text: &str) {
-    let max_inflight = st.cfg.max_inflight_per_connection;
-    let state = peer.conn.route.get_or_insert_with(Default::default);
-    if state.inflight < max_inflight {
-        return submit_route(st, peer, text);
-    }
-    if state.waiting.len() >= MAX_WAITING_PER_CONNECTION {
-        return peer.reply("[ferrocast] too many requests waiting for the application; slow down");
-    }
-    state.waiting.push_back(text.to_string());
-}
-
-fn submit_route(st: &mut State, peer: &mut Peer<'_>, text: &str) {
-    let user = match &peer.conn.user {
-        Some(u) => u.to_string(),
-        None => peer.socket_id(st.process_id),
-    };
-    let Some(state) = peer.conn.route.as_mut() else {
-        return;
-    };
-    state.inflight += 1;
-    let mut env = state.env.clone();
-    set_var(&mut env, "REQUEST_URI", text);
-    set_var(&mut env, "FERROCAST_USER_ID", &user);
-    let cfg = &st.cfg;
-    let job = job(
-        cfg,
-        &cfg.route,
-        "route",
-        env,
-        text.as_bytes().to_vec(),
-        cfg.route_timeout_secs,
-    );
-    let (key, conn_id) = (peer.key, peer.conn.id);
-    start(st, job, JobFor::Route { key, conn_id });
-}
-
-/// A line from a user's FIFO: routed to the application on the user's behalf (`user_fifo:
-/// route`) or delivered to every connection of the user.
-pub fn user_line(st: &mut State, user: &str, line: &[u8]) {
-    if line.is_empty() {
-        return;
-    }
-    if st.cfg.user_fifo == "route" && st.cfg.route.enabled() {
-        let mut env = vec![(
-            "PATH".to_string(),
-            "/usr/local/bin:/usr/bin:/bin".to_string(),
-        )];
-        let text = String::from_utf8_lossy(line).into_owned();
-        set_var(&mut env, "REQUEST_URI", &text);
-        set_var(&mut env, "FERROCAST_USER_ID", user);
-        let cfg = &st.cfg;
-        let job = job(
-            cfg,
-            &cfg.route,
-            "route",
-            env,
-            line.to_vec(),
-            cfg.route_timeout_secs,
-        );
-        start(
-            st,
-            job,
-            JobFor::UserRoute {
-                user: user.to_string(),
-            },
-        );
-    } else {
-        st.publish(Publication::User {
-            user: user.to_string(),
-            frame: ws::text_lossy(line),
-        });
-    }
-}
-
-/// The connections of a validated user (the audience of its FIFO).
-pub fn user_conns<'a>(st: &'a State, user: &str) -> impl Iterator<Item = usize> + 'a {
-    st.sessions
-        .of_user(0, user, Via::Validation)
-        .iter()
-        .copied()
-}
-
 /// Where a user's FIFO lives: `users/<name>.fifo` beside the broadcast FIFO.
 pub fn user_fifo_path(cfg: &Config, user: &str) -> PathBuf {
     let dir = cfg.fifo.parent().unwrap_or(Path::new("."));
     dir.join("users")
         .join(format!("{}.fifo", user_file_name(user)))
-}
-
-/// A job ended.
-pub fn done(conns: &mut Conns, st: &mut State, id: JobId, outcome: Outcome) {
-    let Some(why) = st.jobs.inflight.remove(&id) else {
-        return;
-    };
-    if !matches!(outcome, Outcome::Exited { code: 0, .. }) {
-        st.stats.workers_failed += 1;
-    }
-    match why {
-        JobFor::Validate {
-            key,
-            conn_id,
-            mode,
-            accept,
-        } => finish_validation(conns, st, key, conn_id, mode, &accept, &outcome),
-        JobFor::Route { key, conn_id } => {
-            if conns.get(key).is_some_and(|c| c.id == conn_id) {
-                for text in route_replies(&outcome, st.cfg.max_worker_output_bytes) {
-                    conns.send(key, &ws::text(text.as_bytes()));
-                }
-                next_route(conns, st, key);
-            }
-        }
-        JobFor::Webhook(delivery) => {
-            st.jobs.webhooks = st.jobs.webhooks.saturating_sub(1);
-            webhooks::finished(st, delivery, outcome);
-        }
-        JobFor::UserRoute { user } => {
-            for text in route_replies(&outcome, st.cfg.max_worker_output_bytes) {
-                st.publish(Publication::User {
-                    user: user.clone(),
-                    frame: ws::text(text.as_bytes()),
-                });
-            }
-        }
-    }
-}
-
-/// The worker queue was full: the job never ran.
-pub fn refused(conns: &mut Conns, st: &mut State, id: JobId) {
-    let Some(why) = st.jobs.inflight.remove(&id) else {
-        return;
-    };
-    st.stats.workers_started = st.stats.workers_started.saturating_sub(1);
-    st.stats.workers_refused += 1;
-    match why {
-        JobFor::Validate { key, .. } => {
-            warn!(
-                "refusing a handshake: all {} workers busy and the queue is full",
-                st.cfg.max_workers
-            );
-            let body = http::error_body("too many handshakes being validated; retry");
-            let answer = http::response(503, &[("Retry-After", "1")], &body);
-            close::respond_and_close(conns, st, key, answer);
-        }
-        JobFor::Route { key, conn_id } => {
-            if let Some(state) = conns
-                .get_mut(key)
-                .filter(|c| c.id == conn_id)
-                .and_then(|c| c.route.as_mut())
-            {
-                state.inflight = state.inflight.saturating_sub(1);
-                let busy = "[ferrocast] the application is busy (worker queue full); try again";
-                conns.send(key, &ws::text(busy.as_bytes()));
-            }
-        }
-        JobFor::UserRoute { user } => warn!("dropped a line for {user}: worker queue full"),
-        JobFor::Webhook(d) => {
-            st.jobs.webhooks = st.jobs.webhooks.saturating_sub(1);
-            webhooks::failed(st, d, "worker queue full");
-        }
-    }
-}
-
-fn next_route(conns: &mut Conns, st: &mut State, key: usize) {
-    let Some((conn, lists)) = conns.split(key) else {
-        return;
-    };
-    let Some(state) = conn.route.as_mut() else {
-        return;
-    };
-    state.inflight = state.inflight.saturating_sub(1);
-    if let Some(next) = state.waiting.pop_front() {
-        let mut peer = Peer::new(key, conn, lists);
-        submit_route(st, &mut peer, &next);
-    }
-}
-
-fn finish_validation(
-    conns: &mut Conns,
-    st: &mut State,
-    key: usize,
-    conn_id: u64,
-    mode: Mode,
-    accept: &str,
-    outcome: &Outcome,
-) {
-    let Some(conn) = conns
-        .get_mut(key)
-        .filter(|c| c.id == conn_id && c.phase == Phase::Validating)
-    else {
-        return; // the client left meanwhile
-    };
-    let peer = conn.peer;
-    let user = match validation_verdict(outcome, st.cfg.validate_timeout_secs) {
-        Ok(user) => user,
-        Err(refusal) => return refuse_validation(conns, st, key, peer, refusal),
-    };
-    log::debug!("validated {peer} as {user}");
-    let rest = std::mem::take(&mut conn.inbuf);
-    conn.user = Some(user.as_str().into());
-    upgrade::open(conns, st, key, mode, accept, None, &rest);
-    if conns.get(key).map(|c| c.phase) != Some(Phase::Open) {
-        return;
-    }
-    if st.sessions.user_attached(0, &user, key, Via::Validation) && st.cfg.user_fifo != "off" {
-        st.effects.user_fifos.push(UserFifo::Open(user.clone()));
-    }
-    membership::user_changed(st, 0, &user);
-}
-
-fn refuse_validation(
-    conns: &mut Conns,
-    st: &mut State,
-    key: usize,
-    peer: SocketAddr,
-    refusal: Refusal,
-) {
-    let Refusal { forbidden, why } = refusal;
-    let status = if forbidden { 403 } else { 401 };
-    info!("validation refused {peer} ({status}): {why}");
-    let detail = format!("validation refused {peer}: {why}");
-    super::console::event(st, "worker", None, None, None, Some(&detail));
-    let message = if forbidden {
-        "forbidden"
-    } else {
-        "not logged in"
-    };
-    let answer = http::response(status, &[], &http::error_body(message));
-    close::respond_and_close(conns, st, key, answer);
 }
 
 /// The program a handler runs.
@@ -535,7 +253,8 @@ pub fn validation_verdict(outcome: &Outcome, timeout_secs: u64) -> Result<String
     Err(Refusal { forbidden, why })
 }
 
-fn set_var(env: &mut Vec<(String, String)>, key: &str, value: &str) {
+/// Sets (or replaces) one variable of a handler's environment.
+pub fn set_var(env: &mut Vec<(String, String)>, key: &str, value: &str) {
     env.retain(|(k, _)| k != key);
     env.push((key.to_string(), value.to_string()));
 }
@@ -607,7 +326,7 @@ mod tests {
     #[test]
     fn cgi_environment() {
         let raw = b"GET /chat?room=1 HTTP/1.1\r\nHost: h\r\nCookie: PHPSESSID=abc\r\nX-Forwarded.For: no\r\nUser-Agent: t\r\n\r\n";
-        let req = http::parse(raw, 10_000).unwrap().unwrap();
+        let req = crate::http::parse(raw, 10_000).unwrap().unwrap();
         let env = cgi_env(&req, "10.1.2.3:5555".parse().unwrap(), 8080, "1.2");
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("HTTP_COOKIE"), Some("PHPSESSID=abc"));

@@ -5,9 +5,9 @@
 use serde_json::{Value, json};
 
 use super::hub::{ChannelId, Left, Subscribed};
-use super::publish::Publication;
+use super::publication::Publication;
 use super::state::State;
-use super::{console, webhooks};
+use super::{console, notify};
 use crate::pusher::protocol as pp;
 use crate::ws;
 
@@ -17,11 +17,11 @@ fn joined(st: &mut State, key: usize, conn_id: u64, app: usize, name: &str, new:
     let Subscribed::New { id, created, count } = new else {
         return;
     };
-    if webhooks::enabled(st, app) {
+    if notify::enabled(st, app) {
         if created {
-            webhooks::occupied(st, app, id, name);
+            notify::occupied(st, app, id, name);
         }
-        webhooks::count(st, app, name, count);
+        notify::count(st, app, name, count);
     }
     if let Some(cluster) = st.cluster.as_mut() {
         cluster.channel_changed(app, name);
@@ -53,11 +53,11 @@ pub fn left(st: &mut State, conn_id: u64, left: Left) {
     if let Some(cluster) = st.cluster.as_mut() {
         cluster.channel_changed(app, &left.channel);
     }
-    if webhooks::enabled(st, app) {
+    if notify::enabled(st, app) {
         if left.vacated() {
-            webhooks::vacated(st, app, &left.channel, left.occupied_at);
+            notify::vacated(st, app, &left.channel, left.occupied_at);
         } else {
-            webhooks::count(st, app, &left.channel, left.count);
+            notify::count(st, app, &left.channel, left.count);
         }
     }
 }
@@ -86,7 +86,7 @@ pub fn member_added(
     let frame = ws::text(pp::member_added(&name, user, info).as_bytes());
     st.publish(Publication::frame(app, &name, frame, Some(key), false));
     console::event(st, "member_added", None, Some(&name), None, Some(user));
-    webhooks::emit(
+    notify::emit(
         st,
         app,
         json!({"name": "member_added", "channel": name, "user_id": user}),
@@ -106,7 +106,7 @@ pub fn member_removed(st: &mut State, app: usize, name: &str, user: &str) {
     let frame = ws::text(pp::member_removed(name, user).as_bytes());
     st.publish(Publication::frame(app, name, frame, None, false));
     console::event(st, "member_removed", None, Some(name), None, Some(user));
-    webhooks::emit(
+    notify::emit(
         st,
         app,
         json!({"name": "member_removed", "channel": name, "user_id": user}),

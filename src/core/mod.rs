@@ -19,6 +19,7 @@
 //! for when it returns, then delivers the publications (the one publish path), then closes
 //! what must close.
 
+mod answer;
 pub mod apps;
 pub mod cache;
 mod channel;
@@ -26,18 +27,28 @@ mod close;
 pub mod cluster;
 pub mod conns;
 mod console;
+mod console_http;
+pub mod consoles;
+mod effects;
 mod http;
 pub mod hub;
 mod input;
 pub mod jobs;
 mod membership;
 mod metrics;
+mod notify;
 pub mod outbox;
+mod outcomes;
+mod peer;
+mod pending;
+mod publication;
 mod publish;
-pub mod pusher;
+mod pusher;
 mod rest;
+mod routing;
 mod state;
-mod timers;
+mod ticks;
+pub mod timers;
 mod upgrade;
 pub mod webhooks;
 
@@ -45,101 +56,15 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::job::{Job, Outcome};
-use crate::ws::Frame;
-pub use cluster::LinkOp;
+use crate::job::Outcome;
 pub use conns::{Mode, Phase};
-pub use publish::{Origin, Publication};
+pub use effects::{Effects, JobId, LinkOp, Stop, UserFifo};
+pub use publication::{Origin, Publication};
 pub use state::{IoStatus, LinkStatus, State, Stats};
-
-/// Identifies a job the core asked for, from [`Effects::jobs`] to [`Core::on_job_done`].
-pub type JobId = u64;
-
-/// What the loop must do besides writing queued bytes.
-#[derive(Default)]
-pub struct Effects {
-    /// Connections that are gone: drop their sockets now.
-    pub closed: Vec<usize>,
-    /// Jobs to run in forked workers; their outcomes come back through [`Core::on_job_done`].
-    pub jobs: Vec<(JobId, Job)>,
-    /// Messages and commands for the Redis link.
-    pub link: Vec<LinkOp>,
-    /// Per-user FIFOs to open (a user's first connection) or close (its last).
-    pub user_fifos: Vec<UserFifo>,
-}
-
-impl Effects {
-    pub fn is_empty(&self) -> bool {
-        self.closed.is_empty()
-            && self.jobs.is_empty()
-            && self.link.is_empty()
-            && self.user_fifos.is_empty()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UserFifo {
-    Open(String),
-    Close(String),
-}
-
-/// How a shutdown closes the connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    /// SIGTERM, SIGINT: 1001.
-    GoingAway,
-    /// SIGUSR2 (`ferrocast restart`): 1012, browsers reconnect at once.
-    Restart,
-}
 
 pub struct Core {
     conns: conns::Conns,
     st: State,
-}
-
-/// One connection while a protocol handler works on it: its state, its output, and what it
-/// asked to happen to itself.
-pub struct Peer<'a> {
-    pub key: usize,
-    pub conn: &'a mut conns::Conn,
-    out: &'a mut conns::Lists,
-    /// Set by [`Peer::close`]: applied by the core when the handler returns.
-    closing: Option<close::Closing>,
-}
-
-impl<'a> Peer<'a> {
-    fn new(key: usize, conn: &'a mut conns::Conn, out: &'a mut conns::Lists) -> Peer<'a> {
-        Peer {
-            key,
-            conn,
-            out,
-            closing: None,
-        }
-    }
-
-    /// Queues a text message to this connection, within its output bound.
-    pub fn reply(&mut self, text: &str) {
-        self.send(crate::ws::text(text.as_bytes()));
-    }
-
-    pub fn send(&mut self, frame: Frame) {
-        self.out.send(self.key, self.conn, &frame);
-    }
-
-    /// Asks for a close frame with `code` (the core applies it when the handler returns).
-    pub fn close(&mut self, code: u16, reason: &str) {
-        self.closing
-            .get_or_insert(close::Closing::Frame(code, reason.to_string()));
-    }
-
-    /// Asks for a final HTTP answer, then the end of the connection.
-    pub fn respond_and_close(&mut self, bytes: Vec<u8>) {
-        self.closing.get_or_insert(close::Closing::Answer(bytes));
-    }
-
-    pub fn socket_id(&self, process: u32) -> String {
-        self.conn.socket_id(process)
-    }
 }
 
 impl Core {
@@ -297,19 +222,22 @@ impl Core {
 
     /// One line from a user's FIFO.
     pub fn on_user_line(&mut self, user: &str, line: &[u8]) {
-        jobs::user_line(&mut self.st, user, line);
+        routing::user_line(&mut self.st, user, line);
         self.settle();
     }
 
     /// A job from [`Effects::jobs`] ended (or could not start: [`Outcome::SpawnFailed`]).
     pub fn on_job_done(&mut self, id: JobId, outcome: Outcome) {
-        jobs::done(&mut self.conns, &mut self.st, id, outcome);
+        if let Some(key) = outcomes::done(&mut self.conns, &mut self.st, id, outcome) {
+            // A handshake that opened may have frames waiting behind it.
+            input::handle_buffered(&mut self.conns, &mut self.st, key);
+        }
         self.settle();
     }
 
     /// The worker queue refused a job: answered like any failure, with the reason.
     pub fn on_job_refused(&mut self, id: JobId) {
-        jobs::refused(&mut self.conns, &mut self.st, id);
+        outcomes::refused(&mut self.conns, &mut self.st, id);
         self.settle();
     }
 
@@ -333,7 +261,7 @@ impl Core {
 
     /// Timers: connection deadlines, pings, webhooks, the cluster, the console, the cache.
     pub fn tick(&mut self) {
-        timers::tick(&mut self.conns, &mut self.st);
+        ticks::tick(&mut self.conns, &mut self.st);
         self.settle();
     }
 

@@ -12,65 +12,12 @@
 use log::warn;
 
 use super::conns::{Conns, Mode};
-use super::state::State;
+use super::publication::{Origin, Publication};
+use super::state::{State, Via};
 use super::{cluster, console};
 use crate::message::{self, Line};
 use crate::pusher::protocol as pp;
 use crate::ws::{self, Frame};
-
-/// Where a publication comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// This node; the name of the source, for the console ("fifo", "rest", ...).
-    Here(&'static str),
-    /// Another node published it (and told every node itself).
-    Node,
-}
-
-#[derive(Debug, Clone)]
-pub enum Publication {
-    /// An event for channels of an app. `except` is the socket id of the connection that
-    /// caused it, wherever that connection lives.
-    Event {
-        app: usize,
-        channels: Vec<String>,
-        event: String,
-        data: String,
-        except: Option<String>,
-        origin: Origin,
-    },
-    /// A frame in its final form for one channel's subscribers but one connection (client
-    /// events, presence events). `to_nodes`: the other nodes' subscribers get it too.
-    Frame {
-        app: usize,
-        channel: String,
-        frame: Frame,
-        except: Option<usize>,
-        to_nodes: bool,
-    },
-    /// A line for every raw-mode and channel-mode client (CarbonPHP's global pipe).
-    Global { line: Vec<u8>, origin: Origin },
-    /// A message for every connection of a validated user (per-user FIFOs).
-    User { user: String, frame: Frame },
-}
-
-impl Publication {
-    pub fn frame(
-        app: usize,
-        channel: &str,
-        frame: Frame,
-        except: Option<usize>,
-        to_nodes: bool,
-    ) -> Publication {
-        Publication::Frame {
-            app,
-            channel: channel.to_string(),
-            frame,
-            except,
-            to_nodes,
-        }
-    }
-}
 
 /// One line from the broadcast FIFO.
 pub fn fifo_line(st: &mut State, line: &[u8]) {
@@ -157,7 +104,14 @@ pub fn deliver(conns: &mut Conns, st: &mut State, p: Publication) {
             }
         }
         Publication::User { user, frame } => {
-            let sent = fan_out(conns, super::jobs::user_conns(st, &user), &frame);
+            let sent = fan_out(
+                conns,
+                st.sessions
+                    .of_user(0, &user, Via::Validation)
+                    .iter()
+                    .copied(),
+                &frame,
+            );
             st.stats.frames_out += sent;
         }
     }

@@ -4,25 +4,16 @@
 use log::debug;
 use serde_json::Value;
 
-use super::apps::RateLimit;
 use super::hub::ChannelId;
-use super::publish::Publication;
+use super::notify;
+use super::peer::Peer;
+use super::publication::Publication;
 use super::state::{State, Via};
-use super::{Peer, cluster, console, membership, webhooks};
+use super::{cluster, console, membership};
 use crate::config::AppConfig;
 use crate::pusher::auth;
 use crate::pusher::protocol::{self as pp, ChannelKind, ClientMessage};
 use crate::ws;
-
-/// What a Pusher connection carries beyond a plain one; boxed so other connections pay 8 bytes.
-pub struct PusherConn {
-    pub app: u16,
-    /// Set by `pusher:signin`.
-    pub user_id: Option<Box<str>>,
-    pub client_events: RateLimit,
-    /// With `require_user_authentication`: when (server clock) the connection must have signed in.
-    pub signin_deadline: Option<u32>,
-}
 
 pub fn on_text(st: &mut State, peer: &mut Peer<'_>, text: &str) {
     let message = match pp::parse(text) {
@@ -236,7 +227,7 @@ fn send_cached(st: &mut State, peer: &mut Peer<'_>, app: usize, channel: &str) {
         Some((frame, _)) => peer.send(frame.clone()),
         None => {
             peer.reply(&pp::cache_miss(channel));
-            webhooks::emit(
+            notify::emit(
                 st,
                 app,
                 serde_json::json!({"name": "cache_miss", "channel": channel}),
@@ -366,7 +357,7 @@ fn client_event_notices(
     socket_id: &str,
     user_id: Option<&str>,
 ) {
-    if webhooks::enabled(st, app) {
+    if notify::enabled(st, app) {
         let mut hook = serde_json::json!({
             "name": "client_event", "channel": channel, "event": event,
             // Pusher sends the event's data as a string: a string as itself, anything else
@@ -377,7 +368,7 @@ fn client_event_notices(
         if let Some(u) = user_id {
             hook["user_id"] = Value::String(u.to_string());
         }
-        webhooks::emit(st, app, hook);
+        notify::emit(st, app, hook);
     }
     console::event(
         st,

@@ -4,16 +4,14 @@
 
 use std::collections::BTreeSet;
 
-use log::{info, warn};
+use log::warn;
 use serde_json::{Map, Value, json};
 
-use super::close::Closing;
-use super::http::{Decision, respond, respond_error};
-use super::publish::{Origin, Publication};
-use super::state::{State, Via};
+use super::answer::{Decision, respond, respond_error};
+use super::publication::{Origin, Publication};
+use super::state::State;
 use super::{cluster, console};
 use crate::http::Request;
-use crate::pusher::protocol as pp;
 use crate::pusher::rest::{self, Endpoint, Info, RestError};
 use crate::ws;
 
@@ -57,7 +55,7 @@ fn execute(
         Endpoint::ChannelUsers(name) => query_users(st, app, &name),
         Endpoint::TerminateUser(user) => {
             cluster::terminate(st, app, &user);
-            terminate_local(st, app, &user);
+            st.terminate_user(app, &user);
             Ok(json!({}))
         }
     });
@@ -256,26 +254,6 @@ fn query_users(st: &State, app: usize, name: &str) -> Result<Value, RestError> {
         .map(|id| json!({ "id": id }))
         .collect();
     Ok(json!({ "users": users }))
-}
-
-/// Closes every connection of the app signed in (`pusher:signin`) as `user`, found through
-/// the per-user index. As Pusher documents, connections that only joined presence channels
-/// under that id are left alone: presence ids are asserted by the app's auth endpoint, not
-/// proven by the user.
-pub fn terminate_local(st: &mut State, app: usize, user: &str) {
-    let keys = st.sessions.of_user(app, user, Via::Signin).to_vec();
-    info!(
-        "terminating {} connection(s) of user \"{user}\"",
-        keys.len()
-    );
-    let text = pp::error(
-        Some(pp::code::UNAUTHORIZED),
-        "Connection terminated by the server",
-    );
-    for key in keys {
-        let notice = Closing::Notice(text.clone(), pp::code::UNAUTHORIZED, "terminated");
-        st.pending.closes.push((key, notice));
-    }
 }
 
 /// cadsock's broadcast endpoint: form fields `channel` and `message`, bearer token required.

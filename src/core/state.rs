@@ -8,14 +8,17 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::cache::CacheStore;
-use super::close::Closing;
+use super::cluster::node::Cluster;
+use super::consoles::Consoles;
+use super::effects::{Effects, JobId};
 use super::hub::Hub;
 use super::outbox::Bounds;
-use super::publish::Publication;
-use super::{Effects, apps, cluster, console, jobs, timers, webhooks};
+use super::pending::{Closing, Pending};
+use super::publication::Publication;
+use super::{apps, jobs, timers, webhooks};
 use crate::config::Config;
 use crate::proxy::Trusted;
-use crate::ws::Frame;
+use crate::pusher::protocol as pp;
 
 /// The core's clocks, set by the loop every turn.
 pub struct Clock {
@@ -226,16 +229,6 @@ impl Sessions {
     }
 }
 
-/// Work a handler leaves for the core: applied when it returns, in this order.
-#[derive(Default)]
-pub struct Pending {
-    /// Connections other than the handler's own to close.
-    pub closes: Vec<(usize, Closing)>,
-    pub publications: Vec<Publication>,
-    /// Frames for every console feed.
-    pub console: Vec<Frame>,
-}
-
 pub struct State {
     pub cfg: Config,
     pub clock: Clock,
@@ -247,8 +240,8 @@ pub struct State {
     pub sessions: Sessions,
     pub jobs: jobs::Jobs,
     pub webhooks: webhooks::Webhooks,
-    pub cluster: Option<cluster::Cluster>,
-    pub consoles: console::Consoles,
+    pub cluster: Option<Cluster>,
+    pub consoles: Consoles,
     pub timers: timers::Wheel,
     pub stats: Stats,
     pub io: IoStatus,
@@ -269,7 +262,7 @@ impl State {
     pub fn new(cfg: Config, process_id: u32, now: Instant, wall_ms: u64) -> State {
         let apps = apps::Apps::new(cfg.effective_apps(), now);
         let cache = CacheStore::new(cfg.max_cache_bytes, Duration::from_secs(cfg.cache_ttl_secs));
-        let cluster = cluster::Cluster::new(&cfg.scaling, now);
+        let cluster = Cluster::new(&cfg.scaling, now);
         State {
             hub: Hub::new(apps.len(), cache),
             apps,
@@ -280,7 +273,7 @@ impl State {
             jobs: jobs::Jobs::default(),
             webhooks: webhooks::Webhooks::default(),
             cluster,
-            consoles: console::Consoles::default(),
+            consoles: Consoles::default(),
             timers: timers::Wheel::new(0),
             stats: Stats::default(),
             io: IoStatus::default(),
@@ -301,9 +294,35 @@ impl State {
         id
     }
 
+    /// Asks the loop for a job; its outcome comes back to `outcomes::done`.
+    pub fn start_job(&mut self, job: crate::job::Job, why: jobs::JobFor) -> JobId {
+        self.stats.workers_started += 1;
+        self.jobs.start(job, why, &mut self.effects.jobs)
+    }
+
     /// Hands a publication to the one publish path (delivered when the handler returns).
     pub fn publish(&mut self, p: Publication) {
         self.pending.publications.push(p);
+    }
+
+    /// Closes every connection of the app signed in (`pusher:signin`) as `user`, found through
+    /// the per-user index. As Pusher documents, connections that only joined presence channels
+    /// under that id are left alone: presence ids are asserted by the app's auth endpoint, not
+    /// proven by the user.
+    pub fn terminate_user(&mut self, app: usize, user: &str) {
+        let keys = self.sessions.of_user(app, user, Via::Signin).to_vec();
+        log::info!(
+            "terminating {} connection(s) of user \"{user}\"",
+            keys.len()
+        );
+        let text = pp::error(
+            Some(pp::code::UNAUTHORIZED),
+            "Connection terminated by the server",
+        );
+        for key in keys {
+            let notice = Closing::Notice(text.clone(), pp::code::UNAUTHORIZED, "terminated");
+            self.pending.closes.push((key, notice));
+        }
     }
 
     /// Our connection id inside a socket id of this process ("<process>.<id>").

@@ -1,18 +1,9 @@
-//! Time in the core: the connection timers (a hashed timing wheel with one-second slots), and
-//! the work each tick does.
+//! The connection timers: a hashed timing wheel with one-second slots.
 //!
 //! Every connection has at most one live deadline (handshake, next ping check, close linger).
 //! Entries are never cancelled: a connection remembers the due time of its live entry, and an
 //! entry that fires for a closed connection or with another due time is ignored. That makes
 //! scheduling O(1) and keeps the per-connection cost of timers to one `u32`.
-
-use log::{debug, info};
-
-use super::conns::{Conns, Mode, Phase};
-use super::state::State;
-use super::{Peer, close, cluster, console, pusher, webhooks};
-use crate::pusher::protocol as pp;
-use crate::ws::{self, close as code};
 
 const SLOTS: usize = 512;
 
@@ -64,117 +55,6 @@ impl Wheel {
         }
     }
 }
-
-/// Everything time drives: called every loop turn (cheap when nothing is due).
-pub fn tick(conns: &mut Conns, st: &mut State) {
-    if st.webhooks.has_work() {
-        webhooks::pump(st);
-    }
-    let now = st.clock.secs();
-    if now == st.last_second {
-        return;
-    }
-    st.last_second = now;
-    let mut fired = Vec::new();
-    st.timers.advance(now, &mut fired);
-    for entry in fired {
-        on_timer(conns, st, entry);
-    }
-    let instant = st.clock.now();
-    st.hub.cache_mut().expire(instant);
-    console::stats(st);
-    // Vacate records outlive their decision while other nodes may need them; the pump
-    // forgets expired ones (and this node's changes tell the others).
-    if st.webhooks.vacates().next().is_some() {
-        webhooks::pump(st);
-    }
-    cluster::tick(st);
-}
-
-/// A connection's deadline: its handshake, its next ping or activity check, its sign-in,
-/// the end of its linger.
-fn on_timer(conns: &mut Conns, st: &mut State, entry: Entry) {
-    let Some(conn) = conns.get(entry.key) else {
-        return;
-    };
-    if conn.id != entry.id || conn.timer_due != entry.due {
-        return;
-    }
-    let key = entry.key;
-    match conn.phase {
-        Phase::Request if conn.inbuf.is_empty() => {
-            close::close_now(conns, st, key, "handshake timeout")
-        }
-        Phase::Request => {
-            debug!(
-                "connection {key} from {}: no complete request in time",
-                conn.peer
-            );
-            let body = crate::http::error_body("request not completed in time");
-            close::respond_and_close(conns, st, key, crate::http::response(408, &[], &body));
-        }
-        Phase::Open => session_timer(conns, st, key),
-        Phase::Closing => close::close_now(conns, st, key, "closed"),
-        // The validation job's own deadline decides.
-        Phase::Validating => {}
-    }
-}
-
-/// An open session's timer: the sign-in deadline, the activity timeout, or a ping.
-fn session_timer(conns: &mut Conns, st: &mut State, key: usize) {
-    let Some((conn, lists)) = conns.split(key) else {
-        return;
-    };
-    let now = st.clock.secs();
-    let mut peer = Peer::new(key, conn, lists);
-    if pusher::check_signin(st, &mut peer) {
-        if let Some(closing) = peer.closing {
-            close::apply(conns, st, key, closing);
-        }
-        return;
-    }
-    let idle = now.saturating_sub(peer.conn.last_seen);
-    let ping_every = st.cfg.ping_interval_secs as u32;
-    let timeout = st.cfg.activity_timeout_secs as u32;
-    let is_pusher = peer.conn.mode == Mode::Pusher;
-    if idle >= timeout {
-        info!(
-            "connection {key} from {}: no activity for {idle}s; closing",
-            peer.conn.peer
-        );
-        if is_pusher {
-            // pusher-js reconnects on 4200-4299.
-            let text = pp::error(Some(pp::code::PONG_NOT_RECEIVED), "Pong reply not received");
-            let notice = close::Closing::Notice(
-                text,
-                pp::code::PONG_NOT_RECEIVED,
-                "Pong reply not received",
-            );
-            return close::apply(conns, st, key, notice);
-        }
-        return close::close_with(conns, st, key, code::NORMAL, "activity timeout");
-    }
-    let last_seen = peer.conn.last_seen;
-    let next = if idle >= ping_every {
-        let ping = if is_pusher {
-            ws::text(pp::ping().as_bytes())
-        } else {
-            ws::encode(ws::OP_PING, b"").into()
-        };
-        peer.out.push(key, peer.conn, ping);
-        (now + ping_every).min(last_seen + timeout)
-    } else {
-        last_seen + ping_every
-    };
-    let signin = peer
-        .conn
-        .pusher
-        .as_ref()
-        .and_then(|p| p.signin_deadline)
-        .unwrap_or(u32::MAX);
-    peer.conn.timer_due = st.timers.schedule(key, peer.conn.id, next.min(signin));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

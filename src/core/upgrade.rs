@@ -4,24 +4,18 @@
 
 use log::{debug, info};
 
-use super::conns::{Conn, Conns, Mode, Phase};
-use super::http::{Decision, respond_error};
-use super::pusher::PusherConn;
-use super::state::State;
-use super::{apps::RateLimit, close, console, input, jobs};
-use crate::http::{self, Request};
-use crate::pusher::protocol as pp;
+use std::net::SocketAddr;
 
-/// An accepted upgrade request, before the 101.
-pub struct Upgrade {
-    pub mode: Mode,
-    pub accept: String,
-    pub head_len: usize,
-    /// The handshake's CGI environment, when a validation or routing handler needs it.
-    pub env: Option<Vec<(String, String)>>,
-    /// Pusher: the app, or the error to send right after the upgrade.
-    pub pusher: Option<Result<usize, (u16, String)>>,
-}
+use super::answer::{Decision, Upgrade, respond_error};
+use super::apps::RateLimit;
+use super::conns::{Conn, Conns, Mode, Phase, PusherConn, RouteState};
+use super::effects::UserFifo;
+use super::jobs::{self, JobFor};
+use super::state::{State, Via};
+use super::{close, console, console_http, membership};
+use crate::http::{self, Request};
+use crate::job::Outcome;
+use crate::pusher::protocol as pp;
 
 /// Checks an upgrade request for `rel` (the path under the server's prefix).
 pub fn check(st: &State, conn: &Conn, req: &Request, rel: &str) -> Decision {
@@ -34,8 +28,8 @@ pub fn check(st: &State, conn: &Conn, req: &Request, rel: &str) -> Decision {
     }
     let (mode, pusher) = if rel == "/ws" {
         (Mode::Channel, None)
-    } else if console::route(st, rel) == Some("/feed") {
-        if !console::feed_allowed(st, req) {
+    } else if console_http::route(st, rel) == Some("/feed") {
+        if !console_http::feed_allowed(st, req) {
             return respond_error(401, "console session expired: log in again");
         }
         (Mode::Console, None)
@@ -148,10 +142,10 @@ pub fn begin(conns: &mut Conns, st: &mut State, key: usize, up: Upgrade, rest: &
         && mode == Mode::Raw
         && let Some(conn) = conns.get_mut(key)
     {
-        conn.route = Some(Box::new(jobs::RouteState::new(env.clone())));
+        conn.route = Some(Box::new(RouteState::new(env.clone())));
     }
     if st.cfg.validate.enabled() && matches!(mode, Mode::Raw | Mode::Channel) {
-        jobs::start_validation(conns, st, key, mode, accept, env, rest);
+        start_validation(conns, st, key, mode, accept, env, rest);
     } else {
         open(conns, st, key, mode, &accept, pusher, rest);
     }
@@ -210,12 +204,12 @@ pub fn open(
         }
         Some(Ok(app)) => start_pusher(conns, st, key, app, &socket_id),
     }
-    // Frames sent right behind the request head (pipelined) are already here.
-    if !rest.is_empty()
-        && let Some(conn) = conns.get_mut(key)
+    // Frames sent right behind the request head (pipelined) are already here: they wait in
+    // the buffer for the caller, which handles a session's input.
+    if let Some(conn) = conns.get_mut(key)
+        && conn.phase == Phase::Open
     {
         conn.inbuf.extend_from_slice(rest);
-        input::handle_inbuf_frames(conns, st, key);
     }
 }
 
@@ -248,4 +242,93 @@ fn start_pusher(conns: &mut Conns, st: &mut State, key: usize, app: usize, socke
     }
     let established = pp::connection_established(socket_id, activity_timeout);
     conns.send(key, &crate::ws::text(established.as_bytes()));
+}
+
+/// Starts validating a handshake; the connection waits in `Validating`.
+fn start_validation(
+    conns: &mut Conns,
+    st: &mut State,
+    key: usize,
+    mode: Mode,
+    accept: String,
+    env: Vec<(String, String)>,
+    rest: &[u8],
+) {
+    let Some(conn) = conns.get_mut(key) else {
+        return;
+    };
+    conn.phase = Phase::Validating;
+    conn.inbuf = rest.to_vec();
+    // The worker's deadline rules now; the handshake timer must not fire.
+    conn.timer_due = u32::MAX;
+    let conn_id = conn.id;
+    let cfg = &st.cfg;
+    let timeout = cfg.validate_timeout_secs;
+    let job = jobs::job(cfg, &cfg.validate, "validate", env, Vec::new(), timeout);
+    st.start_job(
+        job,
+        JobFor::Validate {
+            key,
+            conn_id,
+            mode,
+            accept,
+        },
+    );
+}
+
+/// A handshake's verdict: the session opens as the user the handler named, or the request is
+/// refused (401, or 403 when the handler said `forbidden`). `conn` is (key, id): the client may
+/// have left meanwhile, and its key been reused.
+pub fn validated(
+    conns: &mut Conns,
+    st: &mut State,
+    conn: (usize, u64),
+    mode: Mode,
+    accept: &str,
+    outcome: &Outcome,
+) {
+    let (key, conn_id) = conn;
+    let Some(conn) = conns
+        .get_mut(key)
+        .filter(|c| c.id == conn_id && c.phase == Phase::Validating)
+    else {
+        return; // the client left meanwhile
+    };
+    let peer = conn.peer;
+    let user = match jobs::validation_verdict(outcome, st.cfg.validate_timeout_secs) {
+        Ok(user) => user,
+        Err(refusal) => return refuse_validation(conns, st, key, peer, refusal),
+    };
+    log::debug!("validated {peer} as {user}");
+    let rest = std::mem::take(&mut conn.inbuf);
+    conn.user = Some(user.as_str().into());
+    open(conns, st, key, mode, accept, None, &rest);
+    if conns.get(key).map(|c| c.phase) != Some(Phase::Open) {
+        return;
+    }
+    if st.sessions.user_attached(0, &user, key, Via::Validation) && st.cfg.user_fifo != "off" {
+        st.effects.user_fifos.push(UserFifo::Open(user.clone()));
+    }
+    membership::user_changed(st, 0, &user);
+}
+
+fn refuse_validation(
+    conns: &mut Conns,
+    st: &mut State,
+    key: usize,
+    peer: SocketAddr,
+    refusal: jobs::Refusal,
+) {
+    let jobs::Refusal { forbidden, why } = refusal;
+    let status = if forbidden { 403 } else { 401 };
+    info!("validation refused {peer} ({status}): {why}");
+    let detail = format!("validation refused {peer}: {why}");
+    super::console::event(st, "worker", None, None, None, Some(&detail));
+    let message = if forbidden {
+        "forbidden"
+    } else {
+        "not logged in"
+    };
+    let answer = http::response(status, &[], &http::error_body(message));
+    close::respond_and_close(conns, st, key, answer);
 }

@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::LinkOp;
 use super::replica::{ChannelRef, ChannelState, NodeState, StateEntry};
+use crate::core::effects::LinkOp;
 use crate::scaling::resp::Reply;
 
 /// Reply tags of the heartbeat-key commands. Writes are fire-and-forget; `SMEMBERS` lists the

@@ -9,130 +9,25 @@ pub mod heartbeat;
 pub mod replica;
 pub mod wire;
 
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
 
-use log::{debug, info, warn};
+use log::{info, warn};
 use serde_json::Value;
+
+pub mod node;
+
+use node::Source;
 
 use super::apps::Apps;
 use super::hub::Hub;
-use super::publish::{Origin, Publication};
+use super::publication::{Origin, Publication};
 use super::state::State;
-use crate::config::ScalingConfig;
 use crate::pusher::protocol as pp;
 use crate::scaling::resp::Reply;
 use crate::ws::{self, Frame};
-use heartbeat::{Heartbeat, StoredNode};
-use replica::{ChannelState, MemberEvent, NodeState, Replica};
+use heartbeat::StoredNode;
+use replica::{ChannelState, MemberEvent, NodeState};
 use wire::{Body, Envelope};
-
-/// What the loop must do with the Redis link.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkOp {
-    /// Publish on the nodes' channel (dropped and counted while Redis is down).
-    Publish(Vec<u8>),
-    /// A command; its reply comes back to [`on_reply`] with `tag`.
-    Command { tag: u64, args: Vec<Vec<u8>> },
-}
-
-/// This node, as the cluster sees it, and what it knows of the others.
-pub struct Cluster {
-    node_id: String,
-    replica: Replica,
-    heartbeat: Heartbeat,
-    /// This node's state number: +1 for every full state or set of changes sent.
-    seq: u64,
-    /// Local channels changed since the last send, (app index, channel).
-    changed: HashSet<(usize, Box<str>)>,
-    /// Users whose connection count here changed since the last send (for the Redis key).
-    changed_users: HashSet<(usize, Box<str>)>,
-    /// When this node last sent its state, changes or a heartbeat.
-    last_sent: Instant,
-    node_timeout: Duration,
-    /// Nodes the app rate limits are divided between.
-    rate_share: usize,
-    pub received: u64,
-}
-
-impl Cluster {
-    /// The cluster side of a node scaling through Redis; `None` for a single node.
-    /// `cfg.node_id` must be set (the loop makes one up when the configuration has none).
-    pub fn new(cfg: &ScalingConfig, now: Instant) -> Option<Cluster> {
-        if cfg.driver != "redis" {
-            return None;
-        }
-        let node_timeout = Duration::from_secs(cfg.node_timeout_secs);
-        Some(Cluster {
-            heartbeat: Heartbeat::new(&cfg.prefix, &cfg.node_id, node_timeout),
-            node_id: cfg.node_id.clone(),
-            replica: Replica::default(),
-            seq: 0,
-            changed: HashSet::new(),
-            changed_users: HashSet::new(),
-            last_sent: now.checked_sub(replica::STATE_EVERY).unwrap_or(now),
-            node_timeout,
-            rate_share: 1,
-            received: 0,
-        })
-    }
-
-    pub fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
-    pub fn node_timeout(&self) -> Duration {
-        self.node_timeout
-    }
-
-    /// A local channel changed (subscribers, members, or vacated): the others hear of it at
-    /// the next tick.
-    pub fn channel_changed(&mut self, app: usize, channel: &str) {
-        self.changed.insert((app, channel.into()));
-    }
-
-    /// A user's connection count here changed.
-    pub fn user_changed(&mut self, app: usize, user: &str) {
-        self.changed_users.insert((app, user.into()));
-    }
-
-    /// Shutting down: this node's key goes.
-    pub fn leave(&mut self, ops: &mut Vec<LinkOp>) {
-        self.heartbeat.leave(ops);
-    }
-
-    fn send(&self, app: Option<&str>, body: Body, ops: &mut Vec<LinkOp>) {
-        let envelope = Envelope {
-            node: self.node_id.clone(),
-            app: app.map(str::to_string),
-            body,
-        };
-        if let Ok(payload) = serde_json::to_vec(&envelope) {
-            ops.push(LinkOp::Publish(payload));
-        }
-    }
-
-    /// Tells the others a user appeared in (`info`: `Some`) or left (`None`) a presence
-    /// channel of app `app_id` here; returns whether the user is present through another node
-    /// (then the change is no news here).
-    pub fn presence_news(
-        &mut self,
-        app_id: &str,
-        channel: &str,
-        member: (&str, Option<Option<&Value>>),
-        ops: &mut Vec<LinkOp>,
-    ) -> bool {
-        let (user, info) = member;
-        let body = Body::Presence {
-            channel: channel.into(),
-            user_id: user.into(),
-            info: info.flatten().cloned(),
-            joined: info.is_some(),
-        };
-        self.send(Some(app_id), body, ops);
-        self.replica.member_elsewhere(app_id, channel, user, None)
-    }
-}
 
 fn send(st: &mut State, app: Option<usize>, body: Body) {
     let app_id = app.map(|a| st.apps.get(a).cfg.id.clone());
@@ -561,7 +456,7 @@ pub fn on_message(st: &mut State, payload: &[u8]) {
             let frame = ws::text(text.as_bytes());
             st.publish(Publication::frame(app, &channel, frame, None, false));
         }
-        Body::Terminate { user_id } => super::rest::terminate_local(st, app, &user_id),
+        Body::Terminate { user_id } => st.terminate_user(app, &user_id),
         body => replicate(st, &env.node, app, body),
     }
 }
@@ -582,7 +477,7 @@ fn replicate(st: &mut State, node: &str, app: usize, body: Body) {
         return;
     };
     let local = |a: &str, ch: &str, u: &str| is_local_member(hub, apps, a, ch, u);
-    let from = From {
+    let from = Source {
         node,
         app_id: &app_id,
         now,
@@ -593,102 +488,4 @@ fn replicate(st: &mut State, node: &str, app: usize, body: Body) {
     }
     announce(st, events);
     share_rates(st);
-}
-
-/// Where a change comes from.
-struct From<'a> {
-    node: &'a str,
-    app_id: &'a str,
-    now: Instant,
-}
-
-impl Cluster {
-    /// Folds one message about another node's state into the replica: the member events it
-    /// implies here, and whether that node asked for this node's full state.
-    fn fold(
-        &mut self,
-        from: &From<'_>,
-        body: Body,
-        local: impl Fn(&str, &str, &str) -> bool,
-        ops: &mut Vec<LinkOp>,
-    ) -> (Vec<MemberEvent>, bool) {
-        let (node, now) = (from.node, from.now);
-        let events = match body {
-            Body::Presence {
-                channel,
-                user_id,
-                info,
-                joined,
-            } => {
-                let here = local(from.app_id, &channel, &user_id);
-                let delta = replica::Delta {
-                    node,
-                    app: from.app_id,
-                    channel: &channel,
-                    user: &user_id,
-                    info,
-                    joined,
-                };
-                self.replica
-                    .presence(delta, here, now)
-                    .into_iter()
-                    .collect()
-            }
-            Body::State { channels, seq } => self.fold_state(node, channels, seq, now, local),
-            Body::Delta {
-                seq,
-                changed,
-                removed,
-            } => match self.replica.apply(node, seq, changed, removed, now, local) {
-                Some(events) => events,
-                None => self.ask_state(node, ops),
-            },
-            Body::Heartbeat { seq } if !self.replica.heartbeat(node, seq, now) => {
-                self.ask_state(node, ops)
-            }
-            Body::Occupancy {
-                channel,
-                occupied_at,
-                vacated_at,
-            } => {
-                let app = from.app_id;
-                self.replica
-                    .occupancy(node, app, &channel, occupied_at, vacated_at, now);
-                Vec::new()
-            }
-            Body::Sync { to } => {
-                let asked = to.is_none() || to.as_deref() == Some(self.node_id.as_str());
-                return (Vec::new(), asked);
-            }
-            _ => Vec::new(),
-        };
-        (events, false)
-    }
-
-    /// A node's full state replaces what this replica had of it.
-    fn fold_state(
-        &mut self,
-        node: &str,
-        channels: Vec<replica::StateEntry>,
-        seq: u64,
-        now: Instant,
-        local: impl Fn(&str, &str, &str) -> bool,
-    ) -> Vec<MemberEvent> {
-        let known = self.replica.node_count();
-        let state = replica::from_entries(channels);
-        let events = self.replica.replace(node, state, Some(seq), now, local);
-        if self.replica.node_count() > known {
-            let others = self.replica.node_count();
-            info!("node {node} joined the cluster ({others} other node(s))");
-        }
-        events
-    }
-
-    /// This replica missed one of `node`'s changes: it asks that node for its full state.
-    fn ask_state(&self, node: &str, ops: &mut Vec<LinkOp>) -> Vec<MemberEvent> {
-        debug!("out of step with node {node}: asking for its full state");
-        let to = Some(node.to_string());
-        self.send(None, Body::Sync { to }, ops);
-        Vec::new()
-    }
 }

@@ -1,0 +1,58 @@
+//! What every source of a message builds: one publication, for the one publish path
+//! (`publish.rs`).
+
+use crate::ws::Frame;
+
+/// Where a publication comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// This node; the name of the source, for the console ("fifo", "rest", ...).
+    Here(&'static str),
+    /// Another node published it (and told every node itself).
+    Node,
+}
+
+#[derive(Debug, Clone)]
+pub enum Publication {
+    /// An event for channels of an app. `except` is the socket id of the connection that
+    /// caused it, wherever that connection lives.
+    Event {
+        app: usize,
+        channels: Vec<String>,
+        event: String,
+        data: String,
+        except: Option<String>,
+        origin: Origin,
+    },
+    /// A frame in its final form for one channel's subscribers but one connection (client
+    /// events, presence events). `to_nodes`: the other nodes' subscribers get it too.
+    Frame {
+        app: usize,
+        channel: String,
+        frame: Frame,
+        except: Option<usize>,
+        to_nodes: bool,
+    },
+    /// A line for every raw-mode and channel-mode client (CarbonPHP's global pipe).
+    Global { line: Vec<u8>, origin: Origin },
+    /// A message for every connection of a validated user (per-user FIFOs).
+    User { user: String, frame: Frame },
+}
+
+impl Publication {
+    pub fn frame(
+        app: usize,
+        channel: &str,
+        frame: Frame,
+        except: Option<usize>,
+        to_nodes: bool,
+    ) -> Publication {
+        Publication::Frame {
+            app,
+            channel: channel.to_string(),
+            frame,
+            except,
+            to_nodes,
+        }
+    }
+}
