@@ -217,7 +217,18 @@ pub fn check_upgrade(req: &Request, allowed_origins: &[String]) -> Result<String
     {
         return Err(Refusal::OriginForbidden);
     }
-    Ok(tungstenite::handshake::derive_accept_key(key.as_bytes()))
+    Ok(accept_key(key))
+}
+
+/// `Sec-WebSocket-Accept` for a client's key (RFC 6455 §4.2.2): base64 of the SHA-1 of the key
+/// followed by the protocol's GUID.
+pub fn accept_key(client_key: &str) -> String {
+    use sha1::{Digest, Sha1};
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut sha = Sha1::new();
+    sha.update(client_key.as_bytes());
+    sha.update(GUID);
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
 /// `*` allows all; `https://*.example.com` allows subdomains; anything else must match exactly

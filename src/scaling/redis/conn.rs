@@ -186,8 +186,8 @@ impl Conn {
 pub(super) fn tls_config(
     ca_file: Option<&std::path::Path>,
 ) -> Result<std::sync::Arc<rustls::ClientConfig>, LinkError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     let system = [
         "/etc/ssl/certs/ca-certificates.crt",

@@ -489,7 +489,7 @@ impl RedisLink {
             let session = match &self.tls {
                 None => None,
                 Some(config) => {
-                    let made = rustls_pki_types::ServerName::try_from(self.url.host.clone())
+                    let made = rustls::pki_types::ServerName::try_from(self.url.host.clone())
                         .map_err(|e| format!("TLS server name {}: {e}", self.url.host))
                         .and_then(|name| {
                             rustls::ClientConnection::new(config.clone(), name)
