@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the hot paths, so regressions show up as numbers:
-//! encoding a broadcast frame once and queueing it to many recipients, parsing FIFO lines,
-//! parsing client frames and client messages.
+//! encoding a broadcast frame once and queueing it to many recipients (alone, and through the
+//! whole core), closing every subscriber of a large channel, parsing FIFO lines, parsing client
+//! frames and client messages.
 //!
 //! `cargo run --release --example microbench` (add `-- --quick` for a short run).
 
@@ -8,6 +9,8 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use ferrocast::config::Config;
+use ferrocast::core::Core;
 use ferrocast::ws::{self, Frame};
 
 /// Runs `f` repeatedly for about `budget`, returns nanoseconds per call (best of 3 rounds).
@@ -39,6 +42,82 @@ fn masked(payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&mask);
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     out
+}
+
+const UPGRADE: &[u8] =
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// A core with `n` channel-protocol clients (keys 0..n) subscribed to `orders`, queues drained.
+fn core_with_subscribers(n: usize) -> Core {
+    let cfg = Config {
+        outbound_queue_bytes: 1 << 30,
+        ..Config::default()
+    };
+    let mut core = Core::new(cfg, 1, Instant::now(), 0);
+    let sub = masked(br#"{"action":"subscribe","channel":"orders"}"#);
+    for key in 0..n {
+        let peer = format!("127.0.0.{}:{}", 1 + key % 250, 1000 + key % 60000);
+        core.open(key, peer.parse().expect("address"));
+        core.on_bytes(key, &mut UPGRADE.to_vec());
+        core.on_bytes(key, &mut sub.clone());
+    }
+    drain(&mut core);
+    core
+}
+
+/// Takes every queued byte, as sockets that read everything would.
+fn drain(core: &mut Core) {
+    let mut dirty = Vec::new();
+    core.take_dirty(&mut dirty);
+    for key in dirty {
+        if let Some(out) = core.outbox_mut(key) {
+            while let Some(front) = out.front() {
+                let n = front.len();
+                out.advance(n);
+            }
+        }
+    }
+}
+
+/// Measured through `core::Core` itself: a FIFO line delivered to 1 000 subscribers, and the
+/// close of every subscriber of one channel (O(1) each: a mass disconnect is O(N)).
+fn core_rows(quick: bool, rows: &mut Vec<(&'static str, f64, &'static str)>) {
+    let budget = if quick {
+        Duration::from_millis(150)
+    } else {
+        Duration::from_millis(1500)
+    };
+    let mut core = core_with_subscribers(1000);
+    let line =
+        br#"{"channel":"orders","data":"shipped #42, 64 bytes of payload to every client.."}"#;
+    let per_line = bench(budget, || {
+        core.on_fifo_line(black_box(line));
+        drain(&mut core);
+    });
+    rows.push((
+        "core: FIFO line to 1 000 subscribers, queued",
+        per_line,
+        "per line",
+    ));
+    rows.push((
+        "  of which per recipient",
+        per_line / 1000.0,
+        "per recipient",
+    ));
+    let n = if quick { 20_000 } else { 100_000 };
+    let mut core = core_with_subscribers(n);
+    let start = Instant::now();
+    for key in 0..n {
+        core.on_gone(key, "closed");
+    }
+    let per_close = start.elapsed().as_nanos() as f64 / n as f64;
+    assert_eq!(core.connections(), 0);
+    rows.push((
+        "core: close all 100 000 subscribers of a channel",
+        per_close,
+        "per connection",
+    ));
 }
 
 fn main() {
@@ -159,6 +238,8 @@ fn main() {
         }),
         "per request",
     ));
+
+    core_rows(quick, &mut rows);
 
     println!("{:<48} {:>12}", "path", "ns");
     for (name, ns, unit) in rows {
