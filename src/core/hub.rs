@@ -17,18 +17,11 @@ use slab::Slab;
 
 use super::cache::CacheStore;
 
-pub type ChannelId = u32;
+pub use super::subs::ChannelId;
+use super::subs::{NO_CHANNEL, Sub, SubList};
 
 /// `Listener::global_pos` of a connection that does not hear global lines.
 const NOT_GLOBAL: u32 = u32::MAX;
-
-/// One subscription, as its connection records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Sub {
-    channel: ChannelId,
-    /// Position in the channel's subscriber list.
-    pos: u32,
-}
 
 /// One subscriber, as its channel records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +107,7 @@ struct Registry {
 struct Listener {
     app: u16,
     global_pos: u32,
-    subs: Vec<Sub>,
+    subs: SubList,
 }
 
 impl Default for Listener {
@@ -122,7 +115,7 @@ impl Default for Listener {
         Listener {
             app: 0,
             global_pos: NOT_GLOBAL,
-            subs: Vec::new(),
+            subs: SubList::default(),
         }
     }
 }
@@ -264,7 +257,12 @@ impl Hub {
                     subscribers: Vec::new(),
                     presence: None,
                     occupied_at: 0,
-                }) as ChannelId;
+                });
+                // Four billion channels would not fit in memory first; `NO_CHANNEL` stays free.
+                let id = ChannelId::try_from(id)
+                    .ok()
+                    .filter(|&id| id != NO_CHANNEL)
+                    .expect("channel ids fit in u32");
                 registry.by_name.insert(name.into(), id);
                 id
             }
@@ -436,19 +434,17 @@ impl Hub {
     /// Where the subscription to `id` is in the connection's list (from the end: the newest are
     /// there, and closing takes them from there).
     fn sub_index(&self, key: usize, id: ChannelId) -> Option<usize> {
-        self.listeners
-            .get(key)?
-            .subs
-            .iter()
-            .rposition(|s| s.channel == id)
+        self.listeners.get(key)?.subs.slot_of(id)
     }
 
     /// Removes the connection's `i`th subscription from both sides in O(1).
     fn remove_sub(&mut self, key: usize, i: usize) -> Left {
         let l = &mut self.listeners[key];
         let app = l.app as usize;
-        let sub = l.subs.swap_remove(i);
-        if let Some(moved) = l.subs.get(i).copied() {
+        let Some(sub) = l.subs.swap_remove(i) else {
+            unreachable!("remove_sub is given a slot of the list")
+        };
+        if let Some(moved) = l.subs.get(i) {
             // The connection's last subscription took slot i: its channel must know.
             let ch = &mut self.apps[app].slots[moved.channel as usize];
             ch.subscribers[moved.pos as usize].slot = i as u32;
@@ -459,7 +455,9 @@ impl Hub {
         channel.subscribers.swap_remove(pos);
         if let Some(moved) = channel.subscribers.get(pos).copied() {
             // Another connection's subscription took position `pos` in the channel.
-            self.listeners[moved.key()].subs[moved.slot as usize].pos = pos as u32;
+            self.listeners[moved.key()]
+                .subs
+                .set_pos(moved.slot as usize, pos as u32);
         }
         let member_removed = channel
             .presence

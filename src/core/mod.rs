@@ -47,6 +47,7 @@ mod pusher;
 mod rest;
 mod routing;
 mod state;
+mod subs;
 mod ticks;
 pub mod timers;
 mod upgrade;
