@@ -97,7 +97,7 @@ impl Link {
     }
 
     /// What the core asked to send.
-    pub fn apply(&mut self, ops: Vec<LinkOp>) {
+    pub fn apply(&mut self, ops: impl Iterator<Item = LinkOp>) {
         for op in ops {
             match op {
                 LinkOp::Publish(payload) => {

@@ -92,6 +92,8 @@ struct Turn {
     writable: Vec<usize>,
     /// Swap buffer for the core's dirty list.
     dirty: Vec<usize>,
+    /// Swap buffer for the core's effects.
+    effects: Effects,
     /// Connections that used their read budget (or resumed) and have more to read.
     read_again: Vec<usize>,
     accept_again: bool,
@@ -482,8 +484,9 @@ impl Server {
 
     /// Drops the sockets of connections the core let go.
     fn drop_closed(&mut self) {
-        let fx = self.core.take_effects();
-        for &key in &fx.closed {
+        let mut fx = std::mem::take(&mut self.turn.effects);
+        self.core.swap_effects(&mut fx);
+        for key in fx.closed.drain(..) {
             if let Some(mut socket) = self.sockets.try_remove(key) {
                 let _ = self.poll.registry().deregister(socket.stream_mut());
             }
@@ -492,10 +495,8 @@ impl Server {
                 self.accept_paused_until = Some(Instant::now());
             }
         }
-        self.pending_effects(Effects {
-            closed: Vec::new(),
-            ..fx
-        });
+        self.pending_effects(&mut fx);
+        self.turn.effects = fx;
     }
 
     // ---- the core's requests ---------------------------------------------------------------
@@ -511,8 +512,8 @@ impl Server {
     }
 
     /// Jobs, link operations and user FIFOs (sockets are dropped by [`Server::drop_closed`]).
-    fn pending_effects(&mut self, fx: Effects) {
-        for (id, job) in fx.jobs {
+    fn pending_effects(&mut self, fx: &mut Effects) {
+        for (id, job) in fx.jobs.drain(..) {
             let registry = self.poll.registry();
             match self.workers.submit(registry, job, &mut self.finished) {
                 Ok(wid) => {
@@ -522,9 +523,9 @@ impl Server {
             }
         }
         if let Some(link) = self.link.as_mut() {
-            link.apply(fx.link);
+            link.apply(fx.link.drain(..));
         }
-        for op in fx.user_fifos {
+        for op in fx.user_fifos.drain(..) {
             let registry = self.poll.registry();
             match op {
                 UserFifo::Open(user) => {

@@ -157,8 +157,10 @@ fn release(conns: &mut Conns, st: &mut State, key: usize) {
         st.consoles.remove(key);
         return;
     }
-    let socket_id = st.socket_id_of(id);
-    super::console::event(st, "connection_closed", Some(&socket_id), None, None, None);
+    if st.consoles.listening() {
+        let socket_id = st.socket_id_of(id);
+        super::console::event(st, "connection_closed", Some(&socket_id), None, None, None);
+    }
     st.sessions.closed(peer.ip());
     if let Some(p) = pusher {
         let app = p.app as usize;

@@ -32,10 +32,10 @@ pub fn event(
 }
 
 /// Queues recorded events to the consoles (dropped for a console past its pause mark).
-pub fn deliver(conns: &mut Conns, st: &mut State, frames: Vec<Frame>) {
-    for frame in &frames {
+pub fn deliver(conns: &mut Conns, st: &mut State, frames: &mut Vec<Frame>) {
+    for frame in frames.drain(..) {
         for &key in st.consoles.feeds() {
-            conns.send_droppable(key, frame);
+            conns.send_droppable(key, &frame);
         }
     }
 }

@@ -122,6 +122,13 @@ impl Core {
         std::mem::take(&mut self.st.effects)
     }
 
+    /// Swaps what the core asked for with `into`, which the caller has emptied: both sides keep
+    /// their capacity, so a turn that closes connections allocates nothing for the list.
+    pub fn swap_effects(&mut self, into: &mut Effects) {
+        debug_assert!(into.is_empty());
+        std::mem::swap(&mut self.st.effects, into);
+    }
+
     /// The connections with queued output (the list is swapped with `into`).
     pub fn take_dirty(&mut self, into: &mut Vec<usize>) {
         self.conns.take_dirty(into);
@@ -331,19 +338,31 @@ impl Core {
     /// console events; repeated until nothing is left (a close can publish a member_removed).
     fn settle(&mut self) {
         loop {
-            let closes = std::mem::take(&mut self.st.pending.closes);
-            let publications = std::mem::take(&mut self.st.pending.publications);
-            let console = std::mem::take(&mut self.st.pending.console);
+            let mut closes = std::mem::take(&mut self.st.pending.closes);
+            let mut publications = std::mem::take(&mut self.st.pending.publications);
+            let mut console = std::mem::take(&mut self.st.pending.console);
             if closes.is_empty() && publications.is_empty() && console.is_empty() {
                 return;
             }
-            for (key, closing) in closes {
+            for (key, closing) in closes.drain(..) {
                 close::apply(&mut self.conns, &mut self.st, key, closing);
             }
-            for p in publications {
+            for p in publications.drain(..) {
                 publish::deliver(&mut self.conns, &mut self.st, p);
             }
-            console::deliver(&mut self.conns, &mut self.st, console);
+            console::deliver(&mut self.conns, &mut self.st, &mut console);
+            // The lists go back (with their capacity) unless handling them queued more: then
+            // the next round takes those.
+            let pending = &mut self.st.pending;
+            if pending.closes.is_empty() {
+                pending.closes = closes;
+            }
+            if pending.publications.is_empty() {
+                pending.publications = publications;
+            }
+            if pending.console.is_empty() {
+                pending.console = console;
+            }
         }
     }
 }

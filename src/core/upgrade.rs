@@ -175,16 +175,19 @@ pub fn open(
         st.consoles.add(key);
         return console::hello(conns, st, key);
     }
-    let socket_id = st.socket_id_of(id);
-    let detail = format!("{mode:?} from {peer}");
-    console::event(
-        st,
-        "connection_opened",
-        Some(&socket_id),
-        None,
-        None,
-        Some(&detail),
-    );
+    if st.consoles.listening() {
+        // Formatted only for a console: every handshake would pay for it otherwise.
+        let socket_id = st.socket_id_of(id);
+        let detail = format!("{mode:?} from {peer}");
+        console::event(
+            st,
+            "connection_opened",
+            Some(&socket_id),
+            None,
+            None,
+            Some(&detail),
+        );
+    }
     st.sessions
         .opened(peer.ip(), st.cfg.max_connections_per_ip > 0);
     st.hub.attach(key, 0);
@@ -202,7 +205,7 @@ pub fn open(
             );
             return close::close_with(conns, st, key, code, &message);
         }
-        Some(Ok(app)) => start_pusher(conns, st, key, app, &socket_id),
+        Some(Ok(app)) => start_pusher(conns, st, key, app, &st.socket_id_of(id)),
     }
     // Frames sent right behind the request head (pipelined) are already here: they wait in
     // the buffer for the caller, which handles a session's input.
