@@ -102,6 +102,32 @@ fn world_writable_fifo_refused() {
 }
 
 #[test]
+fn durations_past_thirty_days_are_refused_by_name() {
+    // Every duration is added to the server's clock; one near u64::MAX would wrap it.
+    for (key, value) in [
+        ("FERROCAST_ACTIVITY_TIMEOUT_SECS", "18446744073709551615"),
+        ("FERROCAST_CACHE_TTL_SECS", "2592001"),
+        ("FERROCAST_HANDSHAKE_TIMEOUT_SECS", "99999999999"),
+    ] {
+        let env = vec![(key.to_string(), value.to_string())];
+        let err = Sources::default()
+            .load_with_env(&env)
+            .unwrap_err()
+            .to_string();
+        let name = key.trim_start_matches("FERROCAST_").to_lowercase();
+        assert!(
+            err.contains(&name) && err.contains("30 days"),
+            "{key}: {err}"
+        );
+    }
+    let env = vec![(
+        "FERROCAST_CACHE_TTL_SECS".to_string(),
+        "2592000".to_string(),
+    )];
+    assert!(Sources::default().load_with_env(&env).is_ok());
+}
+
+#[test]
 fn secrets_are_masked() {
     let mut v = serde_json::json!({"apps":[{"key":"k","secret":"s"}],"token":"t","x":"y"});
     mask_secrets(&mut v);
