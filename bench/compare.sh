@@ -3,9 +3,11 @@
 # every server in turn, ROUNDS times, so drift on the machine hits all of them alike.
 #
 #   bench/compare.sh OLD_BIN NEW_BIN [ROUNDS]       # default 3 rounds
+#   ONLY=idle NCHAN=0 bench/compare.sh …            # scenarios matching a regex; without nchan
 #
-# Results: $OUT (default bench/compare-out)/<scenario>-<server>-r<round>.json (loadgen --json) and
-# commands.log; `python3 bench/summarize.py $OUT` prints them. Server on core 0, generator on
+# Results: $OUT (default bench/out/compare, not committed)/<scenario>-<server>-r<round>.json (loadgen
+# --json) and commands.log; `python3 bench/summarize.py $OUT` prints them, `bench/pack.py $OUT SESSION`
+# adds them to bench/results.json. Server on core 0, generator on
 # core 1, every run bounded by `timeout`, every server stopped by its pid.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +15,7 @@ OLD="${1:?usage: compare.sh OLD_BIN NEW_BIN [ROUNDS]}"
 NEW="${2:?usage: compare.sh OLD_BIN NEW_BIN [ROUNDS]}"
 ROUNDS="${3:-3}"
 LG=target/release/examples/loadgen
-OUT="${OUT:-bench/compare-out}"
+OUT="${OUT:-bench/out/compare}"
 NCHAN_PORT_WANTED="${NCHAN_PORT_WANTED:-18090}"
 mkdir -p "$OUT"
 DIRS=()
@@ -75,8 +77,9 @@ run_nchan() { # run_nchan SCENARIO ARGS ROUND
 for round in $(seq 1 "$ROUNDS"); do
     for row in "${SCENARIOS[@]}"; do
         name="${row%%|*}"; args="${row#*|}"
+        [[ "$name" =~ ${ONLY:-.} ]] || continue
         run_ferrocast before "$OLD" "$name" "$args" "$round"
         run_ferrocast after "$NEW" "$name" "$args" "$round"
-        if command -v nginx > /dev/null && [ "$round" = 1 ]; then run_nchan "$name" "$args" "$round"; fi
+        if [ "${NCHAN:-1}" = 1 ] && command -v nginx > /dev/null && [ "$round" = 1 ]; then run_nchan "$name" "$args" "$round"; fi
     done
 done

@@ -4,13 +4,14 @@
 #   bench/run-all.sh [SECTION…]    # sections: fc-idle fc-fanout fc-connect fc-pusher fc-exec redis
 #                                  #           nchan perf repeat   (default: all, in that order)
 #
-# Results: $OUT (default bench/results)/<name>.json (loadgen --json), <name>.err (progress lines),
-# commands.log (every command exactly as run). Server on core 0, generator on core 1. Every loadgen
+# Results: $OUT (default bench/out/run-all, not committed)/<name>.json (loadgen --json), <name>.err
+# (progress lines), commands.log (every command exactly as run); `bench/pack.py $OUT SESSION` adds
+# them to bench/results.json. Server on core 0, generator on core 1. Every loadgen
 # run is bounded by `timeout`; every server started here is stopped by its pid (trap on exit).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LG=target/release/examples/loadgen
-OUT="${OUT:-bench/results}"
+OUT="${OUT:-bench/out/run-all}"
 REDIS_PORT="${REDIS_PORT:-16479}"
 NCHAN_PORT_WANTED="${NCHAN_PORT_WANTED:-18090}"
 mkdir -p "$OUT"

@@ -1,14 +1,27 @@
 #!/usr/bin/env python3
-"""Prints the key fields of every loadgen JSON result in a directory (default bench/results)."""
+"""Prints the key fields of loadgen JSON results, one line each.
+
+    python3 bench/summarize.py DIR                 # every *.json in a directory (run-all.sh, compare.sh)
+    python3 bench/summarize.py [SESSION]           # a session of bench/results.json (default: all)
+"""
 import json, sys, glob, os
-d = sys.argv[1] if len(sys.argv) > 1 else "bench/results"
+arg = sys.argv[1] if len(sys.argv) > 1 else None
 def ms(ns): return "%.2f" % (ns / 1e6) if ns is not None else "n/a"
-for f in sorted(glob.glob(os.path.join(d, "*.json"))):
-    name = os.path.basename(f)[:-5]
-    try:
-        r = json.load(open(f))
-    except Exception as e:
-        print(f"{name}: unreadable ({e})"); continue
+def load():
+    if arg and os.path.isdir(arg):
+        for f in sorted(glob.glob(os.path.join(arg, "*.json"))):
+            name = os.path.basename(f)[:-5]
+            try:
+                yield name, json.load(open(f))
+            except Exception as e:
+                print(f"{name}: unreadable ({e})")
+        return
+    packed = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")))
+    for session in sorted(packed):
+        if arg is None or arg == session:
+            for name, r in sorted(packed[session]["results"].items()):
+                yield f"{session}/{name}", r
+for name, r in load():
     if not isinstance(r, dict) or "mode" not in r: continue
     m = r["mode"]
     fails = r.get("failures")

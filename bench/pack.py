@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Packs one benchmark session (a directory of loadgen --json results written by run-all.sh or
+compare.sh) into the single committed results file, bench/results.json.
+
+    python3 bench/pack.py OUT_DIR SESSION [--note TEXT]
+
+The file maps SESSION -> {"machine": ..., "commands": [...], "results": {name: loadgen JSON}, "note"}.
+Raw per-run files stay out of the repository; summarize.py reads either form.
+"""
+import argparse, glob, json, os
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out_dir")
+    ap.add_argument("session")
+    ap.add_argument("--note", default="")
+    a = ap.parse_args()
+    results = {}
+    for path in sorted(glob.glob(os.path.join(a.out_dir, "*.json"))):
+        with open(path) as f:
+            results[os.path.basename(path)[:-5]] = json.load(f)
+    if not results:
+        raise SystemExit(f"no *.json results in {a.out_dir}")
+    packed = {}
+    if os.path.exists(RESULTS):
+        with open(RESULTS) as f:
+            packed = json.load(f)
+    packed[a.session] = {
+        "note": a.note,
+        "machine": read_text(os.path.join(a.out_dir, "machine.txt")).splitlines(),
+        "commands": read_text(os.path.join(a.out_dir, "commands.log")).splitlines(),
+        "results": results,
+    }
+    with open(RESULTS, "w") as f:
+        json.dump(packed, f, indent=1, sort_keys=True)
+        f.write("\n")
+    print(f"{RESULTS}: session {a.session!r} with {len(results)} results")
+
+
+if __name__ == "__main__":
+    main()
