@@ -2,7 +2,9 @@
 """Packs one benchmark session (a directory of loadgen --json results written by run-all.sh or
 compare.sh) into the single committed results file, bench/results.json.
 
-    python3 bench/pack.py OUT_DIR SESSION [--note TEXT]
+    python3 bench/pack.py OUT_DIR SESSION [--note TEXT] [--rename PATH=LABEL ...]
+
+--rename replaces a path of the machine (a binary's location, say) by a label in the logs.
 
 The file maps SESSION -> {"machine": ..., "commands": [...], "results": {name: loadgen JSON}, "note"}.
 Raw per-run files stay out of the repository; summarize.py reads either form.
@@ -25,6 +27,7 @@ def main():
     ap.add_argument("out_dir")
     ap.add_argument("session")
     ap.add_argument("--note", default="")
+    ap.add_argument("--rename", action="append", default=[], metavar="PATH=LABEL")
     a = ap.parse_args()
     results = {}
     for path in sorted(glob.glob(os.path.join(a.out_dir, "*.json"))):
@@ -36,10 +39,18 @@ def main():
     if os.path.exists(RESULTS):
         with open(RESULTS) as f:
             packed = json.load(f)
+    renames = [r.split("=", 1) for r in a.rename]
+
+    def lines(name):
+        text = read_text(os.path.join(a.out_dir, name))
+        for path, label in renames:
+            text = text.replace(path, label)
+        return text.splitlines()
+
     packed[a.session] = {
         "note": a.note,
-        "machine": read_text(os.path.join(a.out_dir, "machine.txt")).splitlines(),
-        "commands": read_text(os.path.join(a.out_dir, "commands.log")).splitlines(),
+        "machine": lines("machine.txt"),
+        "commands": lines("commands.log"),
         "results": results,
     }
     with open(RESULTS, "w") as f:
