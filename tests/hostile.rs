@@ -12,11 +12,11 @@ mod common;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,40 +25,6 @@ use common::*;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// One heavy test at a time (cargo runs this file's tests on 2 threads).
-fn heavy() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Raises this process's RLIMIT_NOFILE to its hard limit; returns the limit now in force.
-fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        lim.rlim_cur = lim.rlim_max;
-        assert_eq!(
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim),
-            0,
-            "setrlimit: {}",
-            io::Error::last_os_error()
-        );
-    }
-    lim.rlim_cur
-}
-
-/// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`).
-fn status_kib(pid: i32, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
 
 fn rss_kib(s: &Server) -> u64 {
     status_kib(s.pid(), "VmRSS")
@@ -84,38 +50,6 @@ fn up(s: &Server) -> Value {
 
 fn up_status(s: &Server) -> String {
     up(s)["status"].as_str().unwrap_or("").to_string()
-}
-
-/// A TCP connection from `src` (any 127.x.y.z address is local on Linux) to `dst`.
-fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<TcpStream> {
-    fn sin(a: SocketAddrV4) -> libc::sockaddr_in {
-        libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: a.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*a.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        }
-    }
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd); // closes fd on every error path below
-        let local = sin(SocketAddrV4::new(src, 0));
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        if libc::bind(fd, &local as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let remote = sin(dst);
-        if libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
-    }
 }
 
 fn server_addr(s: &Server) -> SocketAddrV4 {
@@ -697,46 +631,7 @@ fn cache_channels_are_bounded() {
 
 /// One server frame at the start of `b`: (opcode, payload, bytes used).
 fn next_server_frame(b: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
-    if b.len() < 2 {
-        return None;
-    }
-    let opcode = b[0] & 0x0f;
-    let masked = b[1] & 0x80 != 0;
-    let mut len = (b[1] & 0x7f) as usize;
-    let mut i = 2;
-    if len == 126 {
-        if b.len() < 4 {
-            return None;
-        }
-        len = u16::from_be_bytes([b[2], b[3]]) as usize;
-        i = 4;
-    } else if len == 127 {
-        if b.len() < 10 {
-            return None;
-        }
-        len = u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize;
-        i = 10;
-    }
-    let key = if masked {
-        if b.len() < i + 4 {
-            return None;
-        }
-        let k = [b[i], b[i + 1], b[i + 2], b[i + 3]];
-        i += 4;
-        Some(k)
-    } else {
-        None
-    };
-    if b.len() < i + len {
-        return None;
-    }
-    let mut p = b[i..i + len].to_vec();
-    if let Some(k) = key {
-        for (j, x) in p.iter_mut().enumerate() {
-            *x ^= k[j % 4];
-        }
-    }
-    Some((opcode, p, i + len))
+    common::parse_frame(b).map(|(f, used)| (f.opcode, f.payload, used))
 }
 
 struct MassConn {
@@ -816,7 +711,7 @@ fn mass_disconnect_of_18000_subscribers() {
         while conns.len() < N && conns.len() - subscribed < IN_FLIGHT {
             let i = conns.len();
             let mut sock =
-                connect_from(source(i), addr).unwrap_or_else(|e| panic!("connect #{i}: {e}"));
+                connect_from(source(i), addr, None).unwrap_or_else(|e| panic!("connect #{i}: {e}"));
             sock.set_write_timeout(Some(T)).unwrap();
             sock.write_all(&request).expect("send handshake");
             sock.set_nonblocking(true).unwrap();

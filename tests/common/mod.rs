@@ -11,13 +11,13 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -1159,7 +1159,8 @@ fn close_payload(p: &[u8]) -> (u16, String) {
     )
 }
 
-fn parse_frame(b: &[u8]) -> Option<(Frame, usize)> {
+/// One frame at the start of `b` (masked or not), and the bytes it used; `None` if incomplete.
+pub fn parse_frame(b: &[u8]) -> Option<(Frame, usize)> {
     if b.len() < 2 {
         return None;
     }
@@ -1363,4 +1364,90 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+// ---- process limits and memory -------------------------------------------------------------
+
+/// One heavy test at a time within a test binary (cargo runs a file's tests on 2 threads).
+pub fn heavy() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Raises this process's RLIMIT_NOFILE to its hard limit (20 000 on the CI machines); servers
+/// spawned afterwards inherit it. Returns the limit now in force.
+pub fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim),
+            0,
+            "setrlimit: {}",
+            io::Error::last_os_error()
+        );
+    }
+    lim.rlim_cur
+}
+
+/// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`).
+pub fn status_kib(pid: i32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A TCP connection from `src` (any 127.x.y.z address is local on Linux) to `dst`, optionally
+/// with a small receive buffer set before connecting (so a client that does not read makes the
+/// server's queue grow at once).
+pub fn connect_from(
+    src: Ipv4Addr,
+    dst: SocketAddrV4,
+    rcvbuf: Option<i32>,
+) -> io::Result<TcpStream> {
+    fn sin(a: SocketAddrV4) -> libc::sockaddr_in {
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        }
+    }
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd); // closes fd on every error path below
+        if let Some(sz) = rcvbuf {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &sz as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let local = sin(SocketAddrV4::new(src, 0));
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        if libc::bind(fd, &local as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let remote = sin(dst);
+        if libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let _ = stream.set_nodelay(true);
+        stream.set_read_timeout(Some(T))?;
+        stream.set_write_timeout(Some(T))?;
+        Ok(stream)
+    }
 }
