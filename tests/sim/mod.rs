@@ -17,6 +17,8 @@ use ferrocast::job::Outcome;
 
 const CHANNELS: [&str; 4] = ["a", "b", "cache-c", "presence-d"];
 const HARD: usize = 1024;
+/// The most one simulated read hands the core.
+const READ_BYTES: usize = 4096;
 /// The most a queue may hold: the bound, a turn's slack, and one frame that fits an empty
 /// queue whatever its size (the largest answer here is well under 64 KiB).
 const QUEUE_CAP: usize = HARD + ferrocast::core::outbox::TURN_SLACK + 64 * 1024;
@@ -76,6 +78,8 @@ struct Client {
     gone: bool,
     /// How much it reads per turn (0: never reads).
     appetite: usize,
+    /// What it sent that the server has not read yet.
+    unsent: Vec<u8>,
 }
 
 pub struct Sim {
@@ -239,6 +243,7 @@ impl Sim {
                 close_code: None,
                 gone: false,
                 appetite,
+                unsent: Vec::new(),
             },
         );
         let path = match kind {
@@ -259,9 +264,32 @@ impl Sim {
         self.feed(key, &mut rest);
     }
 
+    /// What a client sends. The loop reads a connection only while the core wants its input
+    /// (not while its output is paused): until then the bytes wait, as they would in the
+    /// kernel's buffers, and are read when the core resumes the connection.
     fn feed(&mut self, key: usize, data: &mut [u8]) {
-        if !data.is_empty() && self.core.phase(key).is_some() {
-            self.core.on_bytes(key, data);
+        if data.is_empty() || self.core.phase(key).is_none() {
+            return;
+        }
+        let Some(c) = self.clients.get_mut(&key) else {
+            return;
+        };
+        c.unsent.extend_from_slice(data);
+        self.pump(key);
+    }
+
+    /// Reads what a client sent, as the loop does: a read at a time, while the core wants it.
+    fn pump(&mut self, key: usize) {
+        while self.core.phase(key).is_some() && self.core.wants_input(key) {
+            let Some(c) = self.clients.get_mut(&key) else {
+                return;
+            };
+            if c.unsent.is_empty() {
+                return;
+            }
+            let n = c.unsent.len().min(READ_BYTES);
+            let mut read: Vec<u8> = c.unsent.drain(..n).collect();
+            self.core.on_bytes(key, &mut read);
         }
     }
 
@@ -547,6 +575,14 @@ impl Sim {
         self.core.end_of_turn(&mut resumed);
         for key in resumed {
             self.core.resume(key);
+        }
+        let mut waiting: Vec<usize> = (self.clients.iter())
+            .filter(|(_, c)| !c.unsent.is_empty())
+            .map(|(&k, _)| k)
+            .collect();
+        waiting.sort_unstable(); // the same input must replay the same way
+        for key in waiting {
+            self.pump(key);
         }
         self.apply_effects();
     }
