@@ -1132,7 +1132,7 @@ fn fifo_flood_keeps_clients_answered() {
 
 /// Replays a Redis flood: anyone who can reach the Redis server pipelines 200 000
 /// `PUBLISH ferrocast#broadcast <publish envelope>` commands (from a node id nobody knows),
-/// while a client of the node pings. The node reads its Redis link at most 256 KiB per turn, so
+/// while a client of the node pings. The node reads its Redis link at most 64 KiB per turn, so
 /// the pings stay fast, and it takes every message.
 #[test]
 fn redis_flood_keeps_clients_answered() {

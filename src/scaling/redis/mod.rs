@@ -64,7 +64,8 @@ const SUBSCRIBE_CHUNK: usize = 256;
 const READ_CHUNK: usize = 64 * 1024;
 /// Bytes read from one connection per call before the link yields to the rest of the loop
 /// (a flood of messages must not starve the clients); the rest is read at the next `tick`.
-const READ_BUDGET: usize = 4 * READ_CHUNK;
+/// One chunk: a chunk of cluster messages is a few milliseconds of work for the core.
+const READ_BUDGET: usize = READ_CHUNK;
 /// Buffers larger than this are shrunk once empty.
 const KEEP_CAPACITY: usize = 256 * 1024;
 
