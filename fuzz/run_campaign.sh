@@ -10,9 +10,9 @@ RUNS=${1:-10000000}
 SECS=${2:-330}
 shift 2 2>/dev/null || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(http_request fifo_lines channel_protocol pusher_protocol rest_request ws_frame worker_result http_conn core)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(http_request fifo_lines channel_protocol pusher_protocol rest_request ws_frame worker_result http_conn core fastcgi_reply)
 BIN=target/x86_64-unknown-linux-gnu/release
-declare -A MAXLEN=([http_request]=4096 [fifo_lines]=4096 [channel_protocol]=2048 [pusher_protocol]=4096 [rest_request]=4096 [ws_frame]=8192 [worker_result]=4096 [http_conn]=4096 [core]=1024)
+declare -A MAXLEN=([http_request]=4096 [fifo_lines]=4096 [channel_protocol]=2048 [pusher_protocol]=4096 [rest_request]=4096 [ws_frame]=8192 [worker_result]=4096 [http_conn]=4096 [core]=1024 [fastcgi_reply]=4096)
 export FERROCAST_FUZZ_SKIP_KNOWN=${FERROCAST_FUZZ_SKIP_KNOWN-1}
 for t in "${TARGETS[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t" logs
