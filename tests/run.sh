@@ -44,8 +44,9 @@ suite_rust() {
     # Real components the Rust tests drive: redis-server + redis-cli (scaling, tests/hostile.rs),
     # apache2 (the proxy in front, tests/deploy_apache.rs), systemd (systemd-analyze verify of the
     # units), util-linux + mount (`unshare --mount` and `mount --bind`: tests/hostile.rs gives the
-    # server a private /etc/resolv.conf and /etc/hosts; needs root, as apt-get does).
-    apt_install redis-server redis-tools apache2 systemd php-cli util-linux mount || { log "cannot install the test packages"; return 1; }
+    # server a private /etc/resolv.conf and /etc/hosts; needs root, as apt-get does), php-fpm
+    # (tests/fastcgi_fpm.rs starts a private pool).
+    apt_install redis-server redis-tools apache2 systemd php-cli php-fpm util-linux mount || { log "cannot install the test packages"; return 1; }
     local out="$LOGDIR/rust.log"
     log "building tests"
     # Build first so compile time is not counted against test deadlines.

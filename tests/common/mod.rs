@@ -9,6 +9,8 @@
 //! elapsed time, never leave a process behind (Drop kills it).
 #![allow(dead_code)]
 
+pub mod fpm;
+
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream};
