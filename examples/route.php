@@ -2,22 +2,26 @@
 /**
  * ferrocast application router (CarbonPHP's startApplication($uri), as a program).
  *
- * ferrocast runs this in a child process for every text message a raw-mode client sends (except
- * `ping`, which the server answers itself), and sends whatever it prints back to that client only:
+ * ferrocast runs this for every text message a raw-mode client sends (except `ping`, which the
+ * server answers itself), through php-fpm or in a php-cli child process, and sends whatever it
+ * prints back to that client only:
  *
+ *     "route": {"handler": "fastcgi", "socket": "/run/php/ferrocast.sock",
+ *               "script": "/srv/app/examples/route.php"}
  *     "route": {"handler": "exec", "command": ["php", "/srv/app/examples/route.php"]}
  *
- * What it gets, in $_SERVER (php-cli copies the environment there):
- *   - REQUEST_URI        the message itself (also on stdin, for messages that are not URIs)
+ * What it gets, in $_SERVER:
+ *   - REQUEST_URI        the message itself (also the body, php://input, for messages that are
+ *                        not URIs)
  *   - FERROCAST_USER_ID  the user validate.php returned (else the connection's socket id)
  *   - the handshake's CGI variables: HTTP_COOKIE, QUERY_STRING, REMOTE_ADDR, FERROCAST_SOCKET_ID...
  * and nothing else of the server's environment.
  *
  * Output goes back as one text message (cut at max_worker_output_bytes). No output → the client
- * gets a "[ferrocast] the application produced no output" notice; a non-zero exit or a crash → a
- * "[ferrocast] the application failed/crashed" notice. The connection stays open either way.
- * Each request is a fresh process: no state survives between messages except what you store
- * (session, database, files) — like CarbonPHP's forked startApplication.
+ * gets a "[ferrocast] the application produced no output" notice; a non-zero exit, an error
+ * status or a crash → a "[ferrocast] the application failed/crashed" notice. The connection stays open either way.
+ * No state survives between messages except what you store (session, database, files) — like
+ * CarbonPHP's forked startApplication.
  *
  * With "user_fifo": "route", a line written to <fifo dir>/users/<id>.fifo is routed here too, on
  * behalf of that user (FERROCAST_USER_ID set, no handshake variables), and the output goes to all

@@ -1,13 +1,34 @@
-//! A job for a forked worker, and how it ended: plain data shared by the core, which asks for
-//! jobs, and `worker.rs`, which runs them.
+//! A job for a worker, and how it ended: plain data shared by the core, which asks for jobs,
+//! and `worker/`, which runs them (a child process, or a request to a FastCGI application).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// What the child runs.
+/// What runs the job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handler {
     /// Run a command, without a shell. `argv[0]` is resolved via `PATH` (see the module docs).
     Exec { argv: Vec<String> },
+    /// Ask a FastCGI application (php-fpm) to run `script`: the environment becomes the
+    /// request's parameters, stdin its body.
+    FastCgi { target: FcgiTarget, script: PathBuf },
+}
+
+/// Where a FastCGI application listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FcgiTarget {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl std::fmt::Display for FcgiTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FcgiTarget::Unix(path) => write!(f, "unix:{}", path.display()),
+            FcgiTarget::Tcp(addr) => write!(f, "{addr}"),
+        }
+    }
 }
 
 /// One unit of work for one child process.
@@ -38,8 +59,16 @@ pub enum Outcome {
         stdout: Vec<u8>,
         truncated: bool,
     },
-    /// It ran past its deadline and its process group was sent `SIGKILL`.
+    /// An application asked over a protocol with statuses (FastCGI) answered; `body` is what it
+    /// sent after its headers.
+    Answered {
+        status: u16,
+        body: Vec<u8>,
+        truncated: bool,
+    },
+    /// It ran past its deadline: its process group was sent `SIGKILL`, or its request aborted.
     TimedOut,
-    /// It could not be started; the reason is meant for the log.
+    /// It could not be started, or the application could not be asked (refused connection, an
+    /// answer that is not FastCGI); the reason is meant for the log.
     SpawnFailed(String),
 }

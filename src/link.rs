@@ -158,5 +158,6 @@ pub fn resolved_addresses(outcome: &Outcome) -> Result<Vec<SocketAddr>, String> 
         Outcome::Signaled { signal, .. } => Err(format!("the resolver died (signal {signal})")),
         Outcome::TimedOut => Err(format!("no answer within {}s", RESOLVE_TIMEOUT.as_secs())),
         Outcome::SpawnFailed(e) => Err(format!("cannot start the resolver: {e}")),
+        Outcome::Answered { status, .. } => Err(format!("the resolver answered {status}")),
     }
 }

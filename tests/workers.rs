@@ -53,15 +53,6 @@ fn start(dir: &Path, cfg: Value, env: &[(&str, &str)]) -> Server {
     Server::start(&["--config", &path], env)
 }
 
-/// The HTTP status a handshake got: 101, or the refusal's. Panics on no answer / no HTTP reply.
-fn status(r: &Result<Client, ConnectError>) -> u16 {
-    match r {
-        Ok(_) => 101,
-        Err(ConnectError::Refused(refusal)) => refusal.status,
-        Err(e) => panic!("handshake got no HTTP answer: {e:?}"),
-    }
-}
-
 fn cookie(s: &Server, path: &str, cookie: &str) -> Result<Client, ConnectError> {
     s.try_ws(path, &[("Cookie", cookie)])
 }
@@ -72,18 +63,6 @@ fn login(s: &Server, path: &str, sid: &str) -> Client {
         Ok(c) => c,
         Err(e) => panic!("login sid={sid} on {path}: {e:?}\nlogs:\n{}", s.logs_text()),
     }
-}
-
-fn expect_refused(s: &Server, path: &str, cookie_header: Option<&str>, want: u16) {
-    let headers: Vec<(&str, &str)> = cookie_header.map(|c| ("Cookie", c)).into_iter().collect();
-    let r = s.try_ws(path, &headers);
-    let got = status(&r);
-    assert_eq!(
-        got,
-        want,
-        "handshake on {path} with cookie {cookie_header:?}: expected {want}, got {got}\nlogs:\n{}",
-        s.logs_text()
-    );
 }
 
 /// A raw-mode client that must have received nothing else: `ping` must be answered by `pong`
@@ -427,7 +406,7 @@ esac
     let addr = s.addr();
     let slow = thread::spawn(move || {
         let r = connect(&addr, RAW, &[("Cookie", "sid=slow")]);
-        status(&r)
+        handshake_status(&r)
     });
 
     // While the validator sleeps, the loop serves everyone else.
@@ -1326,25 +1305,7 @@ fn php_examples() {
         "an unknown id leaves no session file"
     );
 
-    a.send_text("/whoami");
-    let v = a.recv_json(T);
-    assert_eq!(
-        (v["route"].as_str(), v["user"].as_str()),
-        (Some("/whoami"), Some("alice")),
-        "{v}"
-    );
-    a.send_text("/users/42");
-    assert_eq!(
-        a.recv_json(T),
-        json!({"route": "/users/{id}", "id": 42, "requested_by": "alice"})
-    );
-    a.send_text(r#"{"route":"/echo","text":"héllo"}"#);
-    assert_eq!(a.recv_json(T), json!({"route": "/echo", "echo": "héllo"}));
-    a.send_text("/silent");
-    assert!(
-        a.recv_text(T)
-            .starts_with("[ferrocast] the application produced no output")
-    );
+    check_example_routes(&mut a, "alice");
     // A push through alice's FIFO, routed on her behalf.
     fifo_write(&user_fifo(&s, "alice"), b"/whoami\n");
     let v = a.recv_json(T);

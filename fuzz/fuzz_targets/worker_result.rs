@@ -1,6 +1,7 @@
-//! What a forked worker hands back: the in-process result framing (`worker::decode_result`, fed
-//! in pieces as reads deliver it) and the decoding of a handler's exit and output into a session
-//! verdict (`jobs::validation_verdict`) and route replies (`jobs::route_replies`).
+//! What a worker hands back: the in-process result framing (`worker::decode_result`, fed in
+//! pieces as reads deliver it) and the decoding of a handler's exit (or a FastCGI answer's
+//! status) and output into a session verdict (`jobs::validation_verdict`) and route replies
+//! (`jobs::route_replies`).
 #![no_main]
 
 use ferrocast::jobs::{self, MAX_USER_ID};
@@ -15,7 +16,12 @@ fuzz_target!(|data: &[u8]| {
     let code = i32::from(i16::from_le_bytes([c0, c1]));
     let stdout = rest.to_vec();
     let truncated = kind & 0x80 != 0;
-    let outcome = match kind % 4 {
+    let outcome = match kind % 5 {
+        4 => Outcome::Answered {
+            status: 100 + (c0 as u16 % 5) * 100 + u16::from(c1 % 4),
+            body: stdout,
+            truncated,
+        },
         0 => Outcome::Exited {
             code: if kind & 0x40 != 0 { code } else { 0 },
             stdout,
@@ -76,7 +82,10 @@ fn verdict(outcome: &Outcome, stdout: &[u8]) {
         .to_string();
     match jobs::validation_verdict(outcome, 5) {
         Ok(user) => {
-            assert!(matches!(outcome, Outcome::Exited { code: 0, .. }));
+            assert!(matches!(
+                outcome,
+                Outcome::Exited { code: 0, .. } | Outcome::Answered { status: 200..=299, .. }
+            ));
             assert_eq!(user, first);
             assert!(!user.is_empty() && user.len() <= MAX_USER_ID);
             assert!(!user.contains('\n'));
@@ -87,9 +96,12 @@ fn verdict(outcome: &Outcome, stdout: &[u8]) {
             assert!(!file.contains('/') && !file.starts_with('.'), "{file:?}");
         }
         Err(refusal) => {
-            let said_forbidden =
-                matches!(outcome, Outcome::Exited { .. } | Outcome::Signaled { .. })
-                    && first == "forbidden";
+            let printed = matches!(
+                outcome,
+                Outcome::Exited { .. } | Outcome::Signaled { .. } | Outcome::Answered { .. }
+            );
+            let said_forbidden = (printed && first == "forbidden")
+                || matches!(outcome, Outcome::Answered { status: 403, .. });
             assert_eq!(refusal.forbidden, said_forbidden);
             // The reason is logged: one bounded line, whatever the child printed.
             assert!(
@@ -112,6 +124,11 @@ fn replies(outcome: &Outcome, stdout: &[u8]) {
     }
     if let Outcome::Exited {
         code: 0, truncated, ..
+    }
+    | Outcome::Answered {
+        status: 200..=399,
+        truncated,
+        ..
     } = outcome
     {
         let text = String::from_utf8_lossy(stdout);

@@ -86,13 +86,20 @@ impl Default for WebhookSettings {
     }
 }
 
-/// A forked handler: `none`, `exec` (run `command`, no shell) or `http` (call `url`).
+/// A handler: `none`, `exec` (run `command`, no shell), `http` (call `url`) or `fastcgi` (ask
+/// the FastCGI application at `socket` or `address` to run `script`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HandlerConfig {
     pub handler: String,
     pub command: Vec<String>,
     pub url: String,
+    /// `fastcgi`: the application's Unix socket, e.g. `/run/php/ferrocast.sock`.
+    pub socket: String,
+    /// `fastcgi`: the application's TCP address (an IP address and port), e.g. `127.0.0.1:9000`.
+    pub address: String,
+    /// `fastcgi`: the script's absolute path, as the application sees it (`SCRIPT_FILENAME`).
+    pub script: String,
 }
 
 impl Default for HandlerConfig {
@@ -101,6 +108,9 @@ impl Default for HandlerConfig {
             handler: "none".into(),
             command: Vec::new(),
             url: String::new(),
+            socket: String::new(),
+            address: String::new(),
+            script: String::new(),
         }
     }
 }
@@ -120,10 +130,44 @@ impl HandlerConfig {
             "http" => crate::httpclient::parse_url(&self.url)
                 .map(|_| ())
                 .map_err(|e| format!("{key}.url: {e}")),
+            "fastcgi" => self.validate_fastcgi(key),
             other => Err(format!(
-                "{key}.handler: \"{other}\" is not none, exec or http"
+                "{key}.handler: \"{other}\" is not none, exec, http or fastcgi"
             )),
         }
+    }
+
+    fn validate_fastcgi(&self, key: &str) -> Result<(), String> {
+        if !self.script.starts_with('/') {
+            return Err(format!(
+                "{key}.script: give the script's absolute path, e.g. /srv/app/ws/validate.php"
+            ));
+        }
+        match (self.socket.is_empty(), self.address.is_empty()) {
+            (false, false) | (true, true) => Err(format!(
+                "{key}: give the FastCGI application's socket (a Unix socket path) or its address (IP:port), one of them"
+            )),
+            (true, false) => self
+                .address
+                .parse::<std::net::SocketAddr>()
+                .map(|_| ())
+                .map_err(|_| {
+                    format!(
+                        "{key}.address: \"{}\" is not an IP address and port, e.g. 127.0.0.1:9000",
+                        self.address
+                    )
+                }),
+            (false, true) => Ok(()),
+        }
+    }
+
+    /// The FastCGI application to ask, for a validated `fastcgi` handler.
+    pub fn fastcgi_target(&self) -> Option<crate::job::FcgiTarget> {
+        use crate::job::FcgiTarget;
+        if !self.socket.is_empty() {
+            return Some(FcgiTarget::Unix(self.socket.clone().into()));
+        }
+        self.address.parse().ok().map(FcgiTarget::Tcp)
     }
 }
 

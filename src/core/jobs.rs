@@ -98,10 +98,17 @@ pub fn job(
             cfg.max_worker_output_bytes.to_string(),
         ));
     }
-    Job {
-        handler: Handler::Exec {
+    let runner = match handler.fastcgi_target() {
+        Some(target) if handler.handler == "fastcgi" => Handler::FastCgi {
+            target,
+            script: handler.script.clone().into(),
+        },
+        _ => Handler::Exec {
             argv: handler_argv(handler, purpose),
         },
+    };
+    Job {
+        handler: runner,
         env,
         stdin,
         deadline: Duration::from_secs(timeout_secs),
@@ -222,30 +229,40 @@ pub const MAX_USER_ID: usize = 256;
 /// (`echo "forbidden"; exit;` exits 0 in PHP: the word decides, not the status).
 pub fn validation_verdict(outcome: &Outcome, timeout_secs: u64) -> Result<String, Refusal> {
     let first = match outcome {
-        Outcome::Exited { stdout, .. } | Outcome::Signaled { stdout, .. } => {
-            String::from_utf8_lossy(stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        }
+        Outcome::Exited { stdout, .. }
+        | Outcome::Signaled { stdout, .. }
+        | Outcome::Answered { body: stdout, .. } => String::from_utf8_lossy(stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string(),
         Outcome::TimedOut | Outcome::SpawnFailed(_) => String::new(),
     };
-    let forbidden = first == "forbidden";
-    if matches!(outcome, Outcome::Exited { code: 0, .. })
-        && !forbidden
-        && !first.is_empty()
-        && first.len() <= MAX_USER_ID
-    {
+    // A FastCGI script refuses with `http_response_code(403)` as well as with the word.
+    let forbidden =
+        first == "forbidden" || matches!(outcome, Outcome::Answered { status: 403, .. });
+    let success = matches!(
+        outcome,
+        Outcome::Exited { code: 0, .. }
+            | Outcome::Answered {
+                status: 200..=299,
+                ..
+            }
+    );
+    if success && !forbidden && !first.is_empty() && first.len() <= MAX_USER_ID {
         return Ok(first);
     }
     let why = match outcome {
         _ if forbidden => "the handler said forbidden".to_string(),
-        Outcome::Exited { code: 0, .. } => {
-            format!("exit 0 but no user id (1 to {MAX_USER_ID} bytes) on the first line")
+        Outcome::Exited { code: 0, .. }
+        | Outcome::Answered {
+            status: 200..=299, ..
+        } => {
+            format!("no user id (1 to {MAX_USER_ID} bytes) on the first line of the answer")
         }
         Outcome::Exited { code, .. } => format!("exit {code}"),
+        Outcome::Answered { status, .. } => format!("the application answered {status}"),
         Outcome::Signaled { signal, .. } => format!("killed by signal {signal}"),
         Outcome::TimedOut => format!("no answer within validate_timeout_secs ({timeout_secs})"),
         Outcome::SpawnFailed(e) => format!("could not start: {e}"),
@@ -267,6 +284,11 @@ pub fn route_replies(outcome: &Outcome, max: usize) -> Vec<String> {
             code: 0,
             stdout,
             truncated,
+        }
+        | Outcome::Answered {
+            status: 200..=399,
+            body: stdout,
+            truncated,
         } => {
             let text = String::from_utf8_lossy(stdout).trim_end().to_string();
             let mut out = Vec::new();
@@ -286,6 +308,11 @@ pub fn route_replies(outcome: &Outcome, max: usize) -> Vec<String> {
         }
         Outcome::Exited { code, .. } => {
             vec![format!("[ferrocast] the application failed (exit {code})")]
+        }
+        Outcome::Answered { status, .. } => {
+            vec![format!(
+                "[ferrocast] the application failed (status {status})"
+            )]
         }
         Outcome::Signaled { signal, .. } => vec![format!(
             "[ferrocast] the application crashed (signal {signal})"

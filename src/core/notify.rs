@@ -187,13 +187,17 @@ fn send(st: &mut State, d: Delivery) {
 /// A webhook job ended.
 pub fn finished(st: &mut State, d: Delivery, outcome: Outcome) {
     let reason = match outcome {
-        Outcome::Exited { code: 0, .. } => {
+        Outcome::Exited { code: 0, .. }
+        | Outcome::Answered {
+            status: 200..=299, ..
+        } => {
             st.webhooks.sent += 1;
             let detail = format!("sent a batch for app {}", st.apps.get(d.app).cfg.id);
             console::event(st, "webhook", None, None, None, Some(&detail));
             return;
         }
         Outcome::Exited { code, .. } => format!("receiver failed or refused (exit {code})"),
+        Outcome::Answered { status, .. } => format!("receiver answered {status}"),
         Outcome::Signaled { signal, .. } => format!("sender killed by signal {signal}"),
         Outcome::TimedOut => "no answer in time".to_string(),
         Outcome::SpawnFailed(e) => e,

@@ -80,7 +80,9 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, pthread_sigmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{AccessFlags, Pid, access};
 
+mod fastcgi;
 mod spawn;
+use fastcgi::FastCgi;
 pub use spawn::thread_count;
 use spawn::{prepare, spawn};
 
@@ -103,8 +105,10 @@ pub enum Strategy {
     Command,
 }
 
-/// Tokens `[token_base, token_base + TOKEN_SPAN)` belong to the workers.
+/// Tokens `[token_base, token_base + TOKEN_SPAN)` belong to the workers: two per child slot
+/// from the start, one per FastCGI request from the middle.
 pub const TOKEN_SPAN: usize = 1 << 32;
+const FASTCGI_TOKENS: usize = TOKEN_SPAN / 2;
 /// Bytes read from one child in one `on_ready` call before yielding back to the loop.
 const READ_BUDGET: usize = 1 << 20;
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -144,13 +148,17 @@ pub struct Workers {
     queue: VecDeque<(JobId, Job)>,
     /// Killed past their deadline and already answered, not yet reaped.
     dying: HashSet<Pid>,
+    /// Requests to FastCGI applications (counted in `running` too).
+    fastcgi: FastCgi,
 }
 
 impl Workers {
-    /// `max_workers` is at least 1 and at most 2^31 (two tokens per slot must fit the span).
+    /// `max_workers` is at least 1 and at most 2^30 (two tokens per child slot must fit below
+    /// the FastCGI tokens).
     pub fn new(max_workers: usize, max_queued: usize, token_base: usize) -> Workers {
+        let max_workers = max_workers.clamp(1, FASTCGI_TOKENS / 2);
         Workers {
-            max_workers: max_workers.clamp(1, TOKEN_SPAN / 2),
+            max_workers,
             max_queued,
             token_base,
             strategy: Strategy::default(),
@@ -162,6 +170,7 @@ impl Workers {
             by_pid: HashMap::new(),
             queue: VecDeque::new(),
             dying: HashSet::new(),
+            fastcgi: FastCgi::new(token_base.saturating_add(FASTCGI_TOKENS), max_workers),
         }
     }
 
@@ -206,8 +215,17 @@ impl Workers {
     }
 
     /// A worker token is ready: read the child's output (bounded by `max_output`, the excess read
-    /// and discarded) or feed its stdin. Pushes the job to `out` if it is now finished.
+    /// and discarded) or feed its stdin, or serve a FastCGI request's connection. Pushes the job
+    /// to `out` if it is now finished.
     pub fn on_ready(&mut self, registry: &Registry, token: Token, out: &mut Vec<(JobId, Outcome)>) {
+        if self.fastcgi.owns(token) {
+            if let Some(done) = self.fastcgi.on_ready(registry, token) {
+                self.running -= 1;
+                out.push(done);
+                self.fill(registry, out);
+            }
+            return;
+        }
         let Some(off) = token.0.checked_sub(self.token_base) else {
             return;
         };
@@ -277,6 +295,7 @@ impl Workers {
             }
             out.push(self.finish(registry, slot, true));
         }
+        self.running -= self.fastcgi.expire(registry, now, out);
         self.fill(registry, out);
     }
 
@@ -290,13 +309,15 @@ impl Workers {
 
     /// The earliest deadline of a running job, to bound the poll timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.slots.iter().flatten().map(|r| r.deadline).min()
+        let children = self.slots.iter().flatten().map(|r| r.deadline);
+        children.chain(self.fastcgi.next_deadline()).min()
     }
 
     /// Shutdown: drop the queue, `SIGKILL` every job's process group and reap the children
     /// (blocking: `SIGKILL` cannot be caught, so this returns promptly).
     pub fn kill_all(&mut self) {
         self.queue.clear();
+        self.fastcgi.clear();
         for run in self.slots.iter_mut().filter_map(Option::take) {
             let reaped = run.status.is_some();
             kill_group(run.pid, reaped);
@@ -325,6 +346,17 @@ impl Workers {
     }
 
     fn start(&mut self, registry: &Registry, id: JobId, job: Job, out: &mut Vec<(JobId, Outcome)>) {
+        if matches!(job.handler, Handler::FastCgi { .. }) {
+            match self.fastcgi.start(registry, id, job) {
+                Ok(None) => self.running += 1,
+                Ok(Some(outcome)) => out.push((id, outcome)),
+                Err(reason) => {
+                    log::warn!("job {id}: {reason}");
+                    out.push((id, Outcome::SpawnFailed(reason)));
+                }
+            }
+            return;
+        }
         match self.try_start(registry, id, job) {
             Ok(()) => {}
             Err(reason) => {

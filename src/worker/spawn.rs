@@ -23,7 +23,9 @@ pub(super) struct Prepared {
 }
 
 pub(super) fn prepare(job: &Job) -> Result<Prepared, String> {
-    let Handler::Exec { argv } = &job.handler;
+    let Handler::Exec { argv } = &job.handler else {
+        return Err("not a command: FastCGI jobs are not spawned".into());
+    };
     let Some(program) = argv.first() else {
         return Err("empty argv".into());
     };

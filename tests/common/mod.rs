@@ -1453,3 +1453,52 @@ pub fn connect_from(
         Ok(stream)
     }
 }
+
+// ---- handshakes ----------------------------------------------------------------------------
+
+/// The HTTP status a handshake got: 101, or the refusal's. Panics on no answer / no HTTP reply.
+pub fn handshake_status(r: &Result<Client, ConnectError>) -> u16 {
+    match r {
+        Ok(_) => 101,
+        Err(ConnectError::Refused(refusal)) => refusal.status,
+        Err(e) => panic!("handshake got no HTTP answer: {e:?}"),
+    }
+}
+
+/// A handshake on `path` (with `cookie_header`) must be refused with `want`.
+pub fn expect_refused(s: &Server, path: &str, cookie_header: Option<&str>, want: u16) {
+    let headers: Vec<(&str, &str)> = cookie_header.map(|c| ("Cookie", c)).into_iter().collect();
+    let r = s.try_ws(path, &headers);
+    let got = handshake_status(&r);
+    assert_eq!(
+        got,
+        want,
+        "handshake on {path} with cookie {cookie_header:?}: expected {want}, got {got}\nlogs:\n{}",
+        s.logs_text()
+    );
+}
+
+/// What `examples/route.php` answers `user`'s raw-mode connection, route by route.
+pub fn check_example_routes(a: &mut Client, user: &str) {
+    a.send_text("/whoami");
+    let v = a.recv_json(T);
+    assert_eq!(
+        (v["route"].as_str(), v["user"].as_str()),
+        (Some("/whoami"), Some(user)),
+        "{v}"
+    );
+    a.send_text("/users/42");
+    assert_eq!(
+        a.recv_json(T),
+        json!({"route": "/users/{id}", "id": 42, "requested_by": user})
+    );
+    a.send_text(r#"{"route":"/echo","text":"héllo"}"#);
+    assert_eq!(a.recv_json(T), json!({"route": "/echo", "echo": "héllo"}));
+    a.send_text("/silent");
+    assert!(
+        a.recv_text(T)
+            .starts_with("[ferrocast] the application produced no output")
+    );
+    a.send_text("/nowhere");
+    assert_eq!(a.recv_json(T)["error"], "no route");
+}

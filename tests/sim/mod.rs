@@ -113,12 +113,12 @@ fn config() -> Config {
         route: HandlerConfig {
             handler: "exec".into(),
             command: vec!["cat".into()],
-            url: String::new(),
+            ..Default::default()
         },
         validate: HandlerConfig {
             handler: "exec".into(),
             command: vec!["validate".into()],
-            url: String::new(),
+            ..Default::default()
         },
         internal_token: "s3cret".into(),
         max_cache_bytes: 8192,
