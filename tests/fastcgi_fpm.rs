@@ -70,3 +70,26 @@ fn without_a_method_php_sends_headers_only() {
     let a = fpm.get(&script, "");
     assert_eq!((a.status, a.text().as_str()), (200, "hello"));
 }
+
+#[test]
+fn the_example_pool_configuration_is_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pool = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/php-fpm-pool.conf");
+    let d = dir.path().display();
+    let conf = format!(
+        "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\ninclude = {}\n",
+        pool.display()
+    );
+    std::fs::write(dir.path().join("fpm.conf"), conf).expect("write");
+    let out = std::process::Command::new(common::fpm::binary())
+        .args(["-t", "-R", "-y"])
+        .arg(dir.path().join("fpm.conf"))
+        .output()
+        .expect("php-fpm -t");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("test is successful"),
+        "{text}"
+    );
+}
