@@ -143,11 +143,7 @@ fn a_hanging_script_is_cut_at_its_deadline_and_nobody_waits() {
         move || common::connect(&addr, RAW, &[]).map(|_| ())
     });
     // Once the one worker slot is taken, the next handshake is refused at once.
-    let started = || {
-        let text = String::from_utf8_lossy(&s.get("/metrics").body).into_owned();
-        text.lines()
-            .any(|l| l.starts_with("ferrocast_workers_started_total") && l.ends_with(" 1"))
-    };
+    let started = || metric_value(&s, "ferrocast_workers_started_total") == 1;
     assert!(wait_until(T, started), "{}", s.logs_text());
     assert_eq!(handshake(&s, RAW), 503, "{}", s.logs_text());
     // Meanwhile the loop serves everyone else.
@@ -196,4 +192,57 @@ fn a_hundred_megabytes_of_output_are_read_and_dropped() {
     assert!(c.recv_text(T).starts_with("start\n"));
     assert!(c.recv_text(T).starts_with("[ferrocast] output cut"));
     assert_eq!(s.get("/up").status, 200);
+}
+
+/// A webhook receiver as a Laravel application would have it: checks the signature, keeps the
+/// batch.
+const HOOK: &str = r#"<?php
+$body = file_get_contents('php://input');
+$ok = ($_SERVER['HTTP_X_PUSHER_KEY'] ?? '') === 'app-key'
+    && hash_equals(hash_hmac('sha256', $body, 'app-secret'), $_SERVER['HTTP_X_PUSHER_SIGNATURE'] ?? '')
+    && $_SERVER['REQUEST_METHOD'] === 'POST' && $_SERVER['CONTENT_TYPE'] === 'application/json';
+if (!$ok) { http_response_code(401); exit; }
+file_put_contents(__DIR__ . '/hooks.log', $body . "\n", FILE_APPEND);
+"#;
+
+#[test]
+fn webhooks_reach_php_fpm_signed() {
+    let fpm = Fpm::start(2);
+    let hook = fpm.script("hook.php", HOOK);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(
+        dir.path(),
+        json!({"apps": [{"id": "app-id", "key": "app-key", "secret": "app-secret",
+                         "webhooks": [{"script": hook, "socket": fpm.socket()}]}]}),
+    );
+    let mut c = s.ws("/app/app-key?protocol=7");
+    assert_eq!(c.recv_json(T)["event"], "pusher:connection_established");
+    c.send_json(&json!({"event": "pusher:subscribe", "data": {"channel": "orders"}}));
+    assert_eq!(
+        c.recv_json(T)["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let log = fpm.dir().join("hooks.log");
+    let arrived = wait_until(T, || {
+        std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty())
+    });
+    assert!(
+        arrived,
+        "no webhook reached the script\n{}\n{}",
+        s.logs_text(),
+        fpm.log()
+    );
+    let text = std::fs::read_to_string(&log).expect("hooks.log");
+    let batch: Value = serde_json::from_str(text.lines().next().unwrap_or("")).expect("JSON batch");
+    assert_eq!(batch["events"][0]["name"], "channel_occupied", "{batch}");
+    assert_eq!(batch["events"][0]["channel"], "orders", "{batch}");
+    assert_eq!(metric_value(&s, "ferrocast_webhooks_sent_total"), 1);
+}
+
+/// A counter of `/metrics`.
+fn metric_value(s: &Server, name: &str) -> u64 {
+    let text = String::from_utf8_lossy(&s.get("/metrics").body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 pub use load::{ConfigError, Sources, check_file, mask_secrets};
 pub use parts::{
     AppConfig, ConsoleConfig, EVENT_TYPES, HandlerConfig, ScalingConfig, TlsConfig, WebhookConfig,
-    WebhookSettings,
+    WebhookSettings, fastcgi_target,
 };
 
 /// Longest time any setting may name, in seconds.

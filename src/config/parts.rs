@@ -12,6 +12,11 @@ pub struct WebhookConfig {
     pub url: String,
     /// Or run this command with the batch on stdin (e.g. `["php", "artisan", "pusher:webhook"]`).
     pub exec: Vec<String>,
+    /// Or ask the FastCGI application at `socket` or `address` to run this script, the batch as
+    /// a POST body with the `X-Pusher-Key` and `X-Pusher-Signature` headers.
+    pub script: String,
+    pub socket: String,
+    pub address: String,
     /// `channel_occupied`, `channel_vacated`, `member_added`, `member_removed`, `client_event`,
     /// `cache_miss`, `subscription_count`. Empty = all.
     pub event_types: Vec<String>,
@@ -33,11 +38,19 @@ pub const EVENT_TYPES: [&str; 7] = [
 
 impl WebhookConfig {
     pub fn validate(&self, at: &str) -> Result<(), String> {
-        if self.url.is_empty() == self.exec.is_empty() {
-            return Err(format!("{at}: give either url or exec"));
+        let kinds = [
+            !self.url.is_empty(),
+            !self.exec.is_empty(),
+            !self.script.is_empty(),
+        ];
+        if kinds.iter().filter(|&&k| k).count() != 1 {
+            return Err(format!("{at}: give one of url, exec or script (FastCGI)"));
         }
         if !self.url.is_empty() {
             crate::httpclient::parse_url(&self.url).map_err(|e| format!("{at}.url: {e}"))?;
+        }
+        if !self.script.is_empty() {
+            fastcgi_target(&self.socket, &self.address, &self.script, at)?;
         }
         if let Some(bad) = self
             .event_types
@@ -138,36 +151,39 @@ impl HandlerConfig {
     }
 
     fn validate_fastcgi(&self, key: &str) -> Result<(), String> {
-        if !self.script.starts_with('/') {
-            return Err(format!(
-                "{key}.script: give the script's absolute path, e.g. /srv/app/ws/validate.php"
-            ));
-        }
-        match (self.socket.is_empty(), self.address.is_empty()) {
-            (false, false) | (true, true) => Err(format!(
-                "{key}: give the FastCGI application's socket (a Unix socket path) or its address (IP:port), one of them"
-            )),
-            (true, false) => self
-                .address
-                .parse::<std::net::SocketAddr>()
-                .map(|_| ())
-                .map_err(|_| {
-                    format!(
-                        "{key}.address: \"{}\" is not an IP address and port, e.g. 127.0.0.1:9000",
-                        self.address
-                    )
-                }),
-            (false, true) => Ok(()),
-        }
+        fastcgi_target(&self.socket, &self.address, &self.script, key).map(|_| ())
     }
 
     /// The FastCGI application to ask, for a validated `fastcgi` handler.
     pub fn fastcgi_target(&self) -> Option<crate::job::FcgiTarget> {
-        use crate::job::FcgiTarget;
-        if !self.socket.is_empty() {
-            return Some(FcgiTarget::Unix(self.socket.clone().into()));
-        }
-        self.address.parse().ok().map(FcgiTarget::Tcp)
+        fastcgi_target(&self.socket, &self.address, &self.script, "").ok()
+    }
+}
+
+/// Where a FastCGI application listens (a Unix `socket` path or an IP `address`, one of them),
+/// checked with the `script` to run; `key` names the setting in errors.
+pub fn fastcgi_target(
+    socket: &str,
+    address: &str,
+    script: &str,
+    key: &str,
+) -> Result<crate::job::FcgiTarget, String> {
+    use crate::job::FcgiTarget;
+    if !script.starts_with('/') {
+        return Err(format!(
+            "{key}.script: give the script's absolute path, e.g. /srv/app/ws/validate.php"
+        ));
+    }
+    match (socket.is_empty(), address.is_empty()) {
+        (false, true) => Ok(FcgiTarget::Unix(socket.into())),
+        (true, false) => address.parse().map(FcgiTarget::Tcp).map_err(|_| {
+            format!(
+                "{key}.address: \"{address}\" is not an IP address and port, e.g. 127.0.0.1:9000"
+            )
+        }),
+        _ => Err(format!(
+            "{key}: give the FastCGI application's socket (a Unix socket path) or its address (IP:port), one of them"
+        )),
     }
 }
 

@@ -10,6 +10,7 @@ use super::jobs::JobFor;
 use super::state::State;
 use super::webhooks::{Delivery, Vacating};
 use super::{cluster, console};
+use crate::config::fastcgi_target;
 use crate::job::{Handler, Job, Outcome};
 
 /// How long a node waits, after occupying a channel, for the other nodes to say whether they
@@ -148,7 +149,7 @@ fn send(st: &mut State, d: Delivery) {
         return;
     };
     let timeout = st.cfg.webhooks.timeout_secs;
-    let env = vec![
+    let mut env = vec![
         (
             "PATH".to_string(),
             "/usr/local/bin:/usr/bin:/bin".to_string(),
@@ -164,18 +165,36 @@ fn send(st: &mut State, d: Delivery) {
         ),
         ("CONTENT_TYPE".into(), "application/json".into()),
     ];
-    let argv = if hook.url.is_empty() {
-        hook.exec.clone()
+    let handler = if !hook.script.is_empty() {
+        // What Pusher's POST would carry, as a web server hands it to PHP.
+        env.extend([
+            ("REQUEST_METHOD".into(), "POST".into()),
+            ("HTTP_X_PUSHER_KEY".into(), app.cfg.key.clone()),
+            ("HTTP_X_PUSHER_SIGNATURE".into(), d.signature.clone()),
+        ]);
+        match fastcgi_target(&hook.socket, &hook.address, &hook.script, "webhook") {
+            Ok(target) => Handler::FastCgi {
+                target,
+                script: hook.script.clone().into(),
+            },
+            Err(e) => return failed(st, d, &e),
+        }
+    } else if hook.url.is_empty() {
+        Handler::Exec {
+            argv: hook.exec.clone(),
+        }
     } else {
-        vec![
-            "/proc/self/exe".into(),
-            "http-request".into(),
-            "webhook".into(),
-            hook.url.clone(),
-        ]
+        Handler::Exec {
+            argv: vec![
+                "/proc/self/exe".into(),
+                "http-request".into(),
+                "webhook".into(),
+                hook.url.clone(),
+            ],
+        }
     };
     let job = Job {
-        handler: Handler::Exec { argv },
+        handler,
         env,
         stdin: d.body.clone().into_bytes(),
         deadline: Duration::from_secs(timeout + 1),
