@@ -1,16 +1,21 @@
-//! A small blocking HTTP/1.1 client for worker processes (`ferrocast http-request`), never used
-//! by the server loop itself: validation, routing and webhook calls run in forked children.
+//! A small blocking HTTP/1.1 client, `http://` and `https://` (rustls), for worker processes
+//! (`ferrocast http-request`), never used by the server loop itself: validation, routing and
+//! webhook calls run in forked children.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, StreamOwned};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error(
-        "unsupported URL \"{0}\": use http://host[:port]/path (put https endpoints behind a local http proxy)"
-    )]
+    #[error("unsupported URL \"{0}\": use http://host[:port]/path or https://host[:port]/path")]
     Url(String),
+    #[error("TLS with {0}: {1}")]
+    Tls(String, String),
     #[error("cannot connect to {0}: {1}")]
     Connect(String, io::Error),
     #[error("HTTP exchange with {0} failed: {1}")]
@@ -28,15 +33,20 @@ pub struct Response {
 }
 
 pub struct Url<'a> {
+    /// `https://`
+    pub tls: bool,
     pub host: &'a str,
     pub port: u16,
     pub path: &'a str,
 }
 
 pub fn parse_url(url: &str) -> Result<Url<'_>, ClientError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| ClientError::Url(url.into()))?;
+    let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (None, Some(rest)) => (true, rest),
+        (None, None) => return Err(ClientError::Url(url.into())),
+    };
+    let default_port = if tls { 443 } else { 80 };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -45,19 +55,48 @@ pub fn parse_url(url: &str) -> Result<Url<'_>, ClientError> {
         Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
             (h, p.parse().map_err(|_| ClientError::Url(url.into()))?)
         }
-        _ => (authority, 80),
+        _ => (authority, default_port),
     };
     if host.is_empty() {
         return Err(ClientError::Url(url.into()));
     }
     Ok(Url {
+        tls,
         host: host.trim_start_matches('[').trim_end_matches(']'),
         port,
         path,
     })
 }
 
+/// A connection to the server: plain, or TLS over it.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.write_all(data),
+            Conn::Tls(s) => s.write_all(data),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            // A server that closes without close_notify ends the response all the same (the
+            // body's length is checked when it is parsed).
+            Conn::Tls(s) => match s.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+}
+
 /// Sends one request (`Connection: close`) and reads the whole response, up to `max_body`.
+/// `https://` trusts the system's CA bundle and `ca_file`, and checks the host name.
 pub fn request(
     method: &str,
     url: &str,
@@ -65,23 +104,17 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
     max_body: usize,
+    ca_file: Option<&Path>,
 ) -> Result<Response, ClientError> {
     let u = parse_url(url)?;
     let target = format!("{}:{}", u.host, u.port);
-    let addr = (u.host, u.port)
-        .to_socket_addrs()
-        .map_err(|e| ClientError::Connect(target.clone(), e))?
-        .next()
-        .ok_or_else(|| ClientError::Connect(target.clone(), io::ErrorKind::NotFound.into()))?;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| ClientError::Connect(target.clone(), e))?;
-    let io_err = |e| ClientError::Io(target.clone(), e);
-    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    let mut conn = connect(&u, &target, timeout, ca_file)?;
+    let err = |e: io::Error| io_error(&target, e);
+    let default_port = if u.tls { 443 } else { 80 };
     let mut head = format!(
         "{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: ferrocast/{}\r\n",
         u.path,
-        if u.port == 80 {
+        if u.port == default_port {
             u.host.to_string()
         } else {
             target.clone()
@@ -99,16 +132,13 @@ pub fn request(
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
-    let io_err = |e| ClientError::Io(target.clone(), e);
-    stream.write_all(head.as_bytes()).map_err(io_err)?;
-    stream
-        .write_all(body)
-        .map_err(|e| ClientError::Io(target.clone(), e))?;
+    conn.write_all(head.as_bytes()).map_err(err)?;
+    conn.write_all(body).map_err(err)?;
     let mut raw = Vec::new();
     let limit = max_body + 64 * 1024;
     let mut chunk = [0u8; 16 * 1024];
     loop {
-        match stream.read(&mut chunk) {
+        match conn.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => {
                 raw.extend_from_slice(&chunk[..n]);
@@ -117,10 +147,62 @@ pub fn request(
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ClientError::Io(target, e)),
+            Err(e) => return Err(err(e)),
         }
     }
     parse_response(&raw, max_body).ok_or(ClientError::Malformed(target))
+}
+
+fn connect(
+    u: &Url<'_>,
+    target: &str,
+    timeout: Duration,
+    ca_file: Option<&Path>,
+) -> Result<Conn, ClientError> {
+    let addr = (u.host, u.port)
+        .to_socket_addrs()
+        .map_err(|e| ClientError::Connect(target.into(), e))?
+        .next()
+        .ok_or_else(|| ClientError::Connect(target.into(), io::ErrorKind::NotFound.into()))?;
+    let stream = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| ClientError::Connect(target.into(), e))?;
+    let io_err = |e| ClientError::Io(target.into(), e);
+    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    if !u.tls {
+        return Ok(Conn::Plain(stream));
+    }
+    let tls_err = |e: String| ClientError::Tls(target.into(), e);
+    let config = crate::tls::client_config(ca_file).map_err(tls_err)?;
+    let name = ServerName::try_from(u.host.to_string())
+        .map_err(|_| tls_err(format!("\"{}\" is not a host name", u.host)))?;
+    let tls = ClientConnection::new(config, name).map_err(|e| tls_err(e.to_string()))?;
+    Ok(Conn::Tls(Box::new(StreamOwned::new(tls, stream))))
+}
+
+/// An I/O error, or the TLS error inside one, said plainly.
+fn io_error(target: &str, e: io::Error) -> ClientError {
+    let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return ClientError::Io(target.into(), e);
+    };
+    use rustls::CertificateError as C;
+    let reason = match tls {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "the server's certificate is not signed by a trusted CA (add its CA with tls_ca_file)"
+                .into()
+        }
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => "the server's certificate is not valid for this host name".into(),
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "the server's certificate has expired".into()
+        }
+        other => other.to_string(),
+    };
+    ClientError::Tls(target.into(), reason)
 }
 
 fn parse_response(raw: &[u8], max_body: usize) -> Option<Response> {
@@ -199,7 +281,12 @@ mod tests {
         assert_eq!((u.host, u.port, u.path), ("localhost", 80, "/"));
         let u = parse_url("http://[::1]:9/p").unwrap();
         assert_eq!((u.host, u.port), ("::1", 9));
-        assert!(parse_url("https://x/").is_err());
+        let u = parse_url("https://app.example.com/pusher/webhook").unwrap();
+        assert_eq!((u.tls, u.host, u.port), (true, "app.example.com", 443));
+        let u = parse_url("https://[::1]:8443/").unwrap();
+        assert_eq!((u.tls, u.host, u.port), (true, "::1", 8443));
+        assert!(!parse_url("http://x/").unwrap().tls);
+        assert!(parse_url("ftp://x/").is_err());
         assert!(parse_url("http://:80/").is_err());
     }
 

@@ -301,7 +301,17 @@ fn http_request(args: HttpRequestArgs) -> ExitCode {
     let max = env("FERROCAST_MAX_OUTPUT_BYTES")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1 << 20);
-    match ferrocast::httpclient::request(method, &args.url, &headers, &body, timeout, max) {
+    let ca_file = env("FERROCAST_TLS_CA_FILE").map(std::path::PathBuf::from);
+    let sent = ferrocast::httpclient::request(
+        method,
+        &args.url,
+        &headers,
+        &body,
+        timeout,
+        max,
+        ca_file.as_deref(),
+    );
+    match sent {
         Ok(resp) => http_request_answer(&args, &resp),
         Err(e) => {
             eprintln!("ferrocast http-request: {e}");

@@ -98,6 +98,8 @@ pub struct Config {
     pub max_queued_jobs: usize,
     /// Output a handler may return; the rest is cut (and the client told).
     pub max_worker_output_bytes: usize,
+    /// A CA certificate (PEM) trusted for `https://` handlers and webhooks, beside the system's.
+    pub tls_ca_file: Option<PathBuf>,
     /// Routed requests of one connection running at once (1 keeps replies in request order).
     pub max_inflight_per_connection: usize,
     /// Per-user FIFOs (`<fifo dir>/users/<id>.fifo`): `deliver` a line to the user's
@@ -148,6 +150,7 @@ impl Default for Config {
             max_workers: 64,
             max_queued_jobs: 256,
             max_worker_output_bytes: 1024 * 1024,
+            tls_ca_file: None,
             max_inflight_per_connection: 1,
             user_fifo: "deliver".into(),
             webhooks: Default::default(),
@@ -193,6 +196,9 @@ impl Config {
         }
         if self.fifo.as_os_str().is_empty() {
             return Err("fifo: must not be empty".into());
+        }
+        if let Some(file) = &self.tls_ca_file {
+            crate::tls::check_ca_file(file).map_err(|e| format!("tls_ca_file: {e}"))?;
         }
         crate::proxy::parse_list(&self.trusted_proxies)?;
         if !self.console.path.starts_with('/') || self.console.path.len() < 2 {

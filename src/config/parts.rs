@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
-    /// POST the batch here (http only; the worker's client).
+    /// POST the batch here (`http://` or `https://`; a worker makes the call).
     pub url: String,
     /// Or run this command with the batch on stdin (e.g. `["php", "artisan", "pusher:webhook"]`).
     pub exec: Vec<String>,

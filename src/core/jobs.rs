@@ -97,6 +97,7 @@ pub fn job(
             "FERROCAST_MAX_OUTPUT_BYTES".into(),
             cfg.max_worker_output_bytes.to_string(),
         ));
+        push_ca_file(cfg, &mut env);
     }
     let runner = match handler.fastcgi_target() {
         Some(target) if handler.handler == "fastcgi" => Handler::FastCgi {
@@ -113,6 +114,13 @@ pub fn job(
         stdin,
         deadline: Duration::from_secs(timeout_secs),
         max_output: cfg.max_worker_output_bytes,
+    }
+}
+
+/// Tells an `https://` call in a child which extra CA to trust (`tls_ca_file`).
+pub fn push_ca_file(cfg: &Config, env: &mut Vec<(String, String)>) {
+    if let Some(file) = &cfg.tls_ca_file {
+        env.push(("FERROCAST_TLS_CA_FILE".into(), file.display().to_string()));
     }
 }
 

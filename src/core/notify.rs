@@ -184,6 +184,7 @@ fn send(st: &mut State, d: Delivery) {
             argv: hook.exec.clone(),
         }
     } else {
+        super::jobs::push_ca_file(&st.cfg, &mut env);
         Handler::Exec {
             argv: vec![
                 "/proc/self/exe".into(),

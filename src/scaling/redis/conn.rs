@@ -186,38 +186,5 @@ impl Conn {
 pub(super) fn tls_config(
     ca_file: Option<&std::path::Path>,
 ) -> Result<std::sync::Arc<rustls::ClientConfig>, LinkError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    let system = [
-        "/etc/ssl/certs/ca-certificates.crt",
-        "/etc/pki/tls/certs/ca-bundle.crt",
-    ];
-    let files: Vec<&std::path::Path> = system
-        .iter()
-        .map(std::path::Path::new)
-        .filter(|p| p.exists())
-        .take(1)
-        .chain(ca_file)
-        .collect();
-    for file in files {
-        let certs = CertificateDer::pem_file_iter(file)
-            .map_err(|e| LinkError::Tls(format!("{}: {e}", file.display())))?;
-        for cert in certs.flatten() {
-            let _ = roots.add(cert);
-        }
-    }
-    if roots.is_empty() {
-        return Err(LinkError::Tls(
-            "no CA certificates to trust: install ca-certificates or set scaling.redis_ca_file"
-                .into(),
-        ));
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| LinkError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(std::sync::Arc::new(config))
+    crate::tls::client_config(ca_file).map_err(LinkError::Tls)
 }
