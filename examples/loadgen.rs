@@ -106,6 +106,10 @@ struct Common {
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+    /// An extra header of every handshake, `Name: value` (repeatable), e.g. a session cookie
+    /// for a validation handler.
+    #[arg(long = "header")]
+    headers: Vec<String>,
 }
 
 #[derive(Args)]
@@ -532,6 +536,8 @@ struct WorkerCfg {
     addrs: Vec<SocketAddr>,
     sources: Vec<Ipv4Addr>,
     host_headers: Vec<String>,
+    /// `--header` lines, each ending in CRLF.
+    extra_headers: String,
     ws_path: String,
     /// Route mode: request size.
     req_size: usize,
@@ -970,8 +976,8 @@ impl Worker {
         let acc = base64::engine::general_purpose::STANDARD.encode(h.finalize());
         conn.accept.copy_from_slice(acc.as_bytes());
         let req = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: ferrocast-loadgen\r\n\r\n",
-            self.cfg.ws_path, self.cfg.host_headers[conn.target], key
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: ferrocast-loadgen\r\n{}\r\n",
+            self.cfg.ws_path, self.cfg.host_headers[conn.target], key, self.cfg.extra_headers
         );
         conn.state = St::Handshaking;
         conn.send(req.as_bytes())
@@ -2162,6 +2168,7 @@ impl Run {
                 addrs: targets.iter().map(|t| t.0).collect(),
                 sources: sources.clone(),
                 host_headers: targets.iter().map(|t| t.1.clone()).collect(),
+                extra_headers: common.headers.iter().map(|h| format!("{h}\r\n")).collect(),
                 ws_path: ws_path.clone(),
                 req_size,
                 subscribe_msg: subscribe_msg.clone(),
