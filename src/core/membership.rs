@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use super::cluster::node::MemberChange;
 use super::hub::{ChannelId, Left, Subscribed};
 use super::publication::Publication;
 use super::state::State;
@@ -76,10 +77,14 @@ pub fn member_added(
         return;
     };
     let app_id = &st.apps.get(app).cfg.id;
-    let elsewhere = st
-        .cluster
-        .as_mut()
-        .is_some_and(|c| c.presence_news(app_id, &name, (user, Some(info)), &mut st.effects.link));
+    let elsewhere = st.cluster.as_mut().is_some_and(|c| {
+        c.presence_news(
+            app_id,
+            &name,
+            MemberChange::Joined { user, info },
+            &mut st.effects.link,
+        )
+    });
     if elsewhere {
         return;
     }
@@ -96,10 +101,14 @@ pub fn member_added(
 /// A presence channel lost the last connection of `user` here.
 pub fn member_removed(st: &mut State, app: usize, name: &str, user: &str) {
     let app_id = &st.apps.get(app).cfg.id;
-    let elsewhere = st
-        .cluster
-        .as_mut()
-        .is_some_and(|c| c.presence_news(app_id, name, (user, None), &mut st.effects.link));
+    let elsewhere = st.cluster.as_mut().is_some_and(|c| {
+        c.presence_news(
+            app_id,
+            name,
+            MemberChange::Left { user },
+            &mut st.effects.link,
+        )
+    });
     if elsewhere {
         return;
     }

@@ -89,26 +89,40 @@ impl Cluster {
         }
     }
 
-    /// Tells the others a user appeared in (`info`: `Some`) or left (`None`) a presence
-    /// channel of app `app_id` here; returns whether the user is present through another node
-    /// (then the change is no news here).
+    /// Tells the others a user joined or left a presence channel of app `app_id` here;
+    /// returns whether the user is present through another node (then the change is no news
+    /// here).
     pub fn presence_news(
         &mut self,
         app_id: &str,
         channel: &str,
-        member: (&str, Option<Option<&Value>>),
+        change: MemberChange<'_>,
         ops: &mut Vec<LinkOp>,
     ) -> bool {
-        let (user, info) = member;
+        let (user, info, joined) = match change {
+            MemberChange::Joined { user, info } => (user, info.cloned(), true),
+            MemberChange::Left { user } => (user, None, false),
+        };
         let body = Body::Presence {
             channel: channel.into(),
             user_id: user.into(),
-            info: info.flatten().cloned(),
-            joined: info.is_some(),
+            info,
+            joined,
         };
         self.send(Some(app_id), body, ops);
         self.replica.member_elsewhere(app_id, channel, user, None)
     }
+}
+
+/// A presence member's change on this node, as the other nodes hear of it.
+pub enum MemberChange<'a> {
+    Joined {
+        user: &'a str,
+        info: Option<&'a Value>,
+    },
+    Left {
+        user: &'a str,
+    },
 }
 
 /// Where a change comes from.
