@@ -33,6 +33,11 @@ def main():
     for path in sorted(glob.glob(os.path.join(a.out_dir, "*.json"))):
         with open(path) as f:
             results[os.path.basename(path)[:-5]] = json.load(f)
+    # Side measurements a script writes beside a result (php-handlers.sh: the php-fpm pool's CPU).
+    for path in glob.glob(os.path.join(a.out_dir, "*.fpm-cpu")):
+        name = os.path.basename(path)[: -len(".fpm-cpu")]
+        if name in results:
+            results[name]["fpm_cpu_secs"] = float(read_text(path).strip() or 0)
     if not results:
         raise SystemExit(f"no *.json results in {a.out_dir}")
     packed = {}
