@@ -56,12 +56,19 @@ struct HttpRequestArgs {
     url: String,
 }
 
-/// Where the configuration comes from. Flags beat FERROCAST_* variables, which beat the file.
+/// Where the configuration comes from. Flags beat FERROCAST_* variables (the environment, then
+/// the env file), which beat the JSON file, unless --prefer-config-file puts the file first.
 #[derive(Args, Clone, Default)]
 struct ConfigArgs {
     /// JSON configuration file.
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
+    /// A .env file of FERROCAST_* variables, read under the real environment [env: FERROCAST_ENV_FILE].
+    #[arg(long, value_name = "PATH")]
+    env_file: Option<PathBuf>,
+    /// Let the JSON file's keys beat FERROCAST_* variables (flags still beat both).
+    #[arg(long)]
+    prefer_config_file: bool,
     /// Address to listen on [default: 127.0.0.1].
     #[arg(long)]
     host: Option<String>,
@@ -119,6 +126,8 @@ impl ConfigArgs {
         flag("app_secret", self.app_secret.clone());
         Ok(Sources {
             file: self.config.clone(),
+            env_file: self.env_file.clone(),
+            prefer_file: self.prefer_config_file,
             overrides,
         })
     }

@@ -114,6 +114,24 @@ fn sighup_reloads_limits() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "c.json", &json!({"max_message_bytes": 10000}));
     let s = Server::start(&["--config", cfg.to_str().unwrap()], &[]);
+    limit_drops_on_reload(&s, || {
+        write_config(dir.path(), "c.json", &json!({"max_message_bytes": 1000}));
+    });
+}
+
+#[test]
+fn sighup_reads_the_env_file_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join(".env");
+    std::fs::write(&env, "FERROCAST_MAX_MESSAGE_BYTES=10000\n").unwrap();
+    let s = Server::start(&["--env-file", env.to_str().unwrap()], &[]);
+    limit_drops_on_reload(&s, || {
+        std::fs::write(&env, "FERROCAST_MAX_MESSAGE_BYTES=1000\n").unwrap();
+    });
+}
+
+/// A 3000-byte message passes `max_message_bytes` before `lower` and a SIGHUP, not after.
+fn limit_drops_on_reload(s: &Server, lower: impl FnOnce()) {
     let mut before = s.channel_client();
     before.send_text(&"a".repeat(3000));
     assert_eq!(
@@ -121,7 +139,7 @@ fn sighup_reloads_limits() {
         "error",
         "3000 bytes is under the first limit"
     );
-    write_config(dir.path(), "c.json", &json!({"max_message_bytes": 1000}));
+    lower();
     let mark = s.log_mark();
     s.signal(Signal::SIGHUP);
     assert!(

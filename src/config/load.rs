@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::Config;
+use super::{Config, dotenv};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -24,12 +24,28 @@ pub enum ConfigError {
     Env { var: String, message: String },
     #[error("--set {arg}: {message}")]
     Set { arg: String, message: String },
+    #[error("cannot read env file {path}: {source}")]
+    EnvFileRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    EnvFile {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
 }
 
 /// Where the configuration comes from: kept so that SIGHUP can rebuild it from the same sources.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
     pub file: Option<PathBuf>,
+    /// A `.env` file of `FERROCAST_*` variables (`--env-file`, else `FERROCAST_ENV_FILE`), read
+    /// under the real environment: a variable set in both keeps the environment's value.
+    pub env_file: Option<PathBuf>,
+    /// `--prefer-config-file`: the file's keys beat the environment's (flags still beat both).
+    pub prefer_file: bool,
     /// `key=value` pairs from flags, applied last (explicit flags are turned into these too).
     pub overrides: Vec<(String, String)>,
 }
@@ -37,61 +53,43 @@ pub struct Sources {
 impl Sources {
     /// Builds the effective configuration from defaults, file, environment and flags.
     pub fn load(&self) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> = std::env::vars()
+        let real: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| k.starts_with("FERROCAST_"))
             .collect();
+        let env_file = self.env_file.clone().or_else(|| {
+            std::env::var_os("FERROCAST_ENV_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        let mut env = match env_file {
+            Some(path) => read_env_file(&path)?,
+            None => Vec::new(),
+        };
+        // Applied in order, so the real environment, last, wins over the file.
+        env.extend(real);
         self.load_with_env(&env)
     }
 
     pub fn load_with_env(&self, env: &[(String, String)]) -> Result<Config, ConfigError> {
         let defaults = serde_json::to_value(Config::default()).expect("defaults serialize");
         let mut merged = defaults.clone();
-        let origin = match &self.file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                let file: Value = serde_json::from_str(&text).map_err(|e| ConfigError::Syntax {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-                if !file.is_object() {
-                    return Err(ConfigError::NotObject { path: path.clone() });
-                }
-                merge(&mut merged, file);
-                path.display().to_string()
-            }
-            None => "configuration".to_string(),
-        };
-        for (var, raw) in env {
-            let key = nested_key(
-                &defaults,
-                &var.trim_start_matches("FERROCAST_").to_ascii_lowercase(),
-            );
-            // Variables that are not configuration keys (FERROCAST_SOCKET_ID given to workers,
-            // say) are ignored rather than refused: the environment is shared with other tools.
-            let Some(default) = lookup(&defaults, &key) else {
-                continue;
-            };
-            let value = parse_scalar(default, raw).map_err(|message| ConfigError::Env {
-                var: var.clone(),
-                message,
-            })?;
-            set_path(&mut merged, &key, value);
+        let file = self.read_file()?;
+        let origin = self.file.as_ref().map_or_else(
+            || "configuration".to_string(),
+            |path| path.display().to_string(),
+        );
+        if !self.prefer_file
+            && let Some(file) = file.clone()
+        {
+            merge(&mut merged, file);
         }
-        for (key, raw) in &self.overrides {
-            let arg = format!("{key}={raw}");
-            let default = lookup(&defaults, key).ok_or_else(|| ConfigError::Set {
-                arg: arg.clone(),
-                message: format!("unknown key \"{key}\""),
-            })?;
-            let value = parse_scalar(default, raw).map_err(|message| ConfigError::Set {
-                arg: arg.clone(),
-                message,
-            })?;
-            set_path(&mut merged, key, value);
+        apply_env(&defaults, &mut merged, env)?;
+        if self.prefer_file
+            && let Some(file) = file
+        {
+            merge(&mut merged, file);
         }
+        self.apply_overrides(&defaults, &mut merged)?;
         let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
@@ -110,6 +108,116 @@ impl Sources {
             .map_err(|message| ConfigError::Invalid { origin, message })?;
         Ok(config)
     }
+
+    /// The JSON file's object, if there is a file.
+    fn read_file(&self) -> Result<Option<Value>, ConfigError> {
+        let Some(path) = &self.file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let file: Value = serde_json::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        if !file.is_object() {
+            return Err(ConfigError::NotObject { path: path.clone() });
+        }
+        Ok(Some(file))
+    }
+
+    fn apply_overrides(&self, defaults: &Value, merged: &mut Value) -> Result<(), ConfigError> {
+        for (key, raw) in &self.overrides {
+            let arg = format!("{key}={raw}");
+            let default = lookup(defaults, key).ok_or_else(|| ConfigError::Set {
+                arg: arg.clone(),
+                message: format!("unknown key \"{key}\""),
+            })?;
+            let value = parse_scalar(default, raw).map_err(|message| ConfigError::Set {
+                arg: arg.clone(),
+                message,
+            })?;
+            set_path(merged, key, value);
+        }
+        Ok(())
+    }
+}
+
+/// `FERROCAST_*` variables, in order (a later one wins).
+fn apply_env(
+    defaults: &Value,
+    merged: &mut Value,
+    env: &[(String, String)],
+) -> Result<(), ConfigError> {
+    for (var, raw) in env {
+        let key = nested_key(
+            defaults,
+            &var.trim_start_matches("FERROCAST_").to_ascii_lowercase(),
+        );
+        // Variables that are not configuration keys (FERROCAST_SOCKET_ID given to workers,
+        // say) are ignored rather than refused: the environment is shared with other tools.
+        let Some(default) = lookup(defaults, &key) else {
+            continue;
+        };
+        let value = parse_scalar(default, raw).map_err(|message| ConfigError::Env {
+            var: var.clone(),
+            message,
+        })?;
+        set_path(merged, &key, value);
+    }
+    Ok(())
+}
+
+/// The `FERROCAST_*` variables of a `.env` file. Other names are left to the application that
+/// shares the file; Socket Rush's own names get one log line saying what ferrocast calls them.
+fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::EnvFileRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let outside = |name: &str| std::env::var(name).ok();
+    let pairs = dotenv::parse(&text, &outside).map_err(|e| ConfigError::EnvFile {
+        path: path.to_path_buf(),
+        line: e.line,
+        message: e.message,
+    })?;
+    let renames: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, _)| socket_rush_name(k).map(|ours| format!("{k} → {ours}")))
+        .collect();
+    if !renames.is_empty() {
+        log::warn!(
+            "{}: ferrocast reads FERROCAST_* variables only; rename {}",
+            path.display(),
+            renames.join(", ")
+        );
+    }
+    Ok(pairs
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("FERROCAST_"))
+        .collect())
+}
+
+/// Socket Rush's variable names and what ferrocast calls them. They are not read as they are:
+/// `APP_KEY`, say, is also Laravel's encryption key, in the `.env` file a PHP application shares.
+const SOCKET_RUSH_NAMES: [(&str, &str); 8] = [
+    ("PORT", "FERROCAST_PORT"),
+    ("BIND_ADDRESS", "FERROCAST_HOST"),
+    ("APP_ID", "FERROCAST_APP_ID"),
+    ("APP_KEY", "FERROCAST_APP_KEY"),
+    ("APP_SECRET", "FERROCAST_APP_SECRET"),
+    ("APP_ACTIVITY_TIMEOUT", "FERROCAST_ACTIVITY_TIMEOUT_SECS"),
+    ("REDIS_URL", "FERROCAST_SCALING_REDIS_URL"),
+    ("REDIS_PREFIX", "FERROCAST_SCALING_PREFIX"),
+];
+
+fn socket_rush_name(name: &str) -> Option<&'static str> {
+    SOCKET_RUSH_NAMES
+        .iter()
+        .find(|(theirs, _)| *theirs == name)
+        .map(|(_, ours)| *ours)
 }
 
 /// `tls_cert` → `tls.cert` when `tls` is an object key, so env vars reach nested settings.
@@ -231,7 +339,7 @@ fn parse_scalar(default: &Value, raw: &str) -> Result<Value, String> {
 pub fn check_file(path: &Path) -> Result<Config, ConfigError> {
     Sources {
         file: Some(path.to_path_buf()),
-        overrides: Vec::new(),
+        ..Sources::default()
     }
     .load_with_env(&[])
 }

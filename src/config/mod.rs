@@ -4,6 +4,7 @@
 //! so a wrong type or an unknown key is reported the same way whichever layer it came from, with the
 //! key's path in the message.
 
+mod dotenv;
 mod load;
 mod parts;
 

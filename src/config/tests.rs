@@ -36,6 +36,7 @@ fn layers_apply_in_order() {
     let sources = Sources {
         file: Some(path),
         overrides: vec![("max_connections".into(), "7".into())],
+        ..Sources::default()
     };
     let env = vec![
         ("FERROCAST_PORT".to_string(), "9100".to_string()),
