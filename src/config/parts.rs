@@ -284,6 +284,10 @@ pub struct AppConfig {
     pub webhooks_enabled: bool,
     /// Collect events for `webhooks.batch_ms`; off = one request per event.
     pub webhook_batching: bool,
+    /// Tell a channel's subscribers its count (`pusher_internal:subscription_count`).
+    pub subscription_count_events: bool,
+    /// At most one count per channel per this many milliseconds.
+    pub subscription_count_interval_ms: u64,
 }
 
 impl AppConfig {
@@ -294,6 +298,14 @@ impl AppConfig {
         }
         for (j, hook) in self.webhooks.iter().enumerate() {
             hook.validate(&format!("{at}.webhooks[{j}]"))?;
+        }
+        if self.subscription_count_interval_ms == 0
+            || self.subscription_count_interval_ms > super::MAX_DURATION_SECS * 1000
+        {
+            return Err(format!(
+                "{at}.subscription_count_interval_ms: must be between 1 and {} (30 days)",
+                super::MAX_DURATION_SECS * 1000
+            ));
         }
         if self.activity_timeout == 0 {
             return Err(format!("{at}.activity_timeout: must be at least 1"));
@@ -344,6 +356,8 @@ impl Default for AppConfig {
             webhooks: Vec::new(),
             webhooks_enabled: true,
             webhook_batching: true,
+            subscription_count_events: false,
+            subscription_count_interval_ms: 1000,
         }
     }
 }

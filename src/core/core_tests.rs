@@ -172,3 +172,109 @@ fn a_line_that_is_not_utf8_still_makes_a_valid_text_frame() {
     let got = texts(&take_output(&mut core, 7));
     assert_eq!(got, ["caf\u{fffd} \u{fffd}!"]);
 }
+
+fn pusher_client(core: &mut Core, key: usize) {
+    core.open(key, PEER.parse::<SocketAddr>().unwrap());
+    core.on_bytes(key, &mut upgrade_request("/app/app-key?protocol=7"));
+    let hello = texts(&take_output(core, key));
+    assert!(
+        hello[0].contains("pusher:connection_established"),
+        "{hello:?}"
+    );
+}
+
+fn pusher_send(core: &mut Core, key: usize, event: &str, channel: &str) {
+    let msg = format!(r#"{{"event":"{event}","data":{{"channel":"{channel}"}}}}"#);
+    core.on_bytes(key, &mut masked(1, msg.as_bytes()));
+}
+
+fn counting_core(t0: Instant) -> Core {
+    let app = crate::config::AppConfig {
+        subscription_count_events: true,
+        subscription_count_interval_ms: 1000,
+        ..Default::default()
+    };
+    let cfg = Config {
+        apps: vec![app],
+        ..Config::default()
+    };
+    Core::new(cfg, 7, t0, 1_700_000_000_000)
+}
+
+fn counts(out: &[String]) -> Vec<&str> {
+    out.iter()
+        .filter(|t| t.contains("pusher_internal:subscription_count"))
+        .map(|t| t.as_str())
+        .collect()
+}
+
+#[test]
+fn subscription_counts_are_told_at_once_then_throttled_with_the_latest_value() {
+    let t0 = Instant::now();
+    let mut core = counting_core(t0);
+    pusher_client(&mut core, 1);
+    pusher_send(&mut core, 1, "pusher:subscribe", "orders");
+    core.tick();
+    let out = texts(&take_output(&mut core, 1));
+    assert!(out[0].contains("subscription_succeeded"), "{out:?}");
+    assert_eq!(
+        out[1],
+        r#"{"channel":"orders","data":"{\"subscription_count\":1}","event":"pusher_internal:subscription_count"}"#
+    );
+    // Three changes within the interval: nothing yet, then one telling of the last count.
+    for key in [2, 3] {
+        pusher_client(&mut core, key);
+        pusher_send(&mut core, key, "pusher:subscribe", "orders");
+    }
+    pusher_send(&mut core, 2, "pusher:unsubscribe", "orders");
+    channel_client(&mut core, 4, &["orders"]);
+    core.set_time(t0 + Duration::from_millis(999), 0);
+    core.tick();
+    assert!(counts(&texts(&take_output(&mut core, 1))).is_empty());
+    assert!(
+        core.next_wake()
+            .is_some_and(|w| w <= t0 + Duration::from_secs(1))
+    );
+    core.set_time(t0 + Duration::from_millis(1000), 0);
+    core.tick();
+    for key in [1, 3] {
+        let out = texts(&take_output(&mut core, key));
+        assert_eq!(
+            counts(&out),
+            [
+                r#"{"channel":"orders","data":"{\"subscription_count\":3}","event":"pusher_internal:subscription_count"}"#
+            ],
+            "connection {key}: two Pusher subscribers and a channel-protocol one"
+        );
+    }
+    assert!(
+        counts(&texts(&take_output(&mut core, 2))).is_empty(),
+        "left"
+    );
+    assert!(
+        texts(&take_output(&mut core, 4)).is_empty(),
+        "not a Pusher client"
+    );
+    // Nothing changed since: nothing more is told.
+    core.set_time(t0 + Duration::from_secs(5), 0);
+    core.tick();
+    assert!(counts(&texts(&take_output(&mut core, 1))).is_empty());
+}
+
+#[test]
+fn subscription_counts_are_off_by_default_and_never_on_presence_channels() {
+    let mut core = core();
+    pusher_client(&mut core, 1);
+    pusher_send(&mut core, 1, "pusher:subscribe", "orders");
+    core.tick();
+    assert!(counts(&texts(&take_output(&mut core, 1))).is_empty());
+    let t0 = Instant::now();
+    let mut core = counting_core(t0);
+    let st = &mut core.st;
+    for channel in ["presence-room", "cache-presence-room", "#server-to-user-7"] {
+        count_news::changed(st, 0, channel);
+    }
+    assert!(st.sub_counts.next_due().is_none());
+    count_news::changed(st, 0, "private-encrypted-x");
+    assert!(st.sub_counts.next_due().is_some());
+}

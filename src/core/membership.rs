@@ -8,7 +8,7 @@ use super::cluster::node::MemberChange;
 use super::hub::{ChannelId, Left, Subscribed};
 use super::publication::Publication;
 use super::state::State;
-use super::{console, notify};
+use super::{console, count_news, notify};
 use crate::pusher::protocol as pp;
 use crate::ws;
 
@@ -27,6 +27,7 @@ fn joined(st: &mut State, key: usize, conn_id: u64, app: usize, name: &str, new:
     if let Some(cluster) = st.cluster.as_mut() {
         cluster.channel_changed(app, name);
     }
+    count_news::changed(st, app, name);
     log::debug!("connection {key} subscribed to {name}");
     if st.consoles.listening() {
         let socket_id = st.socket_id_of(conn_id);
@@ -54,6 +55,7 @@ pub fn left(st: &mut State, conn_id: u64, left: Left) {
     if let Some(cluster) = st.cluster.as_mut() {
         cluster.channel_changed(app, &left.channel);
     }
+    count_news::changed(st, app, &left.channel);
     if notify::enabled(st, app) {
         if left.vacated() {
             notify::vacated(st, app, &left.channel, left.occupied_at);

@@ -117,6 +117,27 @@ pub fn deliver(conns: &mut Conns, st: &mut State, p: Publication) {
     }
 }
 
+/// A frame for the Pusher-protocol subscribers of one channel of this node (what only that
+/// protocol understands, like `pusher_internal:subscription_count`).
+pub fn to_pusher_subscribers(
+    conns: &mut Conns,
+    st: &mut State,
+    app: usize,
+    channel: &str,
+    frame: &Frame,
+) {
+    let Some(ch) = st.hub.channel_named(app, channel) else {
+        return;
+    };
+    let mut sent = 0;
+    for key in ch.subscribers().iter().map(|s| s.key()) {
+        if conns.get(key).is_some_and(|c| c.mode == Mode::Pusher) {
+            sent += u64::from(conns.send(key, frame));
+        }
+    }
+    st.stats.frames_out += sent;
+}
+
 /// Queues `frame` to each connection within its bound; returns how many got it.
 fn fan_out(conns: &mut Conns, keys: impl Iterator<Item = usize>, frame: &Frame) -> u64 {
     keys.map(|k| u64::from(conns.send(k, frame))).sum()

@@ -15,6 +15,7 @@ use super::hub::Hub;
 use super::outbox::Bounds;
 use super::pending::{Closing, Pending};
 use super::publication::Publication;
+use super::sub_counts::SubCounts;
 use super::{apps, jobs, timers, webhooks};
 use crate::config::Config;
 use crate::proxy::Trusted;
@@ -256,6 +257,8 @@ pub struct State {
     pub last_second: u32,
     /// The listening port (`SERVER_PORT` for handlers).
     pub local_port: u16,
+    /// When channels are next told their subscriber counts.
+    pub sub_counts: SubCounts,
 }
 
 impl State {
@@ -284,6 +287,7 @@ impl State {
             publish_stamp: 0,
             last_second: 0,
             local_port: 0,
+            sub_counts: SubCounts::default(),
             cfg,
         }
     }
@@ -343,6 +347,9 @@ impl State {
         }
         if self.webhooks.has_work() {
             wake = wake.min(now + Duration::from_millis(20));
+        }
+        if let Some(due) = self.sub_counts.next_due() {
+            wake = wake.min(due.max(now));
         }
         Some(wake)
     }

@@ -8,12 +8,13 @@ use super::peer::Peer;
 use super::pending::Closing;
 use super::state::State;
 use super::timers::Entry;
-use super::{close, cluster, console, notify, pusher};
+use super::{close, cluster, console, count_news, notify, pusher};
 use crate::pusher::protocol as pp;
 use crate::ws::{self, close as code};
 
 /// Everything time drives: called every loop turn (cheap when nothing is due).
 pub fn tick(conns: &mut Conns, st: &mut State) {
+    count_news::pump(conns, st);
     if st.webhooks.has_work() {
         notify::pump(st);
     }

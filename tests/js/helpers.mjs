@@ -8,6 +8,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -372,4 +373,46 @@ let seq = 0;
 export function uniq(prefix) {
   seq += 1;
   return `${prefix}${process.pid}-${seq}`;
+}
+
+/** A free loopback TCP port (released before use: good enough for one test process). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, '127.0.0.1');
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('error', () => resolve(false));
+  });
+}
+
+/** A private redis-server on a loopback port, no persistence; `stop()` kills it. */
+export async function startRedis() {
+  const port = await freePort();
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
+  const child = spawn('redis-server', args, { stdio: 'ignore' });
+  let failed = null;
+  child.once('error', (e) => (failed = e));
+  await until(() => {
+    if (failed) throw new Error(`redis-server: ${failed.message} (tests/run.sh installs it)`);
+    return canConnect(port);
+  }, 'redis-server to listen');
+  return {
+    url: `redis://127.0.0.1:${port}/0`,
+    stop() {
+      child.kill('SIGKILL');
+    },
+  };
 }

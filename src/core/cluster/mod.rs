@@ -19,6 +19,7 @@ pub mod node;
 use node::Source;
 
 use super::apps::Apps;
+use super::count_news;
 use super::hub::Hub;
 use super::publication::{Origin, Publication};
 use super::state::State;
@@ -108,6 +109,12 @@ pub fn remote_channel(
         Some(c) => c.replica.channel(&st.apps.get(app).cfg.id, channel),
         None => (0, HashMap::new()),
     }
+}
+
+/// A channel's subscribers in the whole cluster: here and on the other nodes.
+pub fn subscribers(st: &State, app: usize, channel: &str) -> usize {
+    let here = st.hub.channel_named(app, channel).map_or(0, |c| c.count());
+    here.saturating_add(remote_channel(st, app, channel).0)
 }
 
 /// Occupied channels of an app on the other nodes.
@@ -356,6 +363,7 @@ pub fn tick(st: &mut State) {
     }
     announce(st, events);
     share_rates(st);
+    counts_changed(st);
 }
 
 /// The link came up: tell everyone what we hold and ask for what they hold; the heartbeat
@@ -488,4 +496,17 @@ fn replicate(st: &mut State, node: &str, app: usize, body: Body) {
     }
     announce(st, events);
     share_rates(st);
+    counts_changed(st);
+}
+
+/// Channels whose count changed on other nodes: their subscribers here may be told.
+fn counts_changed(st: &mut State) {
+    let Some(c) = st.cluster.as_mut() else {
+        return;
+    };
+    for (app_id, channel) in c.replica.take_counts_changed() {
+        if let Some(app) = st.apps.by_id(&app_id) {
+            count_news::changed(st, app, &channel);
+        }
+    }
 }

@@ -110,9 +110,22 @@ pub struct Delta<'a> {
 #[derive(Default)]
 pub struct Replica {
     nodes: HashMap<String, Remote>,
+    /// Channels whose subscriber count on another node changed since the last
+    /// [`Replica::take_counts_changed`] (for `pusher_internal:subscription_count`).
+    counts_changed: Vec<(String, String)>,
+}
+
+/// Whether a channel's subscriber count differs between two states of it.
+fn count_differs(old: Option<&ChannelState>, new: Option<&ChannelState>) -> bool {
+    old.map_or(0, |c| c.subscribers) != new.map_or(0, |c| c.subscribers)
 }
 
 impl Replica {
+    /// The channels whose count changed elsewhere since the last call, as (app id, channel).
+    pub fn take_counts_changed(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.counts_changed)
+    }
+
     /// Whether `user` is in `channel` on any other node, leaving out `except_node`.
     pub fn member_elsewhere(
         &self,
@@ -295,10 +308,14 @@ impl Replica {
         let mut events = Vec::new();
         for (key, c) in &state {
             self.member_changes(key, old.get(key), Some(c), &is_local, &mut events);
+            if count_differs(old.get(key), Some(c)) {
+                self.counts_changed.push(key.clone());
+            }
         }
         for (key, c) in &old {
             if !state.contains_key(key) {
                 self.member_changes(key, Some(c), None, &is_local, &mut events);
+                self.counts_changed.push(key.clone());
             }
         }
         self.nodes.insert(
@@ -341,12 +358,16 @@ impl Replica {
                 &is_local,
                 &mut events,
             );
+            if count_differs(remote.state.get(&key), Some(&e.state)) {
+                self.counts_changed.push(key.clone());
+            }
             remote.state.insert(key, e.state);
         }
         for r in removed {
             let key = (r.app, r.channel);
             if let Some(old) = remote.state.remove(&key) {
                 self.member_changes(&key, Some(&old), None, &is_local, &mut events);
+                self.counts_changed.push(key);
             }
         }
         remote.seq = Some(seq);
@@ -421,6 +442,7 @@ impl Replica {
                 continue;
             };
             for ((app, channel), c) in r.state {
+                self.counts_changed.push((app.clone(), channel.clone()));
                 for user in c.members.keys() {
                     if !is_local(&app, &channel, user)
                         && !self.member_elsewhere(&app, &channel, user, None)
