@@ -288,6 +288,10 @@ pub struct AppConfig {
     pub subscription_count_events: bool,
     /// At most one count per channel per this many milliseconds.
     pub subscription_count_interval_ms: u64,
+    /// Tell signed-in users when the users of their `watchlist` come online or go offline.
+    pub watchlist_events: bool,
+    /// The longest watchlist a sign-in may carry.
+    pub max_watchlist_users: usize,
 }
 
 impl AppConfig {
@@ -358,6 +362,8 @@ impl Default for AppConfig {
             webhook_batching: true,
             subscription_count_events: false,
             subscription_count_interval_ms: 1000,
+            watchlist_events: false,
+            max_watchlist_users: 100,
         }
     }
 }

@@ -9,9 +9,9 @@ use log::{debug, info, warn};
 
 use super::conns::{Conns, Mode, Phase};
 use super::effects::{Stop, UserFifo};
-use super::membership;
 use super::pending::Closing;
 use super::state::{State, Via};
+use super::{membership, online};
 use crate::ws::{self, close};
 
 /// How long a closing connection may linger waiting for the peer's EOF.
@@ -167,8 +167,11 @@ fn release(conns: &mut Conns, st: &mut State, key: usize) {
         let counts = st.apps.get_mut(app);
         counts.connections = counts.connections.saturating_sub(1);
         if let Some(user) = p.user_id {
-            st.sessions.user_detached(app, &user, key, Via::Signin);
+            if st.sessions.user_detached(app, &user, key, Via::Signin) {
+                online::went_offline(st, app, &user);
+            }
             membership::user_changed(st, app, &user);
+            st.watchers.forget(key);
         }
     }
     if let Some(user) = user {

@@ -173,7 +173,8 @@ fn a_line_that_is_not_utf8_still_makes_a_valid_text_frame() {
     assert_eq!(got, ["caf\u{fffd} \u{fffd}!"]);
 }
 
-fn pusher_client(core: &mut Core, key: usize) {
+/// Opens a Pusher connection; returns its socket id.
+fn pusher_client(core: &mut Core, key: usize) -> String {
     core.open(key, PEER.parse::<SocketAddr>().unwrap());
     core.on_bytes(key, &mut upgrade_request("/app/app-key?protocol=7"));
     let hello = texts(&take_output(core, key));
@@ -181,6 +182,9 @@ fn pusher_client(core: &mut Core, key: usize) {
         hello[0].contains("pusher:connection_established"),
         "{hello:?}"
     );
+    let outer: serde_json::Value = serde_json::from_str(&hello[0]).unwrap();
+    let data: serde_json::Value = serde_json::from_str(outer["data"].as_str().unwrap()).unwrap();
+    data["socket_id"].as_str().unwrap().to_string()
 }
 
 fn pusher_send(core: &mut Core, key: usize, event: &str, channel: &str) {
@@ -277,4 +281,109 @@ fn subscription_counts_are_off_by_default_and_never_on_presence_channels() {
     assert!(st.sub_counts.next_due().is_none());
     count_news::changed(st, 0, "private-encrypted-x");
     assert!(st.sub_counts.next_due().is_some());
+}
+
+fn watching_core() -> Core {
+    let app = crate::config::AppConfig {
+        watchlist_events: true,
+        max_watchlist_users: 3,
+        ..Default::default()
+    };
+    let cfg = Config {
+        apps: vec![app],
+        ..Config::default()
+    };
+    Core::new(cfg, 7, Instant::now(), 1_700_000_000_000)
+}
+
+/// Opens a Pusher connection and signs it in with `user_data`.
+fn signed_in(core: &mut Core, key: usize, user_data: &str) {
+    let socket_id = pusher_client(core, key);
+    let auth = crate::pusher::auth::user_auth("app-key", "app-secret", &socket_id, user_data);
+    let msg = serde_json::json!({
+        "event": "pusher:signin",
+        "data": {"auth": auth, "user_data": user_data}
+    });
+    core.on_bytes(key, &mut masked(1, msg.to_string().as_bytes()));
+}
+
+fn watch_events(out: &[String]) -> Vec<serde_json::Value> {
+    out.iter()
+        .filter_map(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+        .filter(|v| v["event"] == "pusher_internal:watchlist_events")
+        .map(|v| serde_json::from_str(v["data"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn watchers_hear_of_users_coming_online_and_going_offline() {
+    let mut core = watching_core();
+    signed_in(&mut core, 1, r#"{"id":"a","watchlist":["b",7]}"#);
+    let out = texts(&take_output(&mut core, 1));
+    assert!(out[0].contains("pusher:signin_success"), "{out:?}");
+    assert_eq!(
+        watch_events(&out),
+        [serde_json::json!({"events": [{"name": "offline", "user_ids": ["b", "7"]}]})]
+    );
+    // b's first connection brings b online; a second one is no news; the last one leaving is.
+    signed_in(&mut core, 2, r#"{"id":"b"}"#);
+    signed_in(&mut core, 3, r#"{"id":"b"}"#);
+    let online = serde_json::json!({"events": [{"name": "online", "user_ids": ["b"]}]});
+    assert_eq!(watch_events(&texts(&take_output(&mut core, 1))), [online]);
+    core.on_gone(2, "peer closed");
+    assert!(watch_events(&texts(&take_output(&mut core, 1))).is_empty());
+    core.on_gone(3, "peer closed");
+    let offline = serde_json::json!({"events": [{"name": "offline", "user_ids": ["b"]}]});
+    assert_eq!(watch_events(&texts(&take_output(&mut core, 1))), [offline]);
+    // A watcher signing in later learns who is online now.
+    signed_in(&mut core, 4, r#"{"id":"7"}"#);
+    signed_in(&mut core, 5, r#"{"id":"c","watchlist":["7","b"]}"#);
+    assert_eq!(
+        watch_events(&texts(&take_output(&mut core, 5))),
+        [serde_json::json!({"events": [
+            {"name": "online", "user_ids": ["7"]},
+            {"name": "offline", "user_ids": ["b"]}
+        ]})]
+    );
+    assert_eq!(core.state().watchers.sizes(), (2, 2));
+    core.on_gone(1, "peer closed");
+    core.on_gone(5, "peer closed");
+    assert_eq!(core.state().watchers.sizes(), (0, 0));
+    core.audit().unwrap();
+}
+
+#[test]
+fn a_watchlist_past_the_limit_or_malformed_is_refused_by_name() {
+    for (key, user_data, words) in [
+        (
+            1,
+            r#"{"id":"a","watchlist":["1","2","3","4"]}"#,
+            "has 4 user ids; this app allows 3",
+        ),
+        (2, r#"{"id":"a","watchlist":"b"}"#, "must be an array"),
+        (
+            3,
+            r#"{"id":"a","watchlist":[{"x":1}]}"#,
+            "must list user ids",
+        ),
+    ] {
+        let mut core = watching_core();
+        signed_in(&mut core, key, user_data);
+        let out = texts(&take_output(&mut core, key));
+        assert!(
+            out.iter()
+                .any(|t| t.contains("pusher:error") && t.contains(words)),
+            "{user_data}: {out:?}"
+        );
+        assert_eq!(core.phase(key), Some(Phase::Closing));
+    }
+}
+
+#[test]
+fn watchlists_are_ignored_unless_the_app_enables_them() {
+    let mut core = core();
+    signed_in(&mut core, 1, r#"{"id":"a","watchlist":["b"]}"#);
+    signed_in(&mut core, 2, r#"{"id":"b"}"#);
+    assert!(watch_events(&texts(&take_output(&mut core, 1))).is_empty());
+    assert_eq!(core.state().watchers.sizes(), (0, 0));
 }

@@ -24,6 +24,7 @@ use crate::ws;
 fn counted(st: &State, app: usize, channel: &str) -> bool {
     app < st.apps.len()
         && st.apps.get(app).cfg.subscription_count_events
+        && !channel.starts_with('#')
         && matches!(
             pp::channel_kind(channel),
             ChannelKind::Public | ChannelKind::Private | ChannelKind::Encrypted

@@ -178,8 +178,9 @@ fn work(server: &State) -> [Family; 10] {
     ]
 }
 
-fn gauges(server: &State) -> [Family; 4] {
+fn gauges(server: &State) -> [Family; 6] {
     let channels = server.hub.len();
+    let (watching, watched) = server.watchers.sizes();
     [
         (
             "connections",
@@ -196,6 +197,16 @@ fn gauges(server: &State) -> [Family; 4] {
             "cache_bytes",
             "Memory held for cache channels' last events (bound: max_cache_bytes).",
             server.hub.cache().bytes() as u64,
+        ),
+        (
+            "watchlist_connections",
+            "Signed-in connections with a watchlist.",
+            watching as u64,
+        ),
+        (
+            "watchlist_users",
+            "Users on some connection's watchlist.",
+            watched as u64,
         ),
     ]
 }

@@ -38,6 +38,7 @@ pub mod jobs;
 mod membership;
 mod metrics;
 mod notify;
+mod online;
 pub mod outbox;
 mod outcomes;
 mod peer;
@@ -53,6 +54,7 @@ mod subs;
 mod ticks;
 pub mod timers;
 mod upgrade;
+mod watchlist;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -291,10 +293,15 @@ impl Core {
     /// connection the hub knows is an open session, the session count matches the sessions.
     pub fn audit(&self) -> Result<(), String> {
         self.st.hub.audit()?;
-        for key in self.st.hub.attached() {
+        let watchers = self.st.watchers.connections();
+        for key in self.st.hub.attached().chain(watchers) {
             match self.conns.get(key) {
                 Some(c) if c.phase == Phase::Open => {}
-                _ => return Err(format!("the hub still knows connection {key}, not open")),
+                _ => {
+                    return Err(format!(
+                        "the hub or a watchlist still knows connection {key}, not open"
+                    ));
+                }
             }
         }
         let open = self

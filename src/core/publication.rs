@@ -37,6 +37,13 @@ pub enum Publication {
     Global { line: Vec<u8>, origin: Origin },
     /// A message for every connection of a validated user (per-user FIFOs).
     User { user: String, frame: Frame },
+    /// `user` of `app` came online (or went offline) in the cluster: for the connections
+    /// watching them.
+    Watch {
+        app: usize,
+        user: String,
+        online: bool,
+    },
 }
 
 impl Publication {

@@ -103,6 +103,16 @@ pub fn deliver(conns: &mut Conns, st: &mut State, p: Publication) {
                 );
             }
         }
+        Publication::Watch { app, user, online } => {
+            let (on, off) = if online {
+                (&[user.as_str()][..], &[][..])
+            } else {
+                (&[][..], &[user.as_str()][..])
+            };
+            let frame = ws::text(pp::watchlist_events(on, off).as_bytes());
+            let keys: Vec<usize> = st.watchers.of(app, &user).collect();
+            st.stats.frames_out += fan_out(conns, keys.into_iter(), &frame);
+        }
         Publication::User { user, frame } => {
             let sent = fan_out(
                 conns,

@@ -9,7 +9,7 @@ use super::notify;
 use super::peer::Peer;
 use super::publication::Publication;
 use super::state::{State, Via};
-use super::{cluster, console, membership};
+use super::{cluster, console, membership, online};
 use crate::config::AppConfig;
 use crate::pusher::auth;
 use crate::pusher::protocol::{self as pp, ChannelKind, ClientMessage};
@@ -243,21 +243,17 @@ fn signin(st: &mut State, peer: &mut Peer<'_>, auth_sig: &str, user_data: &str) 
     let cfg = &st.apps.get(app).cfg;
     let socket_id = peer.socket_id(st.process_id);
     let valid = auth::verify_user_auth(&cfg.key, &cfg.secret, &socket_id, user_data, auth_sig);
-    let user_id = serde_json::from_str::<Value>(user_data)
-        .ok()
-        .and_then(|v| match v.get("id") {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        });
-    let (true, Some(user_id)) = (valid, user_id) else {
-        let why = if valid {
-            "user_data needs an id"
-        } else {
-            "Invalid signature for pusher:signin"
-        };
-        peer.reply(&pp::error(Some(pp::code::UNAUTHORIZED), why));
-        return peer.close(pp::code::UNAUTHORIZED, why);
+    let user = if valid {
+        signed_user(user_data, cfg.max_watchlist_users)
+    } else {
+        Err("Invalid signature for pusher:signin".to_string())
+    };
+    let (user_id, watchlist) = match user {
+        Ok(user) => user,
+        Err(why) => {
+            peer.reply(&pp::error(Some(pp::code::UNAUTHORIZED), &why));
+            return peer.close(pp::code::UNAUTHORIZED, &why);
+        }
     };
     let Some(p) = peer.conn.pusher.as_mut() else {
         return;
@@ -265,14 +261,55 @@ fn signin(st: &mut State, peer: &mut Peer<'_>, auth_sig: &str, user_data: &str) 
     let before = p.user_id.replace(user_id.as_str().into());
     p.signin_deadline = None;
     if let Some(before) = before {
-        st.sessions
-            .user_detached(app, &before, peer.key, Via::Signin);
+        if st
+            .sessions
+            .user_detached(app, &before, peer.key, Via::Signin)
+        {
+            online::went_offline(st, app, &before);
+        }
         membership::user_changed(st, app, &before);
     }
-    st.sessions
-        .user_attached(app, &user_id, peer.key, Via::Signin);
+    if st
+        .sessions
+        .user_attached(app, &user_id, peer.key, Via::Signin)
+    {
+        online::came_online(st, app, &user_id);
+    }
     membership::user_changed(st, app, &user_id);
     peer.reply(&pp::signin_success(user_data));
+    if let Some(state) = online::watch(st, peer.key, app, watchlist) {
+        peer.reply(&state);
+    }
+}
+
+/// The user id and watchlist of a signed `user_data`, or why they are refused.
+fn signed_user(user_data: &str, max_watchlist: usize) -> Result<(String, Vec<String>), String> {
+    let value = serde_json::from_str::<Value>(user_data).unwrap_or(Value::Null);
+    let id = match value.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err("user_data needs an id".into()),
+    };
+    let watchlist = match value.get("watchlist") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .map(|v| match v {
+                Value::String(s) if !s.is_empty() => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect::<Option<Vec<String>>>()
+            .ok_or("user_data.watchlist must list user ids (strings or numbers)")?,
+        Some(_) => return Err("user_data.watchlist must be an array of user ids".into()),
+    };
+    if watchlist.len() > max_watchlist {
+        return Err(format!(
+            "user_data.watchlist has {} user ids; this app allows {max_watchlist}",
+            watchlist.len()
+        ));
+    }
+    Ok((id, watchlist))
 }
 
 fn client_event(

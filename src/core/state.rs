@@ -16,6 +16,7 @@ use super::outbox::Bounds;
 use super::pending::{Closing, Pending};
 use super::publication::Publication;
 use super::sub_counts::SubCounts;
+use super::watchlist::Watchers;
 use super::{apps, jobs, timers, webhooks};
 use crate::config::Config;
 use crate::proxy::Trusted;
@@ -259,6 +260,8 @@ pub struct State {
     pub local_port: u16,
     /// When channels are next told their subscriber counts.
     pub sub_counts: SubCounts,
+    /// Who watches whom (Pusher watchlists).
+    pub watchers: Watchers,
 }
 
 impl State {
@@ -288,6 +291,7 @@ impl State {
             last_second: 0,
             local_port: 0,
             sub_counts: SubCounts::default(),
+            watchers: Watchers::default(),
             cfg,
         }
     }

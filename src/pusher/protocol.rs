@@ -180,6 +180,18 @@ pub fn signin_success(user_data: &str) -> String {
     json!({"event": "pusher:signin_success", "data": {"user_data": user_data}}).to_string()
 }
 
+/// `pusher_internal:watchlist_events` (pusher-js: `pusher.user.watchlist.bind("online", …)`):
+/// one event per non-empty list.
+pub fn watchlist_events(online: &[&str], offline: &[&str]) -> String {
+    let events: Vec<Value> = [("online", online), ("offline", offline)]
+        .into_iter()
+        .filter(|(_, ids)| !ids.is_empty())
+        .map(|(name, ids)| json!({"name": name, "user_ids": ids}))
+        .collect();
+    let data = json!({ "events": events }).to_string();
+    json!({"event": "pusher_internal:watchlist_events", "data": data}).to_string()
+}
+
 pub fn member_added(channel: &str, user_id: &str, user_info: Option<&Value>) -> String {
     let mut data = json!({ "user_id": user_id });
     if let Some(info) = user_info {

@@ -177,7 +177,8 @@ function parseBody(req, text) {
 /**
  * A local auth endpoint (what a Laravel/Express app would serve), signing with the official SDK:
  *   POST /auth       socket_id, channel_name [, user_id, user_name] → sdk.authorizeChannel
- *   POST /user-auth  socket_id [, user_id, user_name]             → sdk.authenticateUser
+ *   POST /user-auth  socket_id [, user_id, user_name, watchlist]  → sdk.authenticateUser
+ *                    (watchlist: comma-separated user ids)
  * The user comes from the `user_id` form field (pusher-js `params`) or the `X-User-Id` header.
  * `deny: true` in the form (or X-Deny header) answers 403.
  */
@@ -208,7 +209,9 @@ export async function startAuthServer(sdk) {
         return reply(200, sdk.authorizeChannel(socketId, channel));
       }
       if (url.pathname === '/user-auth') {
-        return reply(200, sdk.authenticateUser(form.socket_id, { id: String(userId), name: userName }));
+        const user = { id: String(userId), name: userName };
+        if (form.watchlist) user.watchlist = form.watchlist.split(',');
+        return reply(200, sdk.authenticateUser(form.socket_id, user));
       }
       return reply(404, { error: 'not found' });
     } catch (e) {
@@ -226,10 +229,11 @@ export async function startAuthServer(sdk) {
 }
 
 /** pusher-js options for a ferrocast server (ws only, no stats, no TLS). */
-export function clientOptions(server, auth, { userId, userName, extra = {} } = {}) {
+export function clientOptions(server, auth, { userId, userName, watchlist, extra = {} } = {}) {
   const params = {};
   if (userId !== undefined) params.user_id = String(userId);
   if (userName !== undefined) params.user_name = userName;
+  if (watchlist !== undefined) params.watchlist = watchlist.join(',');
   const opts = {
     wsHost: '127.0.0.1',
     wsPort: server.port,

@@ -22,7 +22,7 @@ use super::apps::Apps;
 use super::count_news;
 use super::hub::Hub;
 use super::publication::{Origin, Publication};
-use super::state::State;
+use super::state::{Sessions, State, Via};
 use crate::pusher::protocol as pp;
 use crate::scaling::resp::Reply;
 use crate::ws::{self, Frame};
@@ -111,6 +111,18 @@ pub fn remote_channel(
     }
 }
 
+/// The replicated entry whose members are an app's signed-in users on a node (for watchlists,
+/// `online.rs`). Not a channel name a client can use: `#` names are the server's own.
+pub const ONLINE: &str = "#online";
+
+/// Whether `user` of `app` is signed in on another node.
+pub fn online_elsewhere(st: &State, app: usize, user: &str) -> bool {
+    st.cluster.as_ref().is_some_and(|c| {
+        c.replica
+            .member_elsewhere(&st.apps.get(app).cfg.id, ONLINE, user, None)
+    })
+}
+
 /// A channel's subscribers in the whole cluster: here and on the other nodes.
 pub fn subscribers(st: &State, app: usize, channel: &str) -> usize {
     let here = st.hub.channel_named(app, channel).map_or(0, |c| c.count());
@@ -145,10 +157,26 @@ pub fn vacated_later_elsewhere(st: &State, app: usize, channel: &str, at_ms: u64
     })
 }
 
-fn is_local_member(hub: &Hub, apps: &Apps, app_id: &str, channel: &str, user: &str) -> bool {
-    apps.by_id(app_id)
-        .and_then(|app| hub.channel_named(app, channel))
-        .is_some_and(|c| c.has_member(user))
+/// The state a replica asks about this node: who is in a presence channel here, who is signed
+/// in here ([`ONLINE`]).
+struct Here<'a> {
+    hub: &'a Hub,
+    apps: &'a Apps,
+    sessions: &'a Sessions,
+}
+
+impl Here<'_> {
+    fn has_member(&self, app_id: &str, channel: &str, user: &str) -> bool {
+        let Some(app) = self.apps.by_id(app_id) else {
+            return false;
+        };
+        if channel == ONLINE {
+            return !self.sessions.of_user(app, user, Via::Signin).is_empty();
+        }
+        self.hub
+            .channel_named(app, channel)
+            .is_some_and(|c| c.has_member(user))
+    }
 }
 
 /// A local channel's state for the other nodes.
@@ -196,7 +224,24 @@ fn local_state(st: &State) -> NodeState {
             .entry((app_id.clone(), v.channel.clone()))
             .or_insert_with(|| vacated_state(v));
     }
+    online_state(st, &mut state);
     state
+}
+
+/// The signed-in users of each app with watchlists on, as the members of its [`ONLINE`] entry.
+/// Sent whole only with the full state; changes travel as presence news (`online.rs`).
+fn online_state(st: &State, state: &mut NodeState) {
+    for (app, user, _) in st.sessions.users() {
+        let cfg = &st.apps.get(app).cfg;
+        if !cfg.watchlist_events || st.sessions.of_user(app, user, Via::Signin).is_empty() {
+            continue;
+        }
+        let entry = state
+            .entry((cfg.id.clone(), ONLINE.to_string()))
+            .or_default();
+        entry.members.insert(user.to_string(), None);
+        entry.subscribers = entry.members.len();
+    }
 }
 
 /// Users' connection counts as (app id, user, count).
@@ -295,27 +340,34 @@ fn send_changes(st: &mut State) {
 /// Announces member changes that happened on other nodes to this node's subscribers.
 fn announce(st: &mut State, events: Vec<MemberEvent>) {
     for event in events {
-        let (app_id, channel, text) = match &event {
+        let (app_id, channel, user, info, joined) = match event {
             MemberEvent::Added {
                 app,
                 channel,
                 user_id,
                 info,
-            } => (
-                app,
-                channel,
-                pp::member_added(channel, user_id, info.as_ref()),
-            ),
+            } => (app, channel, user_id, info, true),
             MemberEvent::Removed {
                 app,
                 channel,
                 user_id,
-            } => (app, channel, pp::member_removed(channel, user_id)),
+            } => (app, channel, user_id, None, false),
         };
-        if let Some(app) = st.apps.by_id(app_id) {
-            let frame = ws::text(text.as_bytes());
-            st.publish(Publication::frame(app, channel, frame, None, false));
+        let Some(app) = st.apps.by_id(&app_id) else {
+            continue;
+        };
+        if channel == ONLINE {
+            let online = joined;
+            st.publish(Publication::Watch { app, user, online });
+            continue;
         }
+        let text = if joined {
+            pp::member_added(&channel, &user, info.as_ref())
+        } else {
+            pp::member_removed(&channel, &user)
+        };
+        let frame = ws::text(text.as_bytes());
+        st.publish(Publication::frame(app, &channel, frame, None, false));
     }
 }
 
@@ -346,15 +398,24 @@ pub fn tick(st: &mut State) {
     }
     let now = st.clock.now();
     let State {
-        cluster, hub, apps, ..
+        cluster,
+        hub,
+        apps,
+        sessions,
+        ..
     } = st;
     let Some(c) = cluster.as_mut() else {
         return;
     };
     let timeout = c.node_timeout;
-    let (dead, events) = c.replica.expire(now, timeout, |a, ch, u| {
-        is_local_member(hub, apps, a, ch, u)
-    });
+    let here = Here {
+        hub,
+        apps,
+        sessions,
+    };
+    let (dead, events) = c
+        .replica
+        .expire(now, timeout, |a, ch, u| here.has_member(a, ch, u));
     for node in &dead {
         warn!(
             "node {node} sent nothing for {}s; removing its members",
@@ -399,10 +460,19 @@ pub fn on_reply(st: &mut State, tag: u64, reply: Reply) {
 fn adopt_stored_node(st: &mut State, node: StoredNode) {
     let now = st.clock.now();
     let State {
-        cluster, hub, apps, ..
+        cluster,
+        hub,
+        apps,
+        sessions,
+        ..
     } = st;
     let Some(c) = cluster.as_mut() else {
         return;
+    };
+    let here = Here {
+        hub,
+        apps,
+        sessions,
     };
     let Some(seen) = now.checked_sub(node.age) else {
         return;
@@ -418,7 +488,7 @@ fn adopt_stored_node(st: &mut State, node: StoredNode) {
     let events = c
         .replica
         .replace(&node.node, node.state, None, seen, |a, ch, u| {
-            is_local_member(hub, apps, a, ch, u)
+            here.has_member(a, ch, u)
         });
     announce(st, events);
     share_rates(st);
@@ -478,13 +548,19 @@ fn replicate(st: &mut State, node: &str, app: usize, body: Body) {
         cluster,
         hub,
         apps,
+        sessions,
         effects,
         ..
     } = &mut *st;
     let Some(c) = cluster.as_mut() else {
         return;
     };
-    let local = |a: &str, ch: &str, u: &str| is_local_member(hub, apps, a, ch, u);
+    let here = Here {
+        hub,
+        apps,
+        sessions,
+    };
+    let local = |a: &str, ch: &str, u: &str| here.has_member(a, ch, u);
     let from = Source {
         node,
         app_id: &app_id,

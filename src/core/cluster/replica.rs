@@ -245,7 +245,8 @@ impl Replica {
             .nodes
             .values()
             .flat_map(|r| r.state.iter())
-            .filter(|((a, _), c)| a == app && c.subscribers > 0)
+            // `#` entries are the server's own (signed-in users), not channels.
+            .filter(|((a, ch), c)| a == app && c.subscribers > 0 && !ch.starts_with('#'))
             .map(|((_, ch), _)| ch.clone())
             .collect();
         names.sort();
