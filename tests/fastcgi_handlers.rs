@@ -143,7 +143,7 @@ fn a_hanging_script_is_cut_at_its_deadline_and_nobody_waits() {
         move || common::connect(&addr, RAW, &[]).map(|_| ())
     });
     // Once the one worker slot is taken, the next handshake is refused at once.
-    let started = || metric_value(&s, "ferrocast_workers_started_total") == 1;
+    let started = || s.metric("workers_started_total") == 1;
     assert!(wait_until(T, started), "{}", s.logs_text());
     assert_eq!(handshake(&s, RAW), 503, "{}", s.logs_text());
     // Meanwhile the loop serves everyone else.
@@ -236,13 +236,5 @@ fn webhooks_reach_php_fpm_signed() {
     let batch: Value = serde_json::from_str(text.lines().next().unwrap_or("")).expect("JSON batch");
     assert_eq!(batch["events"][0]["name"], "channel_occupied", "{batch}");
     assert_eq!(batch["events"][0]["channel"], "orders", "{batch}");
-    assert_eq!(metric_value(&s, "ferrocast_webhooks_sent_total"), 1);
-}
-
-/// A counter of `/metrics`.
-fn metric_value(s: &Server, name: &str) -> u64 {
-    let text = String::from_utf8_lossy(&s.get("/metrics").body).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
+    assert_eq!(s.metric("webhooks_sent_total"), 1);
 }

@@ -30,20 +30,6 @@ fn rss_kib(s: &Server) -> u64 {
     status_kib(s.pid(), "VmRSS")
 }
 
-/// One unlabelled sample of `/metrics`: `ferrocast_{name} <value>`.
-fn metric(s: &Server, name: &str) -> u64 {
-    let text = s.get("/metrics").body_text();
-    let full = format!("ferrocast_{name}");
-    text.lines()
-        .find_map(|l| {
-            let mut it = l.split_whitespace();
-            (it.next() == Some(full.as_str())).then(|| it.next())?
-        })
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or_else(|| panic!("no {full} sample in /metrics:\n{text}"))
-}
-
 fn up(s: &Server) -> Value {
     s.get("/up").json()
 }
@@ -450,7 +436,7 @@ fn send_and_never_read(addr: &str, junk: Junk) -> Attack {
 fn never_reading_attacks(s: &Server, label: &str, bound_kib: u64) {
     let mut healthy = s.channel_client();
     healthy.ping_pong();
-    let pauses0 = metric(s, "output_pauses_total");
+    let pauses0 = s.metric("output_pauses_total");
     let rss0 = rss_kib(s);
     let attackers: Vec<_> = ALL_JUNK
         .iter()
@@ -482,8 +468,8 @@ fn never_reading_attacks(s: &Server, label: &str, bound_kib: u64) {
         peak = peak.max(rss_kib(s));
         thread::sleep(Duration::from_millis(100));
     }
-    let pauses1 = metric(s, "output_pauses_total");
-    let slow = metric(s, "slow_consumers_total");
+    let pauses1 = s.metric("output_pauses_total");
+    let slow = s.metric("slow_consumers_total");
     let growth = peak.saturating_sub(rss0);
     for (junk, a) in &attacks {
         println!(
@@ -551,24 +537,23 @@ fn clients_that_never_read_small_queue() {
 #[test]
 fn cache_channel_events_expire() {
     let s = Server::start(&["--set", "cache_ttl_secs=2"], &[]);
-    assert_eq!(metric(&s, "cache_channels"), 0);
+    assert_eq!(s.metric("cache_channels"), 0);
     s.publish_json(&json!({"channel": "cache-x", "data": "stale soon"}));
     assert!(
-        wait_until(T, || metric(&s, "cache_channels") == 1),
+        wait_until(T, || s.metric("cache_channels") == 1),
         "the FIFO line never filled the cache"
     );
     let filled = Instant::now();
     assert!(
-        wait_until(Duration::from_secs(30), || metric(&s, "cache_channels")
-            == 0),
+        wait_until(Duration::from_secs(30), || s.metric("cache_channels") == 0),
         "the cached event was never dropped (cache_ttl_secs=2)"
     );
     println!(
         "cache-x: cached, dropped {:.1} s later (ttl 2 s)",
         filled.elapsed().as_secs_f64()
     );
-    assert!(metric(&s, "cache_expirations_total") >= 1);
-    assert_eq!(metric(&s, "cache_bytes"), 0);
+    assert!(s.metric("cache_expirations_total") >= 1);
+    assert_eq!(s.metric("cache_bytes"), 0);
     let mut c = pusher(&s);
     let next = pusher_subscribe_then_next(&mut c, "cache-x");
     assert_eq!(next["event"], "pusher:cache_miss", "{next}");
@@ -599,12 +584,12 @@ fn cache_channels_are_bounded() {
     f.write_all(&batch).expect("write FIFO");
     drop(f);
     assert!(
-        wait_until(T, || metric(&s, "fifo_lines_total") >= N as u64),
+        wait_until(T, || s.metric("fifo_lines_total") >= N as u64),
         "the server did not read the {N} lines"
     );
-    let bytes = metric(&s, "cache_bytes");
-    let channels = metric(&s, "cache_channels");
-    let evicted = metric(&s, "cache_evictions_total");
+    let bytes = s.metric("cache_bytes");
+    let channels = s.metric("cache_channels");
+    let evicted = s.metric("cache_evictions_total");
     println!(
         "{N} cache channels published: {channels} kept, {bytes} bytes (bound 65536), {evicted} evicted"
     );
@@ -1105,13 +1090,13 @@ fn fifo_flood_keeps_clients_answered() {
     });
     let deadline = started + Duration::from_secs(240);
     let rtts = ping_until(&mut c, deadline, || {
-        writer.is_finished() && metric(&s, "fifo_lines_total") >= LINES as u64
+        writer.is_finished() && s.metric("fifo_lines_total") >= LINES as u64
     });
     let wrote = writer.join().expect("writer").expect("FIFO write");
     let total = started.elapsed();
-    let lines = metric(&s, "fifo_lines_total");
-    let pauses = metric(&s, "fifo_read_pauses_total");
-    let dropped = metric(&s, "fifo_dropped_total");
+    let lines = s.metric("fifo_lines_total");
+    let pauses = s.metric("fifo_read_pauses_total");
+    let dropped = s.metric("fifo_dropped_total");
     let (max, p99, median) = rtt_summary(&rtts);
     println!(
         "FIFO flood: {LINES} lines written in {:.1} s, all read after {:.1} s; {lines} lines counted, {dropped} dropped, \
@@ -1202,7 +1187,7 @@ fn redis_flood_keeps_clients_answered() {
         flooder.is_finished() && received() >= MESSAGES as u64
     });
     let (replies, published) = flooder.join().expect("flooder").expect("redis flood");
-    let pauses = metric(&s, "redis_read_pauses_total");
+    let pauses = s.metric("redis_read_pauses_total");
     let got = received();
     let (max, p99, median) = rtt_summary(&rtts);
     println!(

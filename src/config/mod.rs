@@ -15,8 +15,8 @@ use serde_json::Value;
 
 pub use load::{ConfigError, Sources, check_file, mask_secrets};
 pub use parts::{
-    AppConfig, ConsoleConfig, EVENT_TYPES, HandlerConfig, ScalingConfig, TlsConfig, WebhookConfig,
-    WebhookSettings, fastcgi_target,
+    AppConfig, ConsoleConfig, EVENT_TYPES, HandlerConfig, HookConfig, LIFECYCLE_EVENTS,
+    ScalingConfig, TlsConfig, WebhookConfig, WebhookSettings, fastcgi_target,
 };
 
 /// Longest time any setting may name, in seconds.

@@ -62,10 +62,95 @@ impl WebhookConfig {
         Ok(())
     }
 
+    /// Whether this webhook takes event `name` on `channel`. Without `event_types` it takes
+    /// every Pusher webhook event, not the lifecycle events of `hooks`.
     pub fn wants(&self, name: &str, channel: &str) -> bool {
-        (self.event_types.is_empty() || self.event_types.iter().any(|t| t == name))
+        let wanted = if self.event_types.is_empty() {
+            EVENT_TYPES.contains(&name)
+        } else {
+            self.event_types.iter().any(|t| t == name)
+        };
+        wanted
             && channel.starts_with(&self.channel_prefix)
             && channel.ends_with(&self.channel_suffix)
+    }
+}
+
+/// The lifecycle events `hooks` can ask for.
+pub const LIFECYCLE_EVENTS: [&str; 5] = [
+    "connected",
+    "disconnected",
+    "subscribed",
+    "unsubscribed",
+    "signed_in",
+];
+
+/// One lifecycle hook of an app: connections, subscriptions and sign-ins told to the
+/// application by a handler (as `validate` and `route` are), batched and signed as webhooks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HookConfig {
+    /// Some of [`LIFECYCLE_EVENTS`]; empty = all.
+    pub events: Vec<String>,
+    /// `exec`, `http` or `fastcgi`, with its settings as for `validate`.
+    pub handler: String,
+    pub command: Vec<String>,
+    pub url: String,
+    pub socket: String,
+    pub address: String,
+    pub script: String,
+}
+
+impl HookConfig {
+    pub fn validate(&self, at: &str) -> Result<(), String> {
+        if !matches!(self.handler.as_str(), "exec" | "http" | "fastcgi") {
+            return Err(format!(
+                "{at}.handler: \"{}\" is not exec, http or fastcgi",
+                self.handler
+            ));
+        }
+        if let Some(bad) = self
+            .events
+            .iter()
+            .find(|e| !LIFECYCLE_EVENTS.contains(&e.as_str()))
+        {
+            return Err(format!(
+                "{at}.events: \"{bad}\" is not one of {}",
+                LIFECYCLE_EVENTS.join(", ")
+            ));
+        }
+        let handler = HandlerConfig {
+            handler: self.handler.clone(),
+            command: self.command.clone(),
+            url: self.url.clone(),
+            socket: self.socket.clone(),
+            address: self.address.clone(),
+            script: self.script.clone(),
+        };
+        handler.validate(at)
+    }
+
+    /// The hook as a webhook target: the same batching, signing, retries and bounded queue.
+    pub fn as_webhook(&self) -> WebhookConfig {
+        let events = if self.events.is_empty() {
+            LIFECYCLE_EVENTS.iter().map(|e| e.to_string()).collect()
+        } else {
+            self.events.clone()
+        };
+        let mut target = WebhookConfig {
+            event_types: events,
+            ..WebhookConfig::default()
+        };
+        match self.handler.as_str() {
+            "exec" => target.exec = self.command.clone(),
+            "http" => target.url = self.url.clone(),
+            _ => {
+                target.script = self.script.clone();
+                target.socket = self.socket.clone();
+                target.address = self.address.clone();
+            }
+        }
+        target
     }
 }
 
@@ -282,6 +367,9 @@ pub struct AppConfig {
     pub webhooks: Vec<WebhookConfig>,
     /// Socket Rush's switch: keep the list but send nothing.
     pub webhooks_enabled: bool,
+    /// Tell the application of connections, subscriptions and sign-ins (BlazeCast's
+    /// connection events, what Laravel Reverb users ask for).
+    pub hooks: Vec<HookConfig>,
     /// Collect events for `webhooks.batch_ms`; off = one request per event.
     pub webhook_batching: bool,
     /// Tell a channel's subscribers its count (`pusher_internal:subscription_count`).
@@ -295,6 +383,13 @@ pub struct AppConfig {
 }
 
 impl AppConfig {
+    /// Where the app's webhooks and hooks go, in one list (webhooks first): a delivery names
+    /// its target by position.
+    pub fn notify_targets(&self) -> Vec<WebhookConfig> {
+        let hooks = self.hooks.iter().map(HookConfig::as_webhook);
+        self.webhooks.iter().cloned().chain(hooks).collect()
+    }
+
     /// Checks one app's settings; `at` names it in messages (`apps[2]`).
     pub fn validate(&self, at: &str) -> Result<(), String> {
         if self.id.is_empty() || self.key.is_empty() || self.secret.is_empty() {
@@ -302,6 +397,9 @@ impl AppConfig {
         }
         for (j, hook) in self.webhooks.iter().enumerate() {
             hook.validate(&format!("{at}.webhooks[{j}]"))?;
+        }
+        for (j, hook) in self.hooks.iter().enumerate() {
+            hook.validate(&format!("{at}.hooks[{j}]"))?;
         }
         if self.subscription_count_interval_ms == 0
             || self.subscription_count_interval_ms > super::MAX_DURATION_SECS * 1000
@@ -359,6 +457,7 @@ impl Default for AppConfig {
             user_authentication_timeout_secs: 30,
             webhooks: Vec::new(),
             webhooks_enabled: true,
+            hooks: Vec::new(),
             webhook_batching: true,
             subscription_count_events: false,
             subscription_count_interval_ms: 1000,

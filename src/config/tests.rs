@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::json;
 use std::path::Path;
 
 fn write(text: &str) -> (tempdir::Dir, PathBuf) {
@@ -136,4 +137,37 @@ fn secrets_are_masked() {
     assert_eq!(v["apps"][0]["key"], "k");
     assert_eq!(v["token"], "********");
     assert_eq!(v["x"], "y");
+}
+
+#[test]
+fn hooks_are_checked_by_name() {
+    let cases = [
+        (json!([{"handler": "exec"}]), "apps[0].hooks[0].command"),
+        (json!([{"handler": "none"}]), "is not exec, http or fastcgi"),
+        (
+            json!([{"handler": "http", "url": "http://x/h", "events": ["joined"]}]),
+            "\"joined\" is not one of connected",
+        ),
+        (
+            json!([{"handler": "fastcgi", "socket": "/s", "script": "hooks.php"}]),
+            "absolute path",
+        ),
+    ];
+    for (hooks, words) in cases {
+        let cfg = json!({"apps": [{"id": "a", "key": "k", "secret": "s", "hooks": hooks}]});
+        let (_d, path) = write(&cfg.to_string());
+        let err = check_file(&path).unwrap_err().to_string();
+        assert!(err.contains(words), "{hooks}: {err}");
+    }
+    let ok = json!({"apps": [{"id": "a", "key": "k", "secret": "s",
+                              "hooks": [{"handler": "exec", "command": ["php", "h.php"]}]}]});
+    let (_d, path) = write(&ok.to_string());
+    let cfg = check_file(&path).unwrap();
+    let targets = cfg.apps[0].notify_targets();
+    assert_eq!(targets.len(), 1);
+    assert!(targets[0].wants("disconnected", ""));
+    assert!(
+        !targets[0].wants("channel_occupied", "x"),
+        "hooks take lifecycle events only"
+    );
 }

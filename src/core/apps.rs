@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::config::AppConfig;
+use crate::config::{AppConfig, WebhookConfig};
 
 /// A token bucket allowing `rate` events per second with a burst of `rate`. Rate 0 = unlimited.
 #[derive(Debug, Clone)]
@@ -41,6 +41,8 @@ impl RateLimit {
 /// A configured app and its live counters.
 pub struct App {
     pub cfg: AppConfig,
+    /// Its webhooks and hooks as one list of targets (`AppConfig::notify_targets`).
+    pub targets: Vec<WebhookConfig>,
     pub connections: usize,
     pub backend_events: RateLimit,
     pub read_requests: RateLimit,
@@ -62,6 +64,7 @@ impl Apps {
                     backend_events: RateLimit::new(cfg.max_backend_events_per_second, now),
                     read_requests: RateLimit::new(cfg.max_read_requests_per_second, now),
                     connections: 0,
+                    targets: cfg.notify_targets(),
                     cfg,
                 })
                 .collect(),
@@ -100,6 +103,7 @@ impl Apps {
             return Err("the list of apps changed; restart to add, remove or reorder apps".into());
         }
         for (app, cfg) in self.apps.iter_mut().zip(configs) {
+            app.targets = cfg.notify_targets();
             app.cfg = cfg;
         }
         self.share_rates(self.nodes as usize, now);

@@ -15,7 +15,7 @@ pub fn on_text(st: &mut State, peer: &mut Peer<'_>, text: &str) {
     match proto::parse(text) {
         Ok(proto::Request::Subscribe(name)) => subscribe(st, peer, &name, &socket_id),
         Ok(proto::Request::Unsubscribe(name)) => {
-            membership::leave(st, peer.key, peer.conn.id, &name);
+            membership::leave(st, peer.key, peer.conn, &name);
             peer.reply(&proto::unsubscribed(&name));
         }
         Ok(proto::Request::Ping) => peer.reply(&proto::pong(&socket_id)),
@@ -39,7 +39,7 @@ fn subscribe(st: &mut State, peer: &mut Peer<'_>, name: &str, socket_id: &str) {
         );
         return peer.reply(&proto::error(&msg));
     }
-    membership::join(st, peer.key, peer.conn.id, 0, name);
+    membership::join(st, peer.key, peer.conn, 0, name);
     peer.reply(&proto::subscribed(name, socket_id));
 }
 

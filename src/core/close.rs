@@ -11,7 +11,7 @@ use super::conns::{Conns, Mode, Phase};
 use super::effects::{Stop, UserFifo};
 use super::pending::Closing;
 use super::state::{State, Via};
-use super::{membership, online};
+use super::{hooks, membership, online};
 use crate::ws::{self, close};
 
 /// How long a closing connection may linger waiting for the peer's EOF.
@@ -32,7 +32,7 @@ pub fn close_with(conns: &mut Conns, st: &mut State, key: usize, code: u16, reas
     if conns.get(key).map(|c| c.phase) != Some(Phase::Open) {
         return;
     }
-    release(conns, st, key);
+    release(conns, st, key, Some(code), reason);
     conns.push(key, ws::close_frame(code, reason));
     linger(conns, st, key);
 }
@@ -45,7 +45,7 @@ pub fn respond_and_close(conns: &mut Conns, st: &mut State, key: usize, bytes: V
     {
         return;
     }
-    release(conns, st, key);
+    release(conns, st, key, None, "answered");
     conns.push(key, bytes.into());
     linger(conns, st, key);
 }
@@ -56,7 +56,7 @@ pub fn peer_done(conns: &mut Conns, st: &mut State, key: usize) {
     if !conns.has_output(key) {
         return close_now(conns, st, key, "peer closed");
     }
-    release(conns, st, key);
+    release(conns, st, key, None, "peer closed");
     if let Some(conn) = conns.get_mut(key) {
         conn.peer_done = true;
     }
@@ -68,7 +68,7 @@ pub fn close_now(conns: &mut Conns, st: &mut State, key: usize, why: &str) {
     if conns.get(key).is_none() {
         return;
     }
-    release(conns, st, key);
+    release(conns, st, key, None, why);
     if let Some(conn) = conns.remove(key) {
         debug!("connection {key} from {} closed: {why}", conn.peer);
     }
@@ -138,8 +138,9 @@ fn linger(conns: &mut Conns, st: &mut State, key: usize) {
 }
 
 /// Ends a session's membership in everything: channels, presence, counts, the user's FIFO,
-/// the consoles. Idempotent: the connection leaves the `Open` phase.
-fn release(conns: &mut Conns, st: &mut State, key: usize) {
+/// the consoles, and tells the app's hooks `why` (with the close `code` sent, if any).
+/// Idempotent: the connection leaves the `Open` phase.
+fn release(conns: &mut Conns, st: &mut State, key: usize, code: Option<u16>, why: &str) {
     let Some(conn) = conns.get_mut(key) else {
         return;
     };
@@ -148,6 +149,9 @@ fn release(conns: &mut Conns, st: &mut State, key: usize) {
         // never opened (it is reset either way).
         st.hub.detach(key);
         return;
+    }
+    if conn.mode != Mode::Console {
+        hooks::disconnected(st, conn, code, why);
     }
     conn.phase = Phase::Closing;
     let pusher = conn.pusher.take();

@@ -77,6 +77,8 @@ pub struct Conn {
     pub mode: Mode,
     /// Seconds (server clock) when bytes last arrived.
     pub last_seen: u32,
+    /// When the connection was accepted (the connection clock's second).
+    pub since: u32,
     /// Due time of the connection's live timer entry.
     pub timer_due: u32,
     /// Bytes read but not yet handled (an incomplete request or frame, or a paused
@@ -110,6 +112,7 @@ impl Conn {
             phase: Phase::Request,
             mode: Mode::Http,
             last_seen: now,
+            since: now,
             timer_due: 0,
             inbuf: Vec::new(),
             fragments: None,
@@ -133,6 +136,14 @@ impl Conn {
     /// connections use the first app's).
     pub fn app(&self) -> usize {
         self.pusher.as_ref().map_or(0, |p| p.app as usize)
+    }
+
+    /// The user the connection belongs to: signed in (Pusher) or validated (raw, channel).
+    pub fn user_id(&self) -> Option<&str> {
+        match &self.pusher {
+            Some(p) => p.user_id.as_deref(),
+            None => self.user.as_deref(),
+        }
     }
 
     pub fn queued_bytes(&self) -> usize {

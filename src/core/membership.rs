@@ -5,10 +5,11 @@
 use serde_json::{Value, json};
 
 use super::cluster::node::MemberChange;
+use super::conns::Conn;
 use super::hub::{ChannelId, Left, Subscribed};
 use super::publication::Publication;
 use super::state::State;
-use super::{console, count_news, notify};
+use super::{console, count_news, hooks, notify};
 use crate::pusher::protocol as pp;
 use crate::ws;
 
@@ -131,22 +132,24 @@ pub fn user_changed(st: &mut State, app: usize, user: &str) {
     }
 }
 
-/// Subscribes connection `key` (`conn_id`) to `name` of its app, with every notice that goes
-/// with it. Returns the channel and whether the subscription is new.
-pub fn join(st: &mut State, key: usize, conn_id: u64, app: usize, name: &str) -> (ChannelId, bool) {
+/// Subscribes connection `key` to `name` of its app, with every notice that goes with it.
+/// Returns the channel and whether the subscription is new.
+pub fn join(st: &mut State, key: usize, conn: &Conn, app: usize, name: &str) -> (ChannelId, bool) {
     match st.hub.subscribe(key, name) {
         Subscribed::Already(id) => (id, false),
         new @ Subscribed::New { id, .. } => {
-            joined(st, key, conn_id, app, name, new);
+            joined(st, key, conn.id, app, name, new);
+            hooks::subscription(st, conn, name, true);
             (id, true)
         }
     }
 }
 
-/// Unsubscribes connection `key` (`conn_id`) from `name` (nothing when it was not subscribed).
-pub fn leave(st: &mut State, key: usize, conn_id: u64, name: &str) {
+/// Unsubscribes connection `key` from `name` (nothing when it was not subscribed).
+pub fn leave(st: &mut State, key: usize, conn: &Conn, name: &str) {
     if let Some(gone) = st.hub.unsubscribe(key, name) {
-        left(st, conn_id, gone);
+        left(st, conn.id, gone);
+        hooks::subscription(st, conn, name, false);
     }
 }
 

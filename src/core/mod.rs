@@ -31,6 +31,7 @@ mod console_http;
 pub mod consoles;
 mod count_news;
 mod effects;
+mod hooks;
 mod http;
 pub mod hub;
 mod input;

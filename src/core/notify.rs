@@ -29,10 +29,15 @@ pub fn emit(st: &mut State, app: usize, event: Value) {
     if !enabled(st, app) {
         return;
     }
-    let cfg = &st.apps.get(app).cfg;
+    emit_to_targets(st, app, event);
+}
+
+/// Records an event for the app's targets (webhooks and hooks) that want it.
+pub fn emit_to_targets(st: &mut State, app: usize, event: Value) {
+    let target = st.apps.get(app);
     let now = st.clock.now();
-    st.webhooks
-        .emit(app, &cfg.webhooks, cfg.webhook_batching, event, now);
+    let batching = target.cfg.webhook_batching;
+    st.webhooks.emit(app, &target.targets, batching, event, now);
 }
 
 /// A channel got its first subscriber on this node.
@@ -145,7 +150,7 @@ pub fn pump(st: &mut State) {
 
 fn send(st: &mut State, d: Delivery) {
     let app = st.apps.get(d.app);
-    let Some(hook) = app.cfg.webhooks.get(d.hook) else {
+    let Some(hook) = app.targets.get(d.hook) else {
         return;
     };
     let timeout = st.cfg.webhooks.timeout_secs;

@@ -9,7 +9,7 @@ use super::notify;
 use super::peer::Peer;
 use super::publication::Publication;
 use super::state::{State, Via};
-use super::{cluster, console, membership, online};
+use super::{cluster, console, hooks, membership, online};
 use crate::config::AppConfig;
 use crate::pusher::auth;
 use crate::pusher::protocol::{self as pp, ChannelKind, ClientMessage};
@@ -29,7 +29,7 @@ pub fn on_text(st: &mut State, peer: &mut Peer<'_>, text: &str) {
             channel_data,
         } => subscribe(st, peer, &channel, auth.as_deref(), channel_data.as_deref()),
         ClientMessage::Unsubscribe { channel } => {
-            membership::leave(st, peer.key, peer.conn.id, &channel)
+            membership::leave(st, peer.key, peer.conn, &channel)
         }
         ClientMessage::Signin { auth, user_data } => signin(st, peer, &auth, &user_data),
         ClientMessage::ClientEvent {
@@ -67,7 +67,7 @@ fn subscribe(
             return peer.reply(&frame);
         }
     };
-    let (id, new) = membership::join(st, peer.key, peer.conn.id, app, channel);
+    let (id, new) = membership::join(st, peer.key, peer.conn, app, channel);
     if pp::channel_kind(channel) == ChannelKind::Presence {
         if new && let Some((user, info)) = member {
             join_presence(st, peer.key, app, id, &user, info);
@@ -276,6 +276,7 @@ fn signin(st: &mut State, peer: &mut Peer<'_>, auth_sig: &str, user_data: &str) 
         online::came_online(st, app, &user_id);
     }
     membership::user_changed(st, app, &user_id);
+    hooks::signed_in(st, peer.conn);
     peer.reply(&pp::signin_success(user_data));
     if let Some(state) = online::watch(st, peer.key, app, watchlist) {
         peer.reply(&state);

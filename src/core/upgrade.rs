@@ -12,7 +12,7 @@ use super::conns::{Conn, Conns, Mode, Phase, PusherConn, RouteState};
 use super::effects::UserFifo;
 use super::jobs::{self, JobFor};
 use super::state::{State, Via};
-use super::{close, console, console_http, membership};
+use super::{close, console, console_http, hooks, membership};
 use crate::http::{self, Request};
 use crate::job::Outcome;
 use crate::pusher::protocol as pp;
@@ -213,6 +213,7 @@ pub fn open(
         && conn.phase == Phase::Open
     {
         conn.inbuf.extend_from_slice(rest);
+        hooks::connected(st, conn);
     }
 }
 

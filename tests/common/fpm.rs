@@ -78,6 +78,11 @@ pub struct Fpm {
 impl Fpm {
     /// A pool of `children` workers (`pm = static`) listening on a private Unix socket.
     pub fn start(children: usize) -> Fpm {
+        Fpm::start_with_env(children, &[])
+    }
+
+    /// [`Fpm::start`] with environment variables for the scripts (`env[NAME] = value`).
+    pub fn start_with_env(children: usize, env: &[(&str, &str)]) -> Fpm {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let socket = d.join("fpm.sock");
@@ -92,6 +97,9 @@ impl Fpm {
             user = user.trim(),
             sock = socket.display(),
         );
+        let conf = env
+            .iter()
+            .fold(conf, |conf, (k, v)| conf + &format!("env[{k}] = {v}\n"));
         std::fs::create_dir(d.join("sessions")).expect("sessions dir");
         std::fs::write(d.join("fpm.conf"), conf).expect("write fpm.conf");
         // -R: the test suite may run as root, which php-fpm otherwise refuses.

@@ -479,6 +479,20 @@ impl Server {
     pub fn raw(&self) -> RawConn {
         RawConn::connect(&self.addr())
     }
+    /// One unlabelled sample of `/metrics`: `ferrocast_{name} <value>`; panics when absent.
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = self.get("/metrics").body_text();
+        let full = format!("ferrocast_{name}");
+        text.lines()
+            .find_map(|l| {
+                let mut it = l.split_whitespace();
+                (it.next() == Some(full.as_str())).then(|| it.next())?
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .unwrap_or_else(|| panic!("no {full} sample in /metrics:\n{text}"))
+    }
+
     pub fn get(&self, path: &str) -> HttpResponse {
         http_get(&self.addr(), path)
     }
