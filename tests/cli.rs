@@ -430,3 +430,21 @@ fn unknown_subcommand_fails() {
     let out = run_cli(&["frobnicate"], &[], None);
     assert_ne!(out.code(), Some(0), "{}", out.describe());
 }
+
+#[test]
+fn config_shows_every_per_app_setting_of_the_default_app() {
+    let v = config_json(&["--app-key", "k1"], &[]);
+    let app = &v["apps"][0];
+    assert_eq!(app["key"], "k1", "{v:#}");
+    assert_eq!(app["secret"], "********", "masked");
+    for key in [
+        "subscription_count_events",
+        "subscription_count_interval_ms",
+        "watchlist_events",
+        "max_watchlist_users",
+        "hooks",
+        "webhooks",
+    ] {
+        assert!(app.get(key).is_some(), "{key} missing: {app:#}");
+    }
+}

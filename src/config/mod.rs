@@ -346,8 +346,11 @@ impl Config {
     }
 
     /// The configuration as JSON with every secret replaced, for `ferrocast config` and logs.
+    /// What `ferrocast config` prints: the configuration with secrets masked, and `apps` as in
+    /// force — the default app too, so every per-app setting shows with its value.
     pub fn masked_json(&self) -> Value {
         let mut value = serde_json::to_value(self).expect("config serializes");
+        value["apps"] = serde_json::to_value(self.effective_apps()).expect("apps serialize");
         mask_secrets(&mut value);
         value
     }
