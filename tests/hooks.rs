@@ -78,12 +78,17 @@ fn check_lifecycle(s: &Server, log: &Path) {
     ch.send_json(&json!({"action": "subscribe", "channel": "news"}));
     assert_eq!(ch.recv_json(T)["event"], "subscribed");
     drop(ch);
-    let events = wait_logged(log, s, "every event of both sessions", |e| {
-        named(e, "disconnected", &sid).is_some()
-            && e.iter()
-                .filter(|e| e["protocol"] == "channel" && e["name"] == "disconnected")
-                .count()
-                == 1
+    let mut raw = s.ws("/chat");
+    raw.raw_ping_pong();
+    raw.close();
+    let gone = |e: &[Value], protocol: &str| {
+        e.iter()
+            .filter(|e| e["protocol"] == protocol && e["name"] == "disconnected")
+            .count()
+            == 1
+    };
+    let events = wait_logged(log, s, "every event of the three sessions", |e| {
+        named(e, "disconnected", &sid).is_some() && gone(e, "channel") && gone(e, "raw")
     });
     let get =
         |name: &str| named(&events, name, &sid).unwrap_or_else(|| panic!("{name}: {events:?}"));
@@ -114,6 +119,12 @@ fn check_lifecycle(s: &Server, log: &Path) {
     );
     assert_eq!(channel[1]["channel"], "news");
     assert_eq!(channel[2]["reason"], "peer closed");
+    let raw: Vec<&str> = events
+        .iter()
+        .filter(|e| e["protocol"] == "raw")
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(raw, ["connected", "disconnected"]);
 }
 
 #[test]
