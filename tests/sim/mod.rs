@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ferrocast::config::{AppConfig, Config, HandlerConfig, WebhookConfig};
+use ferrocast::config::{AppConfig, Config, HandlerConfig, HookConfig, WebhookConfig};
 use ferrocast::core::{Core, JobId, Mode, Phase};
 use ferrocast::job::Outcome;
 
@@ -101,6 +101,14 @@ fn config() -> Config {
             ..Default::default()
         }],
         max_client_events_per_second: 0,
+        subscription_count_events: true,
+        watchlist_events: true,
+        max_watchlist_users: 3,
+        hooks: vec![HookConfig {
+            handler: "exec".into(),
+            command: vec!["true".into()],
+            ..Default::default()
+        }],
         ..Default::default()
     };
     let mut cfg = Config {
@@ -313,11 +321,27 @@ impl Sim {
                 r#"{{"event":"client-x","channel":"{ch}","data":{{"n":{}}}}}"#,
                 input.byte()
             ),
+            (Kind::Pusher, 6) => self.pusher_signin(key, input),
             (Kind::Pusher, _) => r#"{"event":"pusher:ping","data":{}}"#.to_string(),
             (Kind::Raw, _) => ["ping", "route me", "x"][input.below(3)].to_string(),
         };
         let mut frame = masked(0x1, text.as_bytes());
         self.feed(key, &mut frame);
+    }
+
+    /// A signed `pusher:signin` as one of four users, watching up to four of them.
+    fn pusher_signin(&mut self, key: usize, input: &mut Input<'_>) -> String {
+        let socket_id = self.clients[&key].socket_id.clone().unwrap_or_default();
+        let watchlist: Vec<String> = (0..input.below(5))
+            .map(|_| format!("u{}", input.below(4)))
+            .collect();
+        let user_data =
+            serde_json::json!({"id": format!("u{}", input.below(4)), "watchlist": watchlist})
+                .to_string();
+        let auth =
+            ferrocast::pusher::auth::user_auth("app-key", "app-secret", &socket_id, &user_data);
+        serde_json::json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}})
+            .to_string()
     }
 
     fn pusher_subscribe(&mut self, key: usize, ch: &str) -> String {
