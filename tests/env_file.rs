@@ -113,25 +113,50 @@ fn a_bad_env_file_names_the_file_and_the_line() {
 }
 
 #[test]
-fn socket_rush_names_are_named_with_their_ferrocast_spelling() {
+fn a_socket_rush_env_file_works_as_it_did() {
     let dir = tempfile::tempdir().unwrap();
     let env = env_file(
         dir.path(),
-        "APP_KEY=base64:laravel\nPORT=6001\nFERROCAST_APP_ID=mine\n",
+        "# Socket Rush\nPORT=6001\nBIND_ADDRESS=0.0.0.0\nAPP_ID=123\nAPP_KEY=app1key\n\
+         APP_SECRET=app1secret\nADAPTER_DRIVER=redis\nREDIS_URL=redis://127.0.0.1:6390/0\n\
+         REDIS_PREFIX=pusher\nAPP_ENV=production\n",
     );
     let out = run_cli(&["config", "--env-file", &env], &[], None);
     assert_eq!(out.code(), Some(0), "{}", out.describe());
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["port"], 6001, "{v:#}");
+    assert_eq!(v["host"], "0.0.0.0");
     assert_eq!(
-        v["app_key"], "app-key",
-        "APP_KEY is the application's, not ours"
+        (&v["app_id"], &v["app_key"]),
+        (&json!("123"), &json!("app1key"))
     );
-    assert_eq!(v["port"], 8080);
-    assert_eq!(v["app_id"], "mine");
+    assert_eq!(v["scaling"]["driver"], "redis");
+    assert_eq!(v["scaling"]["redis_url"], "redis://127.0.0.1:6390/0");
+    assert_eq!(v["scaling"]["prefix"], "pusher");
     assert!(
-        out.stderr.contains("APP_KEY → FERROCAST_APP_KEY")
-            && out.stderr.contains("PORT → FERROCAST_PORT"),
+        out.stderr.contains("read Socket Rush's PORT"),
         "{}",
         out.describe()
+    );
+    // FERROCAST_* names, in the file or the environment, win over Socket Rush's.
+    let v = config_json(&["--env-file", &env], &[("FERROCAST_PORT", "7001")]);
+    assert_eq!(v["port"], 7001);
+}
+
+#[test]
+fn a_laravel_env_file_keeps_its_app_key_to_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_file(
+        dir.path(),
+        "APP_NAME=Shop\nAPP_ENV=local\nAPP_KEY=base64:c2VjcmV0IGVuY3J5cHRpb24ga2V5\n\
+         FERROCAST_APP_KEY=pusher-key\nFERROCAST_APP_SECRET=pusher-secret\n",
+    );
+    let v = config_json(&["--env-file", &env], &[]);
+    assert_eq!(v["app_key"], "pusher-key", "{v:#}");
+    let env = env_file(dir.path(), "APP_KEY=base64:c2VjcmV0\n");
+    let v = config_json(&["--env-file", &env], &[]);
+    assert_eq!(
+        v["app_key"], "app-key",
+        "a lone APP_KEY is Laravel's encryption key: {v:#}"
     );
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{Config, dotenv};
+use super::{Config, dotenv, socket_rush};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -170,8 +170,8 @@ fn apply_env(
     Ok(())
 }
 
-/// The `FERROCAST_*` variables of a `.env` file. Other names are left to the application that
-/// shares the file; Socket Rush's own names get one log line saying what ferrocast calls them.
+/// What ferrocast reads from a `.env` file, lowest priority first: Socket Rush's names
+/// (`socket_rush.rs`), then its `FERROCAST_*` lines. Other names are the application's.
 fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::EnvFileRead {
         path: path.to_path_buf(),
@@ -183,41 +183,15 @@ fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
         line: e.line,
         message: e.message,
     })?;
-    let renames: Vec<String> = pairs
-        .iter()
-        .filter_map(|(k, _)| socket_rush_name(k).map(|ours| format!("{k} → {ours}")))
-        .collect();
-    if !renames.is_empty() {
-        log::warn!(
-            "{}: ferrocast reads FERROCAST_* variables only; rename {}",
+    let (variables, read) = socket_rush::variables(pairs);
+    if !read.is_empty() {
+        log::info!(
+            "{}: read Socket Rush's {} (FERROCAST_* names win over them)",
             path.display(),
-            renames.join(", ")
+            read.join(", ")
         );
     }
-    Ok(pairs
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("FERROCAST_"))
-        .collect())
-}
-
-/// Socket Rush's variable names and what ferrocast calls them. They are not read as they are:
-/// `APP_KEY`, say, is also Laravel's encryption key, in the `.env` file a PHP application shares.
-const SOCKET_RUSH_NAMES: [(&str, &str); 8] = [
-    ("PORT", "FERROCAST_PORT"),
-    ("BIND_ADDRESS", "FERROCAST_HOST"),
-    ("APP_ID", "FERROCAST_APP_ID"),
-    ("APP_KEY", "FERROCAST_APP_KEY"),
-    ("APP_SECRET", "FERROCAST_APP_SECRET"),
-    ("APP_ACTIVITY_TIMEOUT", "FERROCAST_ACTIVITY_TIMEOUT_SECS"),
-    ("REDIS_URL", "FERROCAST_SCALING_REDIS_URL"),
-    ("REDIS_PREFIX", "FERROCAST_SCALING_PREFIX"),
-];
-
-fn socket_rush_name(name: &str) -> Option<&'static str> {
-    SOCKET_RUSH_NAMES
-        .iter()
-        .find(|(theirs, _)| *theirs == name)
-        .map(|(_, ours)| *ours)
+    Ok(variables)
 }
 
 /// `tls_cert` → `tls.cert` when `tls` is an object key, so env vars reach nested settings.

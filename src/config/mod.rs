@@ -7,6 +7,7 @@
 mod dotenv;
 mod load;
 mod parts;
+mod socket_rush;
 
 use std::path::PathBuf;
 
