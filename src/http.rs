@@ -32,6 +32,15 @@ impl<'b> Request<'b> {
             .map(str::trim)
     }
 
+    /// Every value of a header that may appear several times.
+    pub fn headers_named(&self, name: &str) -> Vec<&'b str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .collect()
+    }
+
     pub fn path(&self) -> &'b str {
         self.target.split('?').next().unwrap_or("")
     }
@@ -254,9 +263,15 @@ pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
     })
 }
 
-pub fn switching_protocols(accept: &str) -> Vec<u8> {
+/// The 101 answer; with `deflate`, the permessage-deflate agreement too.
+pub fn switching_protocols(accept: &str, deflate: bool) -> Vec<u8> {
+    let extensions = if deflate {
+        format!("Sec-WebSocket-Extensions: {}\r\n", crate::deflate::RESPONSE)
+    } else {
+        String::new()
+    };
     format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extensions}\r\n"
     )
     .into_bytes()
 }

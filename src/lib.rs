@@ -27,6 +27,7 @@ pub mod core;
 // Codecs and small shared helpers.
 pub mod channel_protocol;
 pub mod channels;
+pub mod deflate;
 pub mod fastcgi;
 pub mod http;
 pub mod job;

@@ -56,6 +56,24 @@ pub fn encode(opcode: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A final frame whose payload is compressed (permessage-deflate: RSV1 set).
+pub fn encode_compressed(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = encode(opcode, payload);
+    out[0] |= 0x40;
+    out
+}
+
+/// The opcode and payload of one of our own final, uncompressed text or binary frames; `None`
+/// for anything else (control frames, HTTP answers, compressed frames).
+pub fn data_payload(frame: &[u8]) -> Option<(u8, &[u8])> {
+    let first = *frame.first()?;
+    let opcode = first & 0x0f;
+    if first & 0xf0 != 0x80 || !matches!(opcode, OP_TEXT | OP_BINARY) {
+        return None;
+    }
+    Some((opcode, payload(frame)))
+}
+
 pub fn text(payload: &[u8]) -> Frame {
     encode(OP_TEXT, payload).into()
 }
@@ -126,6 +144,8 @@ pub enum Inbound<'a> {
 pub struct Reassembly {
     pub opcode: u8,
     pub data: Vec<u8>,
+    /// Its first frame had RSV1 set: the data is deflated (permessage-deflate).
+    pub compressed: bool,
 }
 
 /// The outcome of trying to take one frame off the front of `buf`.
@@ -148,10 +168,39 @@ pub enum MessageRef {
         opcode: u8,
         start: usize,
         end: usize,
+        compressed: bool,
     },
     Reassembled {
         opcode: u8,
+        compressed: bool,
     },
+}
+
+impl MessageRef {
+    pub fn opcode(&self) -> u8 {
+        match *self {
+            MessageRef::InBuf { opcode, .. } | MessageRef::Reassembled { opcode, .. } => opcode,
+        }
+    }
+
+    /// The payload as it came: in `buf` or in the reassembled message.
+    pub fn raw<'a>(&self, buf: &'a [u8], reassembled: Option<&'a Reassembly>) -> &'a [u8] {
+        match *self {
+            MessageRef::InBuf { start, end, .. } => &buf[start..end],
+            MessageRef::Reassembled { .. } => {
+                reassembled.map(|r| r.data.as_slice()).unwrap_or_default()
+            }
+        }
+    }
+
+    /// Whether the message is deflated (permessage-deflate) and must be inflated first.
+    pub fn compressed(&self) -> bool {
+        match *self {
+            MessageRef::InBuf { compressed, .. } | MessageRef::Reassembled { compressed, .. } => {
+                compressed
+            }
+        }
+    }
 }
 
 /// Parses one frame from the front of `buf` (client → server: must be masked).
@@ -162,6 +211,17 @@ pub fn parse_frame(
     fragments: &mut Option<Box<Reassembly>>,
     max_message: usize,
 ) -> Result<Parsed, Violation> {
+    parse_frame_as(buf, fragments, max_message, false)
+}
+
+/// [`parse_frame`] on a connection that negotiated permessage-deflate (`deflate`): the first
+/// frame of a data message may then set RSV1, which marks the message compressed.
+pub fn parse_frame_as(
+    buf: &mut [u8],
+    fragments: &mut Option<Box<Reassembly>>,
+    max_message: usize,
+    deflate: bool,
+) -> Result<Parsed, Violation> {
     let mut cursor = Cursor::new(&buf[..]);
     let (header, len) = match FrameHeader::parse(&mut cursor) {
         Ok(Some(h)) => h,
@@ -169,13 +229,15 @@ pub fn parse_frame(
         Err(_) => return Err(violation(close::PROTOCOL, "malformed frame header")),
     };
     let header_len = cursor.position() as usize;
-    if header.rsv1 || header.rsv2 || header.rsv3 {
-        return Err(violation(close::PROTOCOL, "reserved bits set"));
-    }
     let Some(mask) = header.mask else {
         return Err(violation(close::PROTOCOL, "client frames must be masked"));
     };
     let opcode = opcode_of(&header)?;
+    // RSV1 only on the first frame of a data message, and only once deflate was agreed.
+    let compressed = header.rsv1 && deflate && matches!(opcode, OP_TEXT | OP_BINARY);
+    if header.rsv2 || header.rsv3 || (header.rsv1 && !compressed) {
+        return Err(violation(close::PROTOCOL, "reserved bits set"));
+    }
     check_sequence(
         opcode,
         header.is_final,
@@ -192,17 +254,29 @@ pub fn parse_frame(
     unmask(&mut buf[start..end], mask);
     let message = match (opcode, header.is_final) {
         (OP_CLOSE | OP_PING | OP_PONG, _) | (OP_TEXT | OP_BINARY, true) => {
-            Some(MessageRef::InBuf { opcode, start, end })
+            Some(MessageRef::InBuf {
+                opcode,
+                start,
+                end,
+                compressed,
+            })
         }
         (OP_TEXT | OP_BINARY, false) => {
             let data = buf[start..end].to_vec();
-            *fragments = Some(Box::new(Reassembly { opcode, data }));
+            *fragments = Some(Box::new(Reassembly {
+                opcode,
+                data,
+                compressed,
+            }));
             None
         }
         (_, is_final) => match fragments.as_mut() {
             Some(f) => {
                 f.data.extend_from_slice(&buf[start..end]);
-                is_final.then_some(MessageRef::Reassembled { opcode: f.opcode })
+                is_final.then_some(MessageRef::Reassembled {
+                    opcode: f.opcode,
+                    compressed: f.compressed,
+                })
             }
             None => return Err(violation(close::PROTOCOL, "continuation without a message")),
         },
@@ -264,13 +338,11 @@ pub fn view<'a>(
     reassembled: Option<&'a Reassembly>,
     msg: MessageRef,
 ) -> Result<Inbound<'a>, Violation> {
-    let (opcode, payload) = match msg {
-        MessageRef::InBuf { opcode, start, end } => (opcode, &buf[start..end]),
-        MessageRef::Reassembled { opcode } => (
-            opcode,
-            reassembled.map(|r| r.data.as_slice()).unwrap_or_default(),
-        ),
-    };
+    view_payload(msg.opcode(), msg.raw(buf, reassembled))
+}
+
+/// A whole message's payload (inflated, if it was compressed) as an [`Inbound`].
+pub fn view_payload(opcode: u8, payload: &[u8]) -> Result<Inbound<'_>, Violation> {
     match opcode {
         OP_TEXT => std::str::from_utf8(payload)
             .map(Inbound::Text)

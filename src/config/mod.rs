@@ -43,8 +43,13 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Largest HTTP request head accepted (431 past it).
     pub max_request_bytes: usize,
-    /// Largest WebSocket message accepted after reassembly (close 1009 past it).
+    /// Largest WebSocket message accepted after reassembly and inflating (close 1009 past it).
     pub max_message_bytes: usize,
+    /// permessage-deflate: `on` (offered by every browser; one compressed copy per broadcast)
+    /// or `off`.
+    pub compression: String,
+    /// Messages under this many bytes go uncompressed.
+    pub compression_min_bytes: usize,
     /// Largest FIFO line; longer lines are dropped with one log line.
     pub max_fifo_line_bytes: usize,
     /// Silence after which the server pings a client.
@@ -123,6 +128,8 @@ impl Default for Config {
             allowed_origins: vec!["*".into()],
             max_request_bytes: 10_000,
             max_message_bytes: 10_000,
+            compression: "on".into(),
+            compression_min_bytes: 256,
             max_fifo_line_bytes: 64 * 1024,
             ping_interval_secs: 30,
             activity_timeout_secs: 120,
@@ -244,6 +251,12 @@ impl Config {
     }
 
     fn check_workers_and_scaling(&self) -> Result<(), String> {
+        if !matches!(self.compression.as_str(), "on" | "off") {
+            return Err(format!(
+                "compression: \"{}\" is not on or off",
+                self.compression
+            ));
+        }
         if !matches!(self.user_fifo.as_str(), "deliver" | "route" | "off") {
             return Err(format!(
                 "user_fifo: \"{}\" is not deliver, route or off",
@@ -333,6 +346,11 @@ impl Config {
     }
 
     /// The output bounds of one connection: (pause reading past, close past).
+    /// The payload size from which frames go compressed; `None` when compression is off.
+    pub fn compression_from(&self) -> Option<usize> {
+        (self.compression == "on").then_some(self.compression_min_bytes)
+    }
+
     pub fn output_bounds(&self) -> (usize, usize) {
         let pause = match self.outbound_pause_bytes {
             0 => self.outbound_queue_bytes / 4,

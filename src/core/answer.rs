@@ -32,4 +32,6 @@ pub struct Upgrade {
     pub env: Option<Vec<(String, String)>>,
     /// Pusher: the app, or the error to send right after the upgrade.
     pub pusher: Option<Result<usize, (u16, String)>>,
+    /// The client offered permessage-deflate as we can honour it, and compression is on.
+    pub deflate: bool,
 }

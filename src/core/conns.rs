@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::collections::VecDeque;
 
 use super::apps::RateLimit;
+use super::deflated::Deflated;
 use super::outbox::{Bounds, Outbox};
 use crate::ws::{Frame, Reassembly};
 
@@ -79,6 +80,8 @@ pub struct Conn {
     pub last_seen: u32,
     /// When the connection was accepted (the connection clock's second).
     pub since: u32,
+    /// It negotiated permessage-deflate: data frames of `send` go compressed.
+    pub deflate: bool,
     /// Due time of the connection's live timer entry.
     pub timer_due: u32,
     /// Bytes read but not yet handled (an incomplete request or frame, or a paused
@@ -113,6 +116,7 @@ impl Conn {
             mode: Mode::Http,
             last_seen: now,
             since: now,
+            deflate: false,
             timer_due: 0,
             inbuf: Vec::new(),
             fragments: None,
@@ -184,6 +188,8 @@ pub struct Lists {
     resumed: Vec<usize>,
     /// Times a connection was paused.
     pauses: u64,
+    /// Compressed copies of frames, for connections that negotiated permessage-deflate.
+    deflated: Deflated,
 }
 
 impl Lists {
@@ -194,6 +200,13 @@ impl Lists {
         if !matches!(conn.phase, Phase::Open | Phase::Request) {
             return false;
         }
+        let compressed;
+        let frame = if conn.deflate && conn.phase == Phase::Open {
+            compressed = self.deflated.variant(frame);
+            &compressed
+        } else {
+            frame
+        };
         let was = conn.out.overflowed();
         if !conn.out.offer(frame, self.bounds) {
             if !was {
@@ -229,7 +242,9 @@ impl Lists {
 }
 
 impl Conns {
-    pub fn new(bounds: Bounds) -> Conns {
+    /// `compression`: frames from this many payload bytes up go compressed to connections
+    /// that negotiated it; `None`: compression is off.
+    pub fn new(bounds: Bounds, compression: Option<usize>) -> Conns {
         Conns {
             slots: Vec::new(),
             len: 0,
@@ -239,8 +254,14 @@ impl Conns {
                 overflowed: Vec::new(),
                 resumed: Vec::new(),
                 pauses: 0,
+                deflated: Deflated::new(compression),
             },
         }
+    }
+
+    /// What [`Lists::send`] compresses; reloaded with the configuration.
+    pub fn deflated(&mut self) -> &mut Deflated {
+        &mut self.lists.deflated
     }
 
     pub fn set_bounds(&mut self, bounds: Bounds) {
@@ -312,7 +333,12 @@ impl Conns {
         let Some((conn, lists)) = self.split(key) else {
             return false;
         };
-        if conn.phase != Phase::Open || !conn.out.offer_droppable(frame, lists.bounds.pause) {
+        let frame = if conn.deflate {
+            lists.deflated.variant(frame)
+        } else {
+            frame.clone()
+        };
+        if conn.phase != Phase::Open || !conn.out.offer_droppable(&frame, lists.bounds.pause) {
             return false;
         }
         lists.mark(key, conn);

@@ -9,6 +9,7 @@ use super::conns::{Conns, Mode, Phase};
 use super::peer::Peer;
 use super::state::State;
 use super::{channel, close, http, pusher};
+use crate::deflate::InflateError;
 use crate::ws::{self, Inbound, MessageRef, Parsed, close as code};
 
 pub fn on_bytes(conns: &mut Conns, st: &mut State, key: usize, data: &mut [u8]) {
@@ -121,8 +122,9 @@ pub fn handle_frames(conns: &mut Conns, st: &mut State, key: usize, buf: &mut [u
             );
             return used;
         }
-        let (consumed, message) = match ws::parse_frame(&mut buf[used..], &mut conn.fragments, max)
-        {
+        let deflate = conn.deflate;
+        let parsed = ws::parse_frame_as(&mut buf[used..], &mut conn.fragments, max, deflate);
+        let (consumed, message) = match parsed {
             Ok(Parsed::Incomplete) => return used,
             Ok(Parsed::Frame { consumed, message }) => (consumed, message),
             Err(v) => {
@@ -141,15 +143,47 @@ pub fn handle_frames(conns: &mut Conns, st: &mut State, key: usize, buf: &mut [u
             MessageRef::Reassembled { .. } => conn.fragments.take(),
             MessageRef::InBuf { .. } => None,
         };
-        match ws::view(&buf[start..], reassembled.as_deref(), msg) {
-            Ok(m) => on_message(conns, st, key, m),
-            Err(v) => {
-                info!("connection {key}: {} (close {})", v.reason, v.code);
-                close::close_with(conns, st, key, v.code, v.reason);
-                return buf.len();
-            }
+        let raw = msg.raw(&buf[start..], reassembled.as_deref());
+        let handled = if msg.compressed() {
+            inflated(conns, st, key, msg.opcode(), raw)
+        } else {
+            ws::view_payload(msg.opcode(), raw).map(|m| on_message(conns, st, key, m))
+        };
+        if let Err(v) = handled {
+            info!("connection {key}: {} (close {})", v.reason, v.code);
+            close::close_with(conns, st, key, v.code, v.reason);
+            return buf.len();
         }
     }
+}
+
+/// A compressed message, inflated within `max_message_bytes` (a bomb stops there), then
+/// handled as any other.
+fn inflated(
+    conns: &mut Conns,
+    st: &mut State,
+    key: usize,
+    opcode: u8,
+    raw: &[u8],
+) -> Result<(), ws::Violation> {
+    let mut out = std::mem::take(&mut st.inflating.buf);
+    let result = match st
+        .inflating
+        .inflater
+        .inflate(raw, st.cfg.max_message_bytes, &mut out)
+    {
+        Ok(()) => ws::view_payload(opcode, &out).map(|m| on_message(conns, st, key, m)),
+        Err(InflateError::TooBig) => Err(ws::Violation {
+            code: code::TOO_BIG,
+            reason: "message too big once inflated",
+        }),
+        Err(InflateError::Malformed) => Err(ws::Violation {
+            code: code::INVALID_DATA,
+            reason: "invalid compressed data",
+        }),
+    };
+    st.inflating.buf = out;
+    result
 }
 
 /// One complete message or control frame of a session.

@@ -58,7 +58,7 @@ pub fn render(server: &State) -> String {
 type Family = (&'static str, &'static str, u64);
 
 /// Counters of connections, messages and their bounds.
-fn traffic(server: &State) -> [Family; 12] {
+fn traffic(server: &State) -> [Family; 15] {
     let s = &server.stats;
     [
         (
@@ -105,6 +105,21 @@ fn traffic(server: &State) -> [Family; 12] {
             "output_pauses_total",
             "Times a connection's input was paused because its output queue passed outbound_pause_bytes.",
             s.output_pauses,
+        ),
+        (
+            "deflated_frames_total",
+            "Frames compressed for permessage-deflate connections (once per broadcast).",
+            s.deflated_frames,
+        ),
+        (
+            "deflated_bytes_in_total",
+            "Payload bytes of the frames compressed, before compressing.",
+            s.deflated_bytes_in,
+        ),
+        (
+            "deflated_bytes_out_total",
+            "Payload bytes of the frames compressed, after compressing.",
+            s.deflated_bytes_out,
         ),
         (
             "api_publishes_total",

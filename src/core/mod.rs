@@ -30,6 +30,7 @@ mod console;
 mod console_http;
 pub mod consoles;
 mod count_news;
+mod deflated;
 mod effects;
 mod hooks;
 mod http;
@@ -75,10 +76,11 @@ pub struct Core {
 
 impl Core {
     pub fn new(cfg: Config, process_id: u32, now: Instant, wall_ms: u64) -> Core {
-        let conns = conns::Conns::new(outbox::Bounds {
+        let bounds = outbox::Bounds {
             pause: cfg.output_bounds().0,
             hard: cfg.output_bounds().1,
-        });
+        };
+        let conns = conns::Conns::new(bounds, cfg.compression_from());
         Core {
             conns,
             st: State::new(cfg, process_id, now, wall_ms),
@@ -173,6 +175,13 @@ impl Core {
     /// Bytes arrived on a connection (decrypted already, when it is TLS).
     pub fn on_bytes(&mut self, key: usize, data: &mut [u8]) {
         self.st.stats.output_pauses = self.conns.pauses();
+        let d = self.conns.deflated();
+        let stats = &mut self.st.stats;
+        (
+            stats.deflated_frames,
+            stats.deflated_bytes_in,
+            stats.deflated_bytes_out,
+        ) = (d.compressed, d.bytes_in, d.bytes_out);
         input::on_bytes(&mut self.conns, &mut self.st, key, data);
         self.settle();
     }
@@ -288,6 +297,8 @@ impl Core {
     pub fn reload(&mut self, new: Config) {
         let bounds = state::reload(&mut self.st, new);
         self.conns.set_bounds(bounds);
+        let compression = self.st.cfg.compression_from();
+        self.conns.deflated().set_min_bytes(compression);
     }
 
     /// Checks the invariants that span owners (for tests and fuzzing): the hub's own, every

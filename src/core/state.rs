@@ -85,6 +85,11 @@ pub struct Stats {
     /// Times a connection's input was paused because its output queue was past
     /// `outbound_pause_bytes` (copied from the connections' lists).
     pub output_pauses: u64,
+    /// Frames compressed for permessage-deflate connections (once per broadcast), and their
+    /// payload bytes before and after (copied from the connections' lists).
+    pub deflated_frames: u64,
+    pub deflated_bytes_in: u64,
+    pub deflated_bytes_out: u64,
     /// Events published through the HTTP API (REST and /internal/broadcast).
     pub api_publishes: u64,
     pub client_events: u64,
@@ -262,6 +267,15 @@ pub struct State {
     pub sub_counts: SubCounts,
     /// Who watches whom (Pusher watchlists).
     pub watchers: Watchers,
+    /// One inflater for every connection's compressed messages (no context between them).
+    pub inflating: Inflating,
+}
+
+/// The inflater of clients' compressed messages and its output buffer, kept between messages.
+#[derive(Default)]
+pub struct Inflating {
+    pub inflater: crate::deflate::Inflater,
+    pub buf: Vec<u8>,
 }
 
 impl State {
@@ -292,6 +306,7 @@ impl State {
             local_port: 0,
             sub_counts: SubCounts::default(),
             watchers: Watchers::default(),
+            inflating: Inflating::default(),
             cfg,
         }
     }

@@ -53,12 +53,15 @@ pub fn check(st: &State, conn: &Conn, req: &Request, rel: &str) -> Decision {
         let socket_id = conn.socket_id(st.process_id);
         jobs::cgi_env(req, conn.peer, st.local_port, &socket_id)
     });
+    let deflate = st.cfg.compression_from().is_some()
+        && crate::deflate::accepts(&req.headers_named("sec-websocket-extensions"));
     Decision::Upgrade(Upgrade {
         mode,
         accept,
         head_len: req.head_len,
         env,
         pusher,
+        deflate,
     })
 }
 
@@ -132,8 +135,14 @@ pub fn begin(conns: &mut Conns, st: &mut State, key: usize, up: Upgrade, rest: &
         accept,
         env,
         pusher,
+        deflate,
         ..
     } = up;
+    if let Some(conn) = conns.get_mut(key) {
+        // Compressed frames only once open (`Lists::send` checks the phase): the answers of a
+        // refused validation are plain HTTP.
+        conn.deflate = deflate;
+    }
     let Some(env) = env else {
         return open(conns, st, key, mode, &accept, pusher, rest);
     };
@@ -169,7 +178,8 @@ pub fn open(
     let due = st.clock.secs() + st.cfg.ping_interval_secs as u32;
     conn.timer_due = st.timers.schedule(key, conn.id, due);
     let (id, peer) = (conn.id, conn.peer);
-    conns.push(key, http::switching_protocols(accept).into());
+    let deflate = conn.deflate;
+    conns.push(key, http::switching_protocols(accept, deflate).into());
     if mode == Mode::Console {
         // Not a client: no session count, no channels.
         st.consoles.add(key);

@@ -903,6 +903,8 @@ impl HttpResponse {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame {
     pub fin: bool,
+    /// RSV1: the payload is deflated (permessage-deflate).
+    pub rsv1: bool,
     pub opcode: u8,
     pub payload: Vec<u8>,
 }
@@ -1106,9 +1108,14 @@ impl RawConn {
 
     /// Sends a correct upgrade request for `path` and checks the 101 answer.
     pub fn handshake(&mut self, path: &str) {
+        self.handshake_with(path, "");
+    }
+
+    /// [`RawConn::handshake`] with extra header lines (each ending in CRLF); returns the 101.
+    pub fn handshake_with(&mut self, path: &str, headers: &str) -> HttpResponse {
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {SAMPLE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: {SAMPLE_KEY}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
         );
         self.send(req.as_bytes()).expect("send handshake");
         let resp = self
@@ -1116,6 +1123,7 @@ impl RawConn {
             .expect("no answer to the handshake");
         assert_eq!(resp.status, 101, "handshake on {path}: {resp:?}");
         assert_eq!(resp.header("Sec-WebSocket-Accept"), Some(SAMPLE_ACCEPT));
+        resp
     }
 
     /// Reads one frame sent by the server.
@@ -1220,6 +1228,7 @@ pub fn parse_frame(b: &[u8]) -> Option<(Frame, usize)> {
     Some((
         Frame {
             fin,
+            rsv1: b[0] & 0x40 != 0,
             opcode,
             payload,
         },
