@@ -12,6 +12,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ferrocast::config::{AppConfig, Config, HandlerConfig, HookConfig, WebhookConfig};
+use ferrocast::deflate::{Compressor, Inflater};
+
+thread_local! {
+    /// The clients' compressor and inflater, made once: each message stands alone anyway.
+    static COMPRESSOR: std::cell::RefCell<Compressor> = std::cell::RefCell::new(Compressor::default());
+    static INFLATER: std::cell::RefCell<Inflater> = std::cell::RefCell::new(Inflater::default());
+}
 use ferrocast::core::{Core, JobId, Mode, Phase};
 use ferrocast::job::Outcome;
 
@@ -80,6 +87,8 @@ struct Client {
     appetite: usize,
     /// What it sent that the server has not read yet.
     unsent: Vec<u8>,
+    /// It offered permessage-deflate (and, being a WebSocket client, must get it).
+    deflate: bool,
 }
 
 pub struct Sim {
@@ -130,6 +139,7 @@ fn config() -> Config {
         },
         internal_token: "s3cret".into(),
         max_cache_bytes: 8192,
+        compression_min_bytes: 16,
         ..Config::default()
     };
     cfg.scaling.driver = "redis".into();
@@ -239,6 +249,7 @@ impl Sim {
             .unwrap();
         self.core.open(key, peer);
         let appetite = [0, 64, 1 << 20][input.below(3)];
+        let deflate = kind != Kind::Http && input.below(2) == 1;
         self.clients.insert(
             key,
             Client {
@@ -252,6 +263,7 @@ impl Sim {
                 gone: false,
                 appetite,
                 unsent: Vec::new(),
+                deflate,
             },
         );
         let path = match kind {
@@ -260,9 +272,14 @@ impl Sim {
             Kind::Pusher => "/app/app-key?protocol=7",
             Kind::Raw => "/chat",
         };
+        let offer = if deflate {
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        } else {
+            ""
+        };
         let mut req = format!(
             "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
         )
         .into_bytes();
         // Any split: the head may arrive in two reads.
@@ -325,7 +342,15 @@ impl Sim {
             (Kind::Pusher, _) => r#"{"event":"pusher:ping","data":{}}"#.to_string(),
             (Kind::Raw, _) => ["ping", "route me", "x"][input.below(3)].to_string(),
         };
-        let mut frame = masked(0x1, text.as_bytes());
+        let compressed = self.clients[&key].deflate && input.below(2) == 1;
+        let mut frame = match COMPRESSOR.with_borrow_mut(|c| c.compress(text.as_bytes())) {
+            Some(packed) if compressed => {
+                let mut f = masked(0x1, &packed);
+                f[0] |= 0x40;
+                f
+            }
+            _ => masked(0x1, text.as_bytes()),
+        };
         self.feed(key, &mut frame);
     }
 
@@ -726,6 +751,14 @@ impl Client {
                 &self.rx[..end]
             );
             self.upgraded = self.rx.starts_with(b"HTTP/1.1 101");
+            if self.upgraded {
+                let head = String::from_utf8_lossy(&self.rx[..end]).to_ascii_lowercase();
+                assert_eq!(
+                    head.contains("sec-websocket-extensions: permessage-deflate"),
+                    self.deflate,
+                    "compression agreed exactly when offered: {head}"
+                );
+            }
             self.rx.drain(..end + 4);
             if !self.upgraded {
                 self.rx.clear();
@@ -736,8 +769,21 @@ impl Client {
             self.rx.clear();
             return;
         }
-        while let Some((opcode, payload, used)) = server_frame(&self.rx) {
+        while let Some((opcode, rsv1, payload, used)) = server_frame(&self.rx) {
             self.rx.drain(..used);
+            assert!(
+                !rsv1 || self.deflate,
+                "a compressed frame to a client that did not ask"
+            );
+            let payload = if rsv1 {
+                let mut out = Vec::new();
+                INFLATER
+                    .with_borrow_mut(|i| i.inflate(&payload, 1 << 24, &mut out))
+                    .expect("the server's compressed frames inflate");
+                out
+            } else {
+                payload
+            };
             assert!(self.close_code.is_none(), "a frame after the close frame");
             match opcode {
                 0x1 => self.text(&payload),
@@ -800,11 +846,17 @@ fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// One unmasked server frame at the front of `b`: (opcode, payload, bytes used).
-fn server_frame(b: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+fn server_frame(b: &[u8]) -> Option<(u8, bool, Vec<u8>, usize)> {
     if b.len() < 2 {
         return None;
     }
     assert!(b[0] & 0x80 != 0, "server frames are final");
+    assert!(b[0] & 0x30 == 0, "RSV2 and RSV3 are never set");
+    let rsv1 = b[0] & 0x40 != 0;
+    assert!(
+        !rsv1 || b[0] & 0x0f <= 0x2,
+        "control frames are never compressed"
+    );
     assert!(b[1] & 0x80 == 0, "server frames are not masked");
     let (len, h): (usize, usize) = match b[1] & 0x7f {
         126 => (u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize, 4),
@@ -815,5 +867,5 @@ fn server_frame(b: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
         n => (n as usize, 2),
     };
     let end = h.checked_add(len)?;
-    (b.len() >= end).then(|| (b[0] & 0x0f, b[h..end].to_vec(), end))
+    (b.len() >= end).then(|| (b[0] & 0x0f, rsv1, b[h..end].to_vec(), end))
 }
