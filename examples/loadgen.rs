@@ -16,7 +16,16 @@
 //! log-bucketed histogram, sequence numbers into a preallocated bitmap per subscriber.
 //!
 //! Timestamps are `CLOCK_MONOTONIC` nanoseconds (publisher and receivers are the same process/machine).
-//! Payload format (the `data` of each published message): `"<seq> <ts_ns> xxxx…"`, padded to `--size`.
+//! Payload format (the `data` of each published message): `"<seq> <ts_ns> xxxx…"`, padded to `--size`;
+//! with `fanout --laravel` the padding is a Laravel-broadcast-style JSON event (`App\Events\OrderShipped`,
+//! an order with 10–20 items, values drawn per message), cut or padded to exactly `--size` bytes.
+//!
+//! `--deflate` offers permessage-deflate (RFC 7692) in every handshake; compressed messages (RSV1)
+//! are inflated before they are checked: with one inflater per thread, reset per message, when the
+//! server answers `server_no_context_takeover`, else with one inflater per connection. The report
+//! counts the connections that agreed (`deflate_agreed`) and, in fanout mode, the bytes read from
+//! the subscribers' sockets (`wire_bytes_received`, `wire_bytes_per_delivery`).
+//! With `--protocol raw` a FIFO publisher writes each payload as a bare line (what raw-mode clients hear).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -29,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use flate2::{Decompress, FlushDecompress, Status};
 use hmac::{Hmac, KeyInit, Mac};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -38,6 +48,10 @@ use sha1::{Digest as _, Sha1};
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const PIPE_BUF: usize = 4096;
 const MAX_FRAME: u64 = 16 << 20;
+/// What a permessage-deflate sender took off the end of each message (RFC 7692 §7.2.2).
+const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+/// The offer of every handshake with `--deflate`.
+const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
 // ------------------------------------------------------------------------------------------------
 // Command line
@@ -110,6 +124,10 @@ struct Common {
     /// for a validation handler.
     #[arg(long = "header")]
     headers: Vec<String>,
+    /// Offer permessage-deflate (`permessage-deflate; client_max_window_bits`) and inflate the
+    /// compressed messages the server sends.
+    #[arg(long)]
+    deflate: bool,
 }
 
 #[derive(Args)]
@@ -149,6 +167,10 @@ struct FanoutArgs {
     /// Seconds to let the server settle between subscribing and measuring RSS / publishing.
     #[arg(long, default_value_t = 1.0)]
     settle: f64,
+    /// Fill each payload after its "<seq> <ts> " header with a Laravel-style broadcast event
+    /// (JSON, values varying per message) instead of `x` padding.
+    #[arg(long)]
+    laravel: bool,
 }
 
 #[derive(Args)]
@@ -545,6 +567,8 @@ struct WorkerCfg {
     messages: u64,
     bitmap: bool,
     connect_timeout_ns: u64,
+    /// Offer permessage-deflate.
+    deflate: bool,
     shared: Arc<Shared>,
     counters: Arc<Counters>,
 }
@@ -578,6 +602,10 @@ struct Conn {
     inb: Vec<u8>,
     frag: Vec<u8>,
     frag_open: bool,
+    /// The fragmented message being gathered is compressed (RSV1 on its first frame).
+    frag_z: bool,
+    /// What the server agreed to about permessage-deflate.
+    z: Zx,
     accept: [u8; 28],
     next_seq: u64,
     bits: Vec<u64>,
@@ -637,20 +665,31 @@ fn client_frame(op: u8, payload: &[u8], mask: u32) -> Vec<u8> {
 
 struct FrameHead {
     fin: bool,
+    /// RSV1: the first frame of a compressed message (permessage-deflate).
+    rsv1: bool,
     op: u8,
     start: usize,
     end: usize,
 }
 
-fn parse_frame(b: &[u8]) -> Result<Option<FrameHead>, &'static str> {
+/// The next frame of `b`, when whole. RSV1 is accepted on the first frame of a data message
+/// when `rsv1_ok` (the connection agreed to permessage-deflate); RSV2/RSV3 never.
+fn parse_frame(b: &[u8], rsv1_ok: bool) -> Result<Option<FrameHead>, &'static str> {
     if b.len() < 2 {
         return Ok(None);
     }
     let fin = b[0] & 0x80 != 0;
-    if b[0] & 0x70 != 0 {
+    let rsv1 = b[0] & 0x40 != 0;
+    let op = b[0] & 0x0f;
+    if b[0] & 0x30 != 0 {
         return Err("reserved bits set in a server frame");
     }
-    let op = b[0] & 0x0f;
+    if rsv1 && !rsv1_ok {
+        return Err("RSV1 set in a server frame without permessage-deflate");
+    }
+    if rsv1 && !matches!(op, 0x1 | 0x2) {
+        return Err("RSV1 set on a control or continuation frame");
+    }
     if b[1] & 0x80 != 0 {
         return Err("masked server frame");
     }
@@ -678,10 +717,86 @@ fn parse_frame(b: &[u8]) -> Result<Option<FrameHead>, &'static str> {
     }
     Ok(Some(FrameHead {
         fin,
+        rsv1,
         op,
         start: pos,
         end,
     }))
+}
+
+/// permessage-deflate as agreed on one connection.
+enum Zx {
+    /// Not negotiated: RSV1 is a protocol error.
+    Off,
+    /// `server_no_context_takeover`: every message stands alone, the thread's inflater serves.
+    Shared,
+    /// The server keeps its window between messages: this connection's own inflater.
+    Own(Box<Decompress>),
+}
+
+/// What to do with the server's `Sec-WebSocket-Extensions` answer (all its values, joined).
+fn negotiate(offered: bool, answer: &str) -> Result<Zx, String> {
+    if !offered {
+        return Err(format!("extensions {answer:?} answered to no offer"));
+    }
+    let mut parts = answer.split(';').map(str::trim);
+    if parts.next() != Some("permessage-deflate") || answer.contains(',') {
+        return Err(format!("unexpected extensions {answer:?}"));
+    }
+    let mut no_takeover = false;
+    for param in parts {
+        let name = param.split('=').next().unwrap_or("").trim();
+        match name {
+            "server_no_context_takeover" => no_takeover = true,
+            // We do not compress; an inflater with a 15-bit window takes any smaller window.
+            "client_no_context_takeover" | "client_max_window_bits" | "server_max_window_bits" => {}
+            _ => {
+                return Err(format!(
+                    "unknown permessage-deflate parameter in {answer:?}"
+                ));
+            }
+        }
+    }
+    Ok(if no_takeover {
+        Zx::Shared
+    } else {
+        Zx::Own(Box::new(Decompress::new(false)))
+    })
+}
+
+/// Inflates one message into `out` (cleared first; its capacity is reused), the four bytes the
+/// sender took off put back. The inflater is not reset here: the caller resets a shared one.
+fn inflate(z: &mut Decompress, payload: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    out.clear();
+    for input in [payload, &DEFLATE_TAIL[..]] {
+        let mut taken = 0;
+        loop {
+            if out.capacity() - out.len() < 1024 {
+                if out.len() as u64 > MAX_FRAME {
+                    return Err("a message inflates past 16 MiB".into());
+                }
+                out.reserve(out.capacity().max(16 * 1024));
+            }
+            let (in0, out0) = (z.total_in(), out.len());
+            let status = z
+                .decompress_vec(&input[taken..], out, FlushDecompress::Sync)
+                .map_err(|e| format!("inflate: {e}"))?;
+            taken += (z.total_in() - in0) as usize;
+            if status == Status::StreamEnd {
+                // A final block ends the stream: the next message starts a new one.
+                z.reset(false);
+                return Ok(());
+            }
+            let full = out.len() == out.capacity();
+            if taken == input.len() && !full {
+                break;
+            }
+            if z.total_in() == in0 && out.len() == out0 && !full {
+                return Err("inflate: no progress (malformed deflate data)".into());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses `"<seq> <ts> …"` (for Pusher, inside `"data":"…"`).
@@ -746,6 +861,16 @@ struct WorkerResult {
     per_sub_max: u64,
     subs_complete: u64,
     lost: u64,
+    /// Bytes read from the sockets (handshake answers included).
+    wire_bytes: u64,
+    /// Connections whose handshake answer agreed to permessage-deflate; of them, those where
+    /// the server keeps its context between messages.
+    deflate_agreed: u64,
+    deflate_takeover: u64,
+    /// The first such answer (`Sec-WebSocket-Extensions`).
+    deflate_answer: Option<String>,
+    /// Messages that arrived compressed (RSV1).
+    compressed: u64,
 }
 
 struct Worker {
@@ -764,6 +889,10 @@ struct Worker {
     last_rx_ns: u64,
     /// Subscribers' bitmaps and counts of conns that finished (closed) during the run.
     retired: Vec<(u64, u64)>,
+    /// The inflater of the connections without context takeover (reset per message), made on
+    /// first use, and where every compressed message is inflated to.
+    inflater: Option<Decompress>,
+    inflated: Vec<u8>,
 }
 
 fn open_socket(src: Option<Ipv4Addr>, dst: SocketAddr) -> io::Result<TcpStream> {
@@ -867,6 +996,8 @@ impl Worker {
             hs: Hist::new(),
             last_rx_ns: 0,
             retired: Vec::new(),
+            inflater: None,
+            inflated: Vec::new(),
             cfg,
         })
     }
@@ -929,6 +1060,8 @@ impl Worker {
             inb: Vec::new(),
             frag: Vec::new(),
             frag_open: false,
+            frag_z: false,
+            z: Zx::Off,
             accept: [0; 28],
             next_seq: 0,
             bits,
@@ -975,8 +1108,13 @@ impl Worker {
         h.update(WS_GUID.as_bytes());
         let acc = base64::engine::general_purpose::STANDARD.encode(h.finalize());
         conn.accept.copy_from_slice(acc.as_bytes());
+        let ext = if self.cfg.deflate {
+            format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
+        } else {
+            String::new()
+        };
         let req = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: ferrocast-loadgen\r\n{}\r\n",
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: ferrocast-loadgen\r\n{ext}{}\r\n",
             self.cfg.ws_path, self.cfg.host_headers[conn.target], key, self.cfg.extra_headers
         );
         conn.state = St::Handshaking;
@@ -1042,24 +1180,46 @@ impl Worker {
         }
     }
 
-    fn check_handshake(&self, conn: &Conn, head: &[u8]) -> Result<(), String> {
+    /// Checks the server's handshake answer and records what it agreed about permessage-deflate.
+    fn check_handshake(&mut self, conn: &mut Conn, head: &[u8]) -> Result<(), String> {
         let text = String::from_utf8_lossy(head);
         let mut lines = text.split("\r\n");
         let status = lines.next().unwrap_or("");
         if !status.starts_with("HTTP/1.1 101") {
             return Err(format!("{status:?}"));
         }
+        let mut accept = None;
+        let mut extensions: Vec<&str> = Vec::new();
         for l in lines {
-            if let Some((k, v)) = l.split_once(':')
-                && k.trim().eq_ignore_ascii_case("sec-websocket-accept")
-            {
-                if v.trim().as_bytes() == conn.accept {
-                    return Ok(());
-                }
-                return Err(format!("bad Sec-WebSocket-Accept {:?}", v.trim()));
+            let Some((k, v)) = l.split_once(':') else {
+                continue;
+            };
+            if k.trim().eq_ignore_ascii_case("sec-websocket-accept") {
+                accept = Some(v.trim());
+            } else if k.trim().eq_ignore_ascii_case("sec-websocket-extensions") {
+                extensions.push(v.trim());
             }
         }
-        Err("101 without Sec-WebSocket-Accept".into())
+        match accept {
+            None => return Err("101 without Sec-WebSocket-Accept".into()),
+            Some(a) if a.as_bytes() != conn.accept => {
+                return Err(format!("bad Sec-WebSocket-Accept {a:?}"));
+            }
+            Some(_) => {}
+        }
+        if extensions.is_empty() {
+            return Ok(());
+        }
+        let answer = extensions.join(", ");
+        conn.z = negotiate(self.cfg.deflate, &answer)?;
+        self.r.deflate_agreed += 1;
+        if matches!(conn.z, Zx::Own(_)) {
+            self.r.deflate_takeover += 1;
+        }
+        if self.r.deflate_answer.is_none() {
+            self.r.deflate_answer = Some(answer);
+        }
+        Ok(())
     }
 
     /// Consumes what it can from `data`; returns bytes used and what to do next.
@@ -1099,13 +1259,13 @@ impl Worker {
             }
         }
         while pos < data.len() {
-            match parse_frame(&data[pos..]) {
+            match parse_frame(&data[pos..], !matches!(conn.z, Zx::Off)) {
                 Err(e) => return (data.len(), Flow::Fail("protocol", e.into())),
                 Ok(None) => break,
                 Ok(Some(f)) => {
                     let payload = &data[pos + f.start..pos + f.end];
                     pos += f.end;
-                    let flow = self.on_frame(conn, f.fin, f.op, payload, now);
+                    let flow = self.on_frame(conn, &f, payload, now);
                     if !matches!(flow, Flow::Keep) {
                         return (pos, flow);
                     }
@@ -1115,13 +1275,15 @@ impl Worker {
         (pos, Flow::Keep)
     }
 
-    fn on_frame(&mut self, conn: &mut Conn, fin: bool, op: u8, payload: &[u8], now: u64) -> Flow {
+    fn on_frame(&mut self, conn: &mut Conn, f: &FrameHead, payload: &[u8], now: u64) -> Flow {
+        let (fin, op) = (f.fin, f.op);
         match op {
-            0x1 | 0x2 if fin && !conn.frag_open => self.on_message(conn, payload, now),
+            0x1 | 0x2 if fin && !conn.frag_open => self.on_data(conn, f.rsv1, payload, now),
             0x1 | 0x2 => {
                 conn.frag.clear();
                 conn.frag.extend_from_slice(payload);
                 conn.frag_open = true;
+                conn.frag_z = f.rsv1;
                 Flow::Keep
             }
             0x0 => {
@@ -1132,7 +1294,7 @@ impl Worker {
                 if fin {
                     conn.frag_open = false;
                     let msg = std::mem::take(&mut conn.frag);
-                    let flow = self.on_message(conn, &msg, now);
+                    let flow = self.on_data(conn, conn.frag_z, &msg, now);
                     conn.frag = msg;
                     conn.frag.clear();
                     return flow;
@@ -1169,6 +1331,31 @@ impl Worker {
             }
             _ => Flow::Fail("protocol", format!("opcode {op}")),
         }
+    }
+
+    /// A whole data message: inflated first when it came compressed (into the worker's one
+    /// reused buffer), then handed to [`Worker::on_message`].
+    fn on_data(&mut self, conn: &mut Conn, compressed: bool, msg: &[u8], now: u64) -> Flow {
+        if !compressed {
+            return self.on_message(conn, msg, now);
+        }
+        self.r.compressed += 1;
+        let mut out = std::mem::take(&mut self.inflated);
+        let inflated = match &mut conn.z {
+            Zx::Off => Err("a compressed message without permessage-deflate".into()),
+            Zx::Shared => {
+                let z = self.inflater.get_or_insert_with(|| Decompress::new(false));
+                z.reset(false);
+                inflate(z, msg, &mut out)
+            }
+            Zx::Own(z) => inflate(z, msg, &mut out),
+        };
+        let flow = match inflated {
+            Ok(()) => self.on_message(conn, &out, now),
+            Err(e) => Flow::Fail("inflate", e),
+        };
+        self.inflated = out;
+        flow
     }
 
     fn on_message(&mut self, conn: &mut Conn, msg: &[u8], now: u64) -> Flow {
@@ -1355,6 +1542,7 @@ impl Worker {
             match conn.stream.read(scratch) {
                 Ok(0) => return self.on_eof(conn),
                 Ok(n) => {
+                    self.r.wire_bytes += n as u64;
                     let now = now_ns();
                     let (used, flow) = if conn.inb.is_empty() {
                         let (used, flow) = self.process(conn, &scratch[..n], now);
@@ -1583,13 +1771,15 @@ struct FifoPublisher {
     path: String,
     prefix: Vec<u8>,
     suffix: Vec<u8>,
+    /// Each payload as a bare line (global, what raw-mode clients hear), not a JSON string.
+    bare: bool,
     buf: Vec<u8>,
     writes: u64,
     bytes: u64,
 }
 
 impl FifoPublisher {
-    fn open(path: &str, channel: &str, event: &str) -> Result<FifoPublisher, String> {
+    fn open(path: &str, channel: &str, event: &str, bare: bool) -> Result<FifoPublisher, String> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -1615,11 +1805,17 @@ impl FifoPublisher {
             serde_json::to_string(channel).unwrap(),
             serde_json::to_string(event).unwrap()
         );
+        let (prefix, suffix) = if bare {
+            (Vec::new(), b"\n".to_vec())
+        } else {
+            (prefix.into_bytes(), b"\"}\n".to_vec())
+        };
         Ok(FifoPublisher {
             file,
             path: path.to_string(),
-            prefix: prefix.into_bytes(),
-            suffix: b"\"}\n".to_vec(),
+            prefix,
+            suffix,
+            bare,
             buf: Vec::with_capacity(64 * 1024),
             writes: 0,
             bytes: 0,
@@ -1645,14 +1841,20 @@ impl Publisher for FifoPublisher {
     }
     fn publish(&mut self, datas: &[Vec<u8>]) -> Result<(), String> {
         for d in datas {
-            let line_len = self.prefix.len() + d.len() + self.suffix.len();
-            // Keep each write within PIPE_BUF (atomic) unless one line alone is bigger.
-            if !self.buf.is_empty() && self.buf.len() + line_len > PIPE_BUF {
-                self.flush()?;
-            }
+            let start = self.buf.len();
             self.buf.extend_from_slice(&self.prefix);
-            self.buf.extend_from_slice(d);
+            if self.bare {
+                self.buf.extend_from_slice(d);
+            } else {
+                push_json_escaped(&mut self.buf, d);
+            }
             self.buf.extend_from_slice(&self.suffix);
+            // Keep each write within PIPE_BUF (atomic) unless one line alone is bigger.
+            if start > 0 && self.buf.len() > PIPE_BUF {
+                let line = self.buf.split_off(start);
+                self.flush()?;
+                self.buf = line;
+            }
         }
         self.flush()
     }
@@ -1943,24 +2145,24 @@ impl Publisher for PusherRestPublisher {
         let mut bounds = Vec::with_capacity(datas.len() + 1);
         for d in datas {
             bounds.push(self.buf.len());
-            // The payload is plain ASCII digits, spaces and padding: no JSON escaping needed.
-            let body = format!(
-                "{{\"name\":{},\"channels\":[{}],\"data\":\"{}\"}}",
-                self.event_json,
-                self.channel_json,
-                String::from_utf8_lossy(d)
-            );
-            let q = pusher_rest_query(&self.secret, &self.key, &self.path, body.as_bytes(), ts);
+            let mut body = format!(
+                "{{\"name\":{},\"channels\":[{}],\"data\":\"",
+                self.event_json, self.channel_json
+            )
+            .into_bytes();
+            push_json_escaped(&mut body, d);
+            body.extend_from_slice(b"\"}");
+            let q = pusher_rest_query(&self.secret, &self.key, &self.path, &body, ts);
             write!(
                 self.buf,
-                "POST {}?{} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+                "POST {}?{} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
                 self.path,
                 q,
                 self.host_header,
                 body.len(),
-                body
             )
             .unwrap();
+            self.buf.extend_from_slice(&body);
         }
         let reqs = std::mem::take(&mut self.buf);
         bounds.push(reqs.len());
@@ -1986,6 +2188,296 @@ fn make_payload(buf: &mut Vec<u8>, seq: u64, ts: u64, size: usize) {
     }
 }
 
+// ------------------------------------------------------------------------------------------------
+// Laravel-style payloads (`fanout --laravel`)
+// ------------------------------------------------------------------------------------------------
+
+const FIRST_NAMES: &[&str] = &[
+    "Maria", "James", "Sofia", "Lucas", "Emma", "Noah", "Olivia", "Liam", "Mila", "Daan", "Julia",
+    "Mohammed", "Anna", "Thomas", "Fatima", "Lars", "Chloe", "Mateo", "Hannah", "Yusuf",
+];
+const LAST_NAMES: &[&str] = &[
+    "Lopez", "Smith", "de Vries", "Jansen", "Muller", "Rossi", "Dubois", "Kowalski", "Nguyen",
+    "Bakker", "Garcia", "Visser", "Schmidt", "Moreau", "Novak", "Peeters", "Silva", "Berg",
+];
+/// A catalogue: name, SKU, price in cents.
+const PRODUCTS: &[(&str, &str, u64)] = &[
+    ("Wireless Mouse", "WM-2231-BK", 1999),
+    ("Mechanical Keyboard", "KB-8812-US", 8950),
+    ("USB-C Charger 65W", "CH-0065-WH", 3495),
+    ("Noise Cancelling Headphones", "HP-7700-BK", 19900),
+    ("27\" 4K Monitor", "MN-2704-SL", 32900),
+    ("Laptop Stand, Aluminium", "LS-1020-AL", 4450),
+    ("HDMI Cable 2m", "HC-0200-BK", 899),
+    ("Webcam 1080p", "WC-1080-BK", 5995),
+    ("Desk Lamp LED", "DL-0450-WH", 2750),
+    ("Ergonomic Office Chair", "OC-3300-GR", 24900),
+    ("Portable SSD 1TB", "SD-1000-BL", 10990),
+    ("Bluetooth Speaker", "BS-0360-RD", 6490),
+    ("Phone Case \"Slim\"", "PC-0015-CL", 1495),
+    ("Smart Watch Strap", "WS-0022-BK", 1990),
+];
+/// An order that shipped: most of its lines did.
+const ITEM_STATUSES: &[&str] = &[
+    "shipped",
+    "shipped",
+    "shipped",
+    "shipped",
+    "shipped",
+    "shipped",
+    "shipped",
+    "backordered",
+    "cancelled",
+    "shipped",
+];
+const CARRIERS: &[&str] = &["DHL", "UPS", "FedEx", "PostNL", "GLS", "DPD"];
+const CITIES: &[(&str, &str)] = &[
+    ("Amsterdam", "NL"),
+    ("Berlin", "DE"),
+    ("Lyon", "FR"),
+    ("Milano", "IT"),
+    ("Kraków", "PL"),
+    ("Antwerpen", "BE"),
+    ("Porto", "PT"),
+    ("Göteborg", "SE"),
+];
+const STREETS: &[&str] = &[
+    "Keizersgracht",
+    "Hauptstraße",
+    "Rue de la République",
+    "Via Roma",
+    "Main Street",
+    "Kerkstraat",
+];
+const NOTE_WORDS: &[&str] = &[
+    "please",
+    "leave",
+    "the",
+    "parcel",
+    "at",
+    "back",
+    "door",
+    "ring",
+    "twice",
+    "gift",
+    "wrap",
+    "no",
+    "invoice",
+    "in",
+    "box",
+    "deliver",
+    "after",
+    "5pm",
+    "neighbour",
+    "number",
+    "call",
+    "first",
+];
+
+fn pick(rng: &mut Rng, list: &[&'static str]) -> &'static str {
+    list[(rng.next() % list.len() as u64) as usize]
+}
+
+/// `2025-03-14T09:31:02.000000Z` (how Laravel serialises dates) for Unix time `secs`.
+fn iso_time(buf: &mut Vec<u8>, secs: u64) {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    write!(
+        buf,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000000Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+    .unwrap();
+}
+
+/// A string as JSON text, quotes included.
+fn json_str(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    push_json_escaped(buf, s.as_bytes());
+    buf.push(b'"');
+}
+
+/// Appends `d` escaped for the inside of a JSON string.
+fn push_json_escaped(out: &mut Vec<u8>, d: &[u8]) {
+    for &c in d {
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0..=0x1f => write!(out, "\\u{c:04x}").unwrap(),
+            _ => out.push(c),
+        }
+    }
+}
+
+struct Item {
+    id: u64,
+    product: usize,
+    price: u64,
+    qty: u64,
+    status: &'static str,
+}
+
+/// One order, drawn from `rng`: what stays the same while items are dropped to fit.
+struct Order {
+    id: u64,
+    customer: u64,
+    first: &'static str,
+    last: &'static str,
+    city: usize,
+    street: &'static str,
+    house: u64,
+    carrier: &'static str,
+    tracking: u64,
+    created: u64,
+    shipped: u64,
+    items: Vec<Item>,
+}
+
+impl Order {
+    fn draw(rng: &mut Rng) -> Order {
+        let id = 100_000 + rng.next() % 900_000;
+        let created = 1_735_689_600 + rng.next() % (365 * 86400);
+        let n = 10 + (rng.next() % 11) as usize;
+        let first_item = 1_000_000 + rng.next() % 9_000_000;
+        let items = (0..n as u64)
+            .map(|i| {
+                let product = (rng.next() % PRODUCTS.len() as u64) as usize;
+                let list = PRODUCTS[product].2;
+                Item {
+                    id: first_item + i,
+                    product,
+                    // One line in ten is discounted; most lines are of one piece.
+                    price: if rng.next().is_multiple_of(10) {
+                        list * 9 / 10
+                    } else {
+                        list
+                    },
+                    qty: [1, 1, 1, 1, 1, 2, 2, 3][(rng.next() % 8) as usize],
+                    status: pick(rng, ITEM_STATUSES),
+                }
+            })
+            .collect();
+        Order {
+            id,
+            customer: 1000 + rng.next() % 99_000,
+            first: pick(rng, FIRST_NAMES),
+            last: pick(rng, LAST_NAMES),
+            city: (rng.next() % CITIES.len() as u64) as usize,
+            street: pick(rng, STREETS),
+            house: 1 + rng.next() % 300,
+            carrier: pick(rng, CARRIERS),
+            tracking: rng.next() % 10_000_000_000_000,
+            created,
+            shipped: created + 3600 + rng.next() % (3 * 86400),
+            items,
+        }
+    }
+
+    /// The event as JSON, with its first `n` items and `notes` as the customer's note.
+    fn write(&self, buf: &mut Vec<u8>, n: usize, notes: &str) {
+        let (city, country) = CITIES[self.city];
+        write!(buf, "{{\"event\":\"App\\\\Events\\\\OrderShipped\",\"data\":{{\"order\":{{\"id\":{},\"number\":\"ORD-2025-{:06}\",\"status\":\"shipped\",\"currency\":\"EUR\",\"customer\":{{\"id\":{},\"name\":", self.id, self.id, self.customer).unwrap();
+        json_str(buf, &format!("{} {}", self.first, self.last));
+        let email = format!("{}.{}@example.com", self.first, self.last.replace(' ', ""));
+        buf.extend_from_slice(b",\"email\":");
+        json_str(buf, &email.to_lowercase());
+        buf.extend_from_slice(b"},\"shipping_address\":{\"line1\":");
+        json_str(buf, &format!("{} {}", self.street, self.house));
+        buf.extend_from_slice(b",\"city\":");
+        json_str(buf, city);
+        write!(buf, ",\"country\":\"{country}\"}},\"items\":[").unwrap();
+        let mut subtotal = 0;
+        for (i, it) in self.items.iter().take(n).enumerate() {
+            let (name, sku, _) = PRODUCTS[it.product];
+            let line = it.price * it.qty;
+            subtotal += line;
+            let comma = if i == 0 { "" } else { "," };
+            write!(
+                buf,
+                "{comma}{{\"id\":{},\"order_id\":{},\"sku\":\"{sku}\",\"name\":",
+                it.id, self.id
+            )
+            .unwrap();
+            json_str(buf, name);
+            write!(
+                buf,
+                ",\"price\":\"{}.{:02}\",\"quantity\":{},\"status\":\"{}\"}}",
+                it.price / 100,
+                it.price % 100,
+                it.qty,
+                it.status
+            )
+            .unwrap();
+        }
+        let tax = subtotal * 21 / 121;
+        write!(buf, "],\"totals\":{{\"subtotal\":\"{}.{:02}\",\"shipping\":\"4.95\",\"tax\":\"{}.{:02}\",\"grand_total\":\"{}.{:02}\"}},\"shipment\":{{\"carrier\":\"{}\",\"tracking_number\":\"JD{:014}\",\"shipped_at\":\"",
+            subtotal / 100, subtotal % 100, tax / 100, tax % 100, (subtotal + 495) / 100, (subtotal + 495) % 100, self.carrier, self.tracking).unwrap();
+        iso_time(buf, self.shipped);
+        buf.extend_from_slice(b"\"},\"notes\":");
+        json_str(buf, notes);
+        buf.extend_from_slice(b",\"created_at\":\"");
+        iso_time(buf, self.created);
+        buf.extend_from_slice(b"\",\"updated_at\":\"");
+        iso_time(buf, self.shipped);
+        buf.extend_from_slice(b"\"}},\"socket\":null}");
+    }
+}
+
+/// `"<seq> <ts> "` and a Laravel broadcast event (`App\Events\OrderShipped`) drawn from `rng`:
+/// exactly `size` bytes (not below the header), valid JSON when `size` leaves room for an
+/// order without items (about 700 bytes), cut otherwise. Items are dropped from the end while
+/// the event is too long; the customer's note takes up what is left.
+fn make_laravel_payload(buf: &mut Vec<u8>, seq: u64, ts: u64, size: usize, rng: &mut Rng) {
+    buf.clear();
+    write!(buf, "{seq} {ts} ").unwrap();
+    let head = buf.len();
+    let order = Order::draw(rng);
+    let mut n = order.items.len();
+    loop {
+        buf.truncate(head);
+        order.write(buf, n, "");
+        if buf.len() <= size || n == 0 {
+            break;
+        }
+        n -= 1;
+    }
+    if buf.len() > size {
+        // No room for even an order without items: cut, on a character boundary.
+        buf.truncate(size.max(head));
+        while std::str::from_utf8(&buf[head..]).is_err() {
+            buf.pop();
+        }
+        buf.resize(size.max(head), b' ');
+        return;
+    }
+    let gap = size - buf.len();
+    if gap > 0 {
+        let mut notes = String::with_capacity(gap + 16);
+        while notes.len() < gap {
+            if !notes.is_empty() {
+                notes.push(' ');
+            }
+            notes.push_str(pick(rng, NOTE_WORDS));
+        }
+        notes.truncate(gap);
+        buf.truncate(head);
+        order.write(buf, n, &notes);
+    }
+    debug_assert_eq!(buf.len(), size);
+}
+
 struct PublishReport {
     sent: u64,
     calls: u64,
@@ -2003,9 +2495,11 @@ fn run_publisher(
     rate: f64,
     messages: u64,
     size: usize,
+    laravel: bool,
     shared: &Shared,
     deadline: Instant,
 ) -> PublishReport {
+    let mut rng = Rng::new(now_ns());
     let interval_ns = (1e9 / rate.max(0.001)) as u64;
     let start = now_ns();
     let mut sent = 0u64;
@@ -2044,7 +2538,11 @@ fn run_publisher(
         let n = ((due - sent) as usize).min(batch.len());
         let ts = now_ns();
         for (i, b) in batch.iter_mut().take(n).enumerate() {
-            make_payload(b, sent + i as u64, ts, size);
+            if laravel {
+                make_laravel_payload(b, sent + i as u64, ts, size, &mut rng);
+            } else {
+                make_payload(b, sent + i as u64, ts, size);
+            }
         }
         if let Err(e) = p.publish(&batch[..n]) {
             rep.error = Some(e);
@@ -2175,6 +2673,7 @@ impl Run {
                 messages,
                 bitmap,
                 connect_timeout_ns: (common.connect_timeout * 1e9) as u64,
+                deflate: common.deflate,
                 shared: shared.clone(),
                 counters: c,
             };
@@ -2317,6 +2816,13 @@ impl Run {
             t.per_sub_max = t.per_sub_max.max(r.per_sub_max);
             t.subs_complete += r.subs_complete;
             t.lost += r.lost;
+            t.wire_bytes += r.wire_bytes;
+            t.deflate_agreed += r.deflate_agreed;
+            t.deflate_takeover += r.deflate_takeover;
+            t.compressed += r.compressed;
+            if t.deflate_answer.is_none() {
+                t.deflate_answer = r.deflate_answer;
+            }
         }
         self.shared.phase.store(PHASE_STOP, Relaxed);
         self.shared.progress_stop.store(true, Relaxed);
@@ -2417,6 +2923,41 @@ fn add_common(rep: &mut Report, run: &Run, t: &Totals) {
     rep.add("handshake p50/p99", format!("{} / {}", us(t.hs.quantile(0.5)), us(t.hs.quantile(0.99))), json!({
         "p50_ns": t.hs.quantile(0.5), "p99_ns": t.hs.quantile(0.99), "max_ns": t.hs.max, "n": t.hs.n
     }));
+    add_deflate(rep, run, t);
+}
+
+/// What permessage-deflate came to: `deflate_offered`, `deflate_agreed` (connections),
+/// `deflate_context_takeover` (of those, where the server keeps its window),
+/// `compressed_messages`, and the server's answer.
+fn add_deflate(rep: &mut Report, run: &Run, t: &Totals) {
+    rep.json_only("deflate_offered", json!(run.common.deflate));
+    rep.add(
+        "deflate agreed",
+        format!(
+            "{} connections ({}{})",
+            t.r.deflate_agreed,
+            if run.common.deflate {
+                "offered"
+            } else {
+                "not offered"
+            },
+            if t.r.deflate_takeover > 0 {
+                format!(", {} with context takeover", t.r.deflate_takeover)
+            } else {
+                String::new()
+            }
+        ),
+        json!(t.r.deflate_agreed),
+    );
+    rep.json_only("deflate_context_takeover", json!(t.r.deflate_takeover));
+    rep.add(
+        "compressed messages",
+        t.r.compressed.to_string(),
+        json!(t.r.compressed),
+    );
+    if let Some(a) = &t.r.deflate_answer {
+        rep.add("deflate answer", a.clone(), json!(a));
+    }
 }
 
 fn run_idle(a: IdleArgs) -> Result<(), String> {
@@ -2563,7 +3104,12 @@ fn fetch_up_all(run: &Run) -> Option<Value> {
 fn run_fanout(a: FanoutArgs) -> Result<(), String> {
     let target = parse_publish(&a.publish)?;
     let mut publisher: Box<dyn Publisher> = match &target {
-        PublishTarget::Fifo(p) => Box::new(FifoPublisher::open(p, &a.common.channel, &a.event)?),
+        PublishTarget::Fifo(p) => Box::new(FifoPublisher::open(
+            p,
+            &a.common.channel,
+            &a.event,
+            a.common.protocol == Protocol::Raw,
+        )?),
         PublishTarget::Http(u) => Box::new(HttpPublisher::new(u, &a.common.channel)?),
         PublishTarget::PusherRest(u) => Box::new(PusherRestPublisher::new(
             u,
@@ -2605,6 +3151,7 @@ fn run_fanout(a: FanoutArgs) -> Result<(), String> {
         a.rate,
         a.messages,
         a.size,
+        a.laravel,
         &run.shared,
         pub_deadline,
     );
@@ -2701,6 +3248,7 @@ fn run_fanout(a: FanoutArgs) -> Result<(), String> {
         rep.add("per-subscriber received min/max", format!("{} / {} ({} complete)", if t.r.per_sub_min == u64::MAX { 0 } else { t.r.per_sub_min }, t.r.per_sub_max, t.r.subs_complete),
             json!({"min": if t.r.per_sub_min == u64::MAX { 0 } else { t.r.per_sub_min }, "max": t.r.per_sub_max, "complete": t.r.subs_complete}));
         rep.add("other messages", t.r.other.to_string(), json!(t.r.other));
+        add_wire(&mut rep, t);
         let wall = if last_rx > prep.start_ns {
             (last_rx - prep.start_ns) as f64 / 1e9
         } else {
@@ -2793,6 +3341,18 @@ fn run_fanout(a: FanoutArgs) -> Result<(), String> {
         return Err(e);
     }
     pub_check
+}
+
+/// Bytes the subscribers read from their sockets, in all and per delivery (unique message
+/// received by one subscriber).
+fn add_wire(rep: &mut Report, t: &Totals) {
+    rep.add(
+        "wire bytes received",
+        t.r.wire_bytes.to_string(),
+        json!(t.r.wire_bytes),
+    );
+    let per = (t.r.unique > 0).then(|| t.r.wire_bytes as f64 / t.r.unique as f64);
+    rep.add("wire bytes per delivery", opt_f(per, 1), json!(per));
 }
 
 fn run_bitmap(subs: u64, messages: u64) -> bool {
@@ -2957,5 +3517,105 @@ fn main() {
     if let Err(e) = r {
         eprintln!("loadgen: {e}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrocast::deflate::Compressor;
+
+    #[test]
+    fn laravel_payloads_are_exact_valid_and_vary() {
+        let mut rng = Rng::new(7);
+        let mut buf = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for size in [700usize, 1024, 2048, 4096, 16384] {
+            for seq in 0..50 {
+                make_laravel_payload(&mut buf, seq, 123_456_789, size, &mut rng);
+                assert_eq!(buf.len(), size);
+                assert_eq!(parse_bench(&buf, Protocol::Raw), Some((seq, 123_456_789)));
+                let body = &buf[find(&buf, b" 123456789 ").unwrap() + 11..];
+                let v: Value = serde_json::from_slice(body).expect("valid JSON");
+                assert_eq!(v["event"], "App\\Events\\OrderShipped");
+                let items = v["data"]["order"]["items"].as_array().unwrap().len();
+                assert!(size < 2048 || items >= 9, "{items} items in {size} bytes");
+                seen.insert(body.to_vec());
+            }
+        }
+        assert_eq!(seen.len(), 250);
+        // Tiny sizes are cut, still exact and still UTF-8.
+        make_laravel_payload(&mut buf, 1, 2, 100, &mut rng);
+        assert_eq!(buf.len(), 100);
+        assert!(std::str::from_utf8(&buf).is_ok());
+    }
+
+    #[test]
+    fn laravel_payloads_compress_like_json() {
+        let mut rng = Rng::new(11);
+        let mut buf = Vec::new();
+        let mut z = Compressor::default();
+        let (mut plain, mut packed) = (0, 0);
+        for seq in 0..100 {
+            make_laravel_payload(&mut buf, seq, now_ns(), 2048, &mut rng);
+            plain += buf.len();
+            packed += z.compress(&buf).unwrap().len();
+        }
+        // Each message compressed on its own, as a server without context takeover does.
+        let ratio = plain as f64 / packed as f64;
+        assert!((2.5..=6.0).contains(&ratio), "ratio {ratio:.2}");
+    }
+
+    #[test]
+    fn inflates_with_and_without_context_takeover() {
+        let mut rng = Rng::new(3);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        // No context takeover: what ferrocast sends, one inflater reset per message.
+        let mut c = Compressor::default();
+        let mut z = Decompress::new(false);
+        for seq in 0..20 {
+            make_laravel_payload(&mut buf, seq, 1, 2048, &mut rng);
+            z.reset(false);
+            inflate(&mut z, &c.compress(&buf).unwrap(), &mut out).unwrap();
+            assert_eq!(out, buf);
+        }
+        // Context takeover: one stream, each message sync-flushed, its tail taken off.
+        let mut c = flate2::Compress::new(flate2::Compression::new(6), false);
+        let mut z = Decompress::new(false);
+        for seq in 0..20 {
+            make_laravel_payload(&mut buf, seq, 1, 2048, &mut rng);
+            let mut m = Vec::with_capacity(4096);
+            c.compress_vec(&buf, &mut m, flate2::FlushCompress::Sync)
+                .unwrap();
+            assert!(m.ends_with(&DEFLATE_TAIL));
+            m.truncate(m.len() - 4);
+            inflate(&mut z, &m, &mut out).unwrap();
+            assert_eq!(out, buf);
+        }
+        assert!(inflate(&mut Decompress::new(false), b"\xff\xff\xff", &mut out).is_err());
+    }
+
+    #[test]
+    fn negotiation_follows_the_answer() {
+        assert!(matches!(
+            negotiate(
+                true,
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+            ),
+            Ok(Zx::Shared)
+        ));
+        assert!(matches!(
+            negotiate(true, "permessage-deflate; client_max_window_bits=15"),
+            Ok(Zx::Own(_))
+        ));
+        assert!(negotiate(false, "permessage-deflate").is_err());
+        assert!(negotiate(true, "x-webkit-deflate-frame").is_err());
+        assert!(negotiate(true, "permessage-deflate; foo").is_err());
+        // RSV1 only where agreed, never on control frames.
+        assert!(parse_frame(&[0xc1, 0x00], false).is_err());
+        assert!(parse_frame(&[0xc1, 0x00], true).unwrap().unwrap().rsv1);
+        assert!(parse_frame(&[0xc9, 0x00], true).is_err());
+        assert!(parse_frame(&[0xa1, 0x00], true).is_err());
     }
 }

@@ -5,6 +5,9 @@
 #   bench/nchan/run.sh stop DIR       # stops the instance started in DIR (by its pid) and removes DIR
 #   bench/nchan/run.sh check          # start, publish one message to a websocket-less channel, stop
 #
+# NCHAN_DEFLATE=1 (start, check) turns on `nchan_deflate_message_for_websocket`: subscribers that
+# offer permessage-deflate get each message compressed (once per message, by the publisher side).
+#
 # Usage in a benchmark:
 #   eval "$(bench/nchan/run.sh start 18090)"
 #   taskset -cp 0 "$NCHAN_WORKER_PID"            # pin the worker like the ferrocast server
@@ -31,8 +34,11 @@ start() {
     [ "$nofile" = unlimited ] && nofile=1048576
     local user_line=""
     if [ "$(id -u)" = 0 ]; then user_line="user root;"; fi
+    local deflate_line=""
+    if [ "${NCHAN_DEFLATE:-0}" = 1 ]; then deflate_line="nchan_deflate_message_for_websocket on;"; fi
     sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$port|g" -e "s|@USER_LINE@|$user_line|g" \
         -e "s|@NOFILE@|$nofile|g" -e "s|@WORKER_CONNECTIONS@|$((nofile - 100))|g" \
+        -e "s|@DEFLATE@|$deflate_line|g" \
         "$here/nginx.conf.in" > "$dir/nginx.conf"
     "$nginx_bin" -t -q -p "$dir" -c "$dir/nginx.conf" 2> "$dir/test.log" || { cat "$dir/test.log" >&2; rm -rf "$dir"; die "nginx -t failed"; }
     ulimit -n "$nofile" 2>/dev/null || true
