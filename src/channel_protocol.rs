@@ -14,20 +14,58 @@ pub enum Request {
     Ping,
 }
 
+/// What a subscribe may add (channel history): where the client left off, and whether it wants
+/// the position of every message.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `"recover": {"epoch": …, "offset": …}`.
+    pub recover: Option<(String, u64)>,
+    /// `"positions": true`: messages come as `{"event":"message",…,"epoch":…,"offset":…}`.
+    pub positions: bool,
+}
+
 #[derive(Deserialize)]
 struct Wire<'a> {
     #[serde(borrow)]
     action: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     channel: Option<std::borrow::Cow<'a, str>>,
+    recover: Option<serde_json::Value>,
+    positions: Option<bool>,
 }
 
 /// Parses one client message; the error is the text sent back in `{"event":"error"}`.
 pub fn parse(text: &str) -> Result<Request, String> {
+    parse_with_options(text).map(|(request, _)| request)
+}
+
+/// [`parse`], with what a subscribe adds.
+pub fn parse_with_options(text: &str) -> Result<(Request, Options), String> {
     let wire: Wire = serde_json::from_str(text).map_err(|_| {
         "messages must be JSON objects like {\"action\":\"subscribe\",\"channel\":\"news\"}"
             .to_string()
     })?;
+    let options = Options {
+        recover: wire.recover.as_ref().map(recover_position).transpose()?,
+        positions: wire.positions.unwrap_or(false),
+    };
+    parse_wire(wire).map(|request| (request, options))
+}
+
+/// `{"epoch": "…", "offset": N}`.
+fn recover_position(v: &serde_json::Value) -> Result<(String, u64), String> {
+    let epoch = v
+        .get("epoch")
+        .and_then(|e| e.as_str())
+        .filter(|e| e.len() <= 64);
+    let offset = v.get("offset").and_then(|o| o.as_u64());
+    match (epoch, offset) {
+        (Some(e), Some(o)) => Ok((e.to_string(), o)),
+        _ => Err("\"recover\" needs {\"epoch\": a string of up to 64 characters, \"offset\": a whole number}".into()),
+    }
+}
+
+fn parse_wire(wire: Wire<'_>) -> Result<Request, String> {
     let action = wire.action.ok_or("missing \"action\"")?;
     let channel = || -> Result<String, String> {
         let name = wire.channel.as_deref().ok_or("missing \"channel\"")?;
@@ -60,6 +98,31 @@ pub fn unsubscribed(channel: &str) -> String {
 
 pub fn pong(socket_id: &str) -> String {
     json!({"event": "pong", "socket_id": socket_id}).to_string()
+}
+
+/// The answer to a subscribe on a channel with history: where its stream is, and for a
+/// `recover`, whether everything missed was given (just before this).
+pub fn subscribed_at(
+    channel: &str,
+    socket_id: &str,
+    position: Option<(&str, u64)>,
+    recovered: Option<bool>,
+) -> String {
+    let mut v = json!({"event": "subscribed", "channel": channel, "socket_id": socket_id});
+    if let Some((epoch, offset)) = position {
+        v["epoch"] = json!(epoch);
+        v["offset"] = json!(offset);
+    }
+    if let Some(r) = recovered {
+        v["recovered"] = json!(r);
+    }
+    v.to_string()
+}
+
+/// A published message with its place in the channel's history (clients with `positions`).
+pub fn positioned(channel: &str, data: &str, epoch: &str, offset: u64) -> String {
+    json!({"event": "message", "channel": channel, "data": data, "epoch": epoch, "offset": offset})
+        .to_string()
 }
 
 pub fn error(message: &str) -> String {

@@ -16,8 +16,8 @@ use serde_json::Value;
 
 pub use load::{ConfigError, Sources, check_file, mask_secrets};
 pub use parts::{
-    AppConfig, ConsoleConfig, EVENT_TYPES, HandlerConfig, HookConfig, LIFECYCLE_EVENTS,
-    ScalingConfig, TlsConfig, WebhookConfig, WebhookSettings, fastcgi_target,
+    AppConfig, ConsoleConfig, EVENT_TYPES, HandlerConfig, HistoryRule, HookConfig,
+    LIFECYCLE_EVENTS, ScalingConfig, TlsConfig, WebhookConfig, WebhookSettings, fastcgi_target,
 };
 
 /// Longest time any setting may name, in seconds.
@@ -50,6 +50,8 @@ pub struct Config {
     pub compression: String,
     /// Messages under this many bytes go uncompressed.
     pub compression_min_bytes: usize,
+    /// Memory for every channel's history together (apps' `history` rules); oldest out first.
+    pub max_history_bytes: usize,
     /// Largest FIFO line; longer lines are dropped with one log line.
     pub max_fifo_line_bytes: usize,
     /// Silence after which the server pings a client.
@@ -130,6 +132,7 @@ impl Default for Config {
             max_message_bytes: 10_000,
             compression: "on".into(),
             compression_min_bytes: 256,
+            max_history_bytes: 64 << 20,
             max_fifo_line_bytes: 64 * 1024,
             ping_interval_secs: 30,
             activity_timeout_secs: 120,

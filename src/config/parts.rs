@@ -76,6 +76,27 @@ impl WebhookConfig {
     }
 }
 
+/// History for the channels whose names start with `prefix` (empty: every channel).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryRule {
+    pub prefix: String,
+    /// Publications kept per channel.
+    pub size: usize,
+    /// How long each is kept.
+    pub ttl_secs: u64,
+}
+
+impl Default for HistoryRule {
+    fn default() -> Self {
+        HistoryRule {
+            prefix: String::new(),
+            size: 100,
+            ttl_secs: 300,
+        }
+    }
+}
+
 /// The lifecycle events `hooks` can ask for.
 pub const LIFECYCLE_EVENTS: [&str; 5] = [
     "connected",
@@ -380,9 +401,20 @@ pub struct AppConfig {
     pub watchlist_events: bool,
     /// The longest watchlist a sign-in may carry.
     pub max_watchlist_users: usize,
+    /// Which channels keep their recent publications for clients that come back (off unless
+    /// listed); the longest matching prefix decides.
+    pub history: Vec<HistoryRule>,
 }
 
 impl AppConfig {
+    /// The history rule of a channel: the longest prefix that matches.
+    pub fn history_rule(&self, channel: &str) -> Option<&HistoryRule> {
+        self.history
+            .iter()
+            .filter(|r| channel.starts_with(&r.prefix))
+            .max_by_key(|r| r.prefix.len())
+    }
+
     /// Where the app's webhooks and hooks go, in one list (webhooks first): a delivery names
     /// its target by position.
     pub fn notify_targets(&self) -> Vec<WebhookConfig> {
@@ -400,6 +432,17 @@ impl AppConfig {
         }
         for (j, hook) in self.hooks.iter().enumerate() {
             hook.validate(&format!("{at}.hooks[{j}]"))?;
+        }
+        for (j, rule) in self.history.iter().enumerate() {
+            if !(1..=100_000).contains(&rule.size)
+                || rule.ttl_secs == 0
+                || rule.ttl_secs > super::MAX_DURATION_SECS
+            {
+                return Err(format!(
+                    "{at}.history[{j}]: size must be 1 to 100000 and ttl_secs 1 to {} (30 days)",
+                    super::MAX_DURATION_SECS
+                ));
+            }
         }
         if self.subscription_count_interval_ms == 0
             || self.subscription_count_interval_ms > super::MAX_DURATION_SECS * 1000
@@ -463,6 +506,7 @@ impl Default for AppConfig {
             subscription_count_interval_ms: 1000,
             watchlist_events: false,
             max_watchlist_users: 100,
+            history: Vec::new(),
         }
     }
 }

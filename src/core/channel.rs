@@ -4,6 +4,7 @@
 
 use log::debug;
 
+use super::history::{Position, Recovery};
 use super::peer::Peer;
 use super::state::State;
 use super::{membership, routing};
@@ -12,18 +13,26 @@ use crate::pusher::protocol as pp;
 
 pub fn on_text(st: &mut State, peer: &mut Peer<'_>, text: &str) {
     let socket_id = peer.socket_id(st.process_id);
-    match proto::parse(text) {
-        Ok(proto::Request::Subscribe(name)) => subscribe(st, peer, &name, &socket_id),
-        Ok(proto::Request::Unsubscribe(name)) => {
+    match proto::parse_with_options(text) {
+        Ok((proto::Request::Subscribe(name), options)) => {
+            subscribe(st, peer, &name, &socket_id, options)
+        }
+        Ok((proto::Request::Unsubscribe(name), _)) => {
             membership::leave(st, peer.key, peer.conn, &name);
             peer.reply(&proto::unsubscribed(&name));
         }
-        Ok(proto::Request::Ping) => peer.reply(&proto::pong(&socket_id)),
+        Ok((proto::Request::Ping, _)) => peer.reply(&proto::pong(&socket_id)),
         Err(message) => peer.reply(&proto::error(&message)),
     }
 }
 
-fn subscribe(st: &mut State, peer: &mut Peer<'_>, name: &str, socket_id: &str) {
+fn subscribe(
+    st: &mut State,
+    peer: &mut Peer<'_>,
+    name: &str,
+    socket_id: &str,
+    options: proto::Options,
+) {
     if pp::channel_kind(name) != pp::ChannelKind::Public {
         // private-, presence- and encrypted channels carry what only authorized Pusher clients
         // may see; the channel protocol has no way to authorize.
@@ -39,8 +48,35 @@ fn subscribe(st: &mut State, peer: &mut Peer<'_>, name: &str, socket_id: &str) {
         );
         return peer.reply(&proto::error(&msg));
     }
+    if options.positions {
+        peer.conn.positions = true;
+    }
     membership::join(st, peer.key, peer.conn, 0, name);
-    peer.reply(&proto::subscribed(name, socket_id));
+    let recovered = options
+        .recover
+        .map(|(epoch, offset)| replay(st, peer, name, &Position { epoch, offset }));
+    let at = st.history.position(0, name);
+    let at = at.as_ref().map(|p| (p.epoch.as_str(), p.offset));
+    peer.reply(&proto::subscribed_at(name, socket_id, at, recovered));
+}
+
+/// Gives a client coming back what it missed on `name` since `from`, in order, before any
+/// live message; whether that was everything.
+fn replay(st: &mut State, peer: &mut Peer<'_>, name: &str, from: &Position) -> bool {
+    match st.history.recover(0, name, from, st.clock.now()) {
+        Recovery::Complete(missed) => {
+            for kept in missed {
+                let frame = if peer.conn.positions {
+                    kept.positioned
+                } else {
+                    kept.plain
+                };
+                peer.send(frame);
+            }
+            true
+        }
+        Recovery::Lost => false,
+    }
 }
 
 pub fn on_binary(peer: &mut Peer<'_>) {

@@ -82,6 +82,9 @@ pub struct Conn {
     pub since: u32,
     /// It negotiated permessage-deflate: data frames of `send` go compressed.
     pub deflate: bool,
+    /// A channel-protocol client that asked for positions: messages of channels with history
+    /// come with their epoch and offset, one per channel.
+    pub positions: bool,
     /// Due time of the connection's live timer entry.
     pub timer_due: u32,
     /// Bytes read but not yet handled (an incomplete request or frame, or a paused
@@ -117,6 +120,7 @@ impl Conn {
             last_seen: now,
             since: now,
             deflate: false,
+            positions: false,
             timer_due: 0,
             inbuf: Vec::new(),
             fragments: None,

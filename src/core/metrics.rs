@@ -140,7 +140,7 @@ fn traffic(server: &State) -> [Family; 15] {
 }
 
 /// Counters of workers, webhooks, the cache and the read budgets.
-fn work(server: &State) -> [Family; 10] {
+fn work(server: &State) -> [Family; 11] {
     let s = &server.stats;
     let w = &server.webhooks;
     [
@@ -190,12 +190,18 @@ fn work(server: &State) -> [Family; 10] {
             "Turns the Redis link yielded to the clients with replies still to read.",
             server.io.link.map_or(0, |l| l.read_yields),
         ),
+        (
+            "history_evicted_total",
+            "Publications dropped from channel history to stay within max_history_bytes.",
+            server.history.evicted,
+        ),
     ]
 }
 
-fn gauges(server: &State) -> [Family; 6] {
+fn gauges(server: &State) -> [Family; 8] {
     let channels = server.hub.len();
     let (watching, watched) = server.watchers.sizes();
+    let (kept, kept_bytes) = server.history.sizes();
     [
         (
             "connections",
@@ -222,6 +228,16 @@ fn gauges(server: &State) -> [Family; 6] {
             "watchlist_users",
             "Users on some connection's watchlist.",
             watched as u64,
+        ),
+        (
+            "history_messages",
+            "Publications kept in channel history.",
+            kept as u64,
+        ),
+        (
+            "history_bytes",
+            "Memory held by channel history (bound: max_history_bytes).",
+            kept_bytes as u64,
         ),
     ]
 }

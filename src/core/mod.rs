@@ -32,6 +32,7 @@ pub mod consoles;
 mod count_news;
 mod deflated;
 mod effects;
+mod history;
 mod hooks;
 mod http;
 pub mod hub;

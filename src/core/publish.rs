@@ -11,10 +11,14 @@
 
 use log::warn;
 
+use std::time::Duration;
+
 use super::conns::{Conns, Mode};
+use super::history::Kept;
 use super::publication::{Origin, Publication};
 use super::state::{State, Via};
 use super::{cluster, console};
+use crate::channel_protocol as proto;
 use crate::message::{self, Line};
 use crate::pusher::protocol as pp;
 use crate::ws::{self, Frame};
@@ -148,6 +152,31 @@ pub fn to_pusher_subscribers(
     st.stats.frames_out += sent;
 }
 
+/// Keeps a publication in its channel's history, when the app's rules give it one: the frames
+/// the subscribers get, encoded here once (`named`: the Pusher frame, if made already).
+fn keep(
+    st: &mut State,
+    app: usize,
+    channel: &str,
+    event: &str,
+    data: &str,
+    named: Option<Frame>,
+) -> Option<Kept> {
+    let rule = st.apps.get(app).cfg.history_rule(channel)?;
+    let (size, ttl) = (rule.size, Duration::from_secs(rule.ttl_secs));
+    let position = st.history.next_position(app as u16, channel, size, ttl);
+    let positioned = proto::positioned(channel, data, &position.epoch, position.offset);
+    let kept = Kept {
+        offset: position.offset,
+        plain: ws::text(data.as_bytes()),
+        positioned: ws::text(positioned.as_bytes()),
+        named: named.unwrap_or_else(|| ws::text(pp::event(event, channel, data, None).as_bytes())),
+    };
+    let now = st.clock.now();
+    st.history.append(app as u16, channel, kept.clone(), now);
+    Some(kept)
+}
+
 /// Queues `frame` to each connection within its bound; returns how many got it.
 fn fan_out(conns: &mut Conns, keys: impl Iterator<Item = usize>, frame: &Frame) -> u64 {
     keys.map(|k| u64::from(conns.send(k, frame))).sum()
@@ -179,6 +208,11 @@ fn event_here(
                 .insert(app as u16, channel, frame.clone(), now);
             named = Some(frame);
         }
+        let kept = keep(st, app, channel, event, data, named.clone());
+        if let Some(k) = &kept {
+            named = Some(k.named.clone());
+            plain.get_or_insert_with(|| k.plain.clone());
+        }
         let Some(ch) = st.hub.channel_named(app, channel) else {
             continue;
         };
@@ -190,13 +224,15 @@ fn event_here(
             if Some(conn.id) == except {
                 continue;
             }
-            let frame = match conn.mode {
+            let frame = match (conn.mode, &kept) {
                 // Pusher events name their channel: one per channel is right.
-                Mode::Pusher => named.get_or_insert_with(|| {
+                (Mode::Pusher, _) => named.get_or_insert_with(|| {
                     ws::text(pp::event(event, channel, data, None).as_bytes())
                 }),
+                // Positions are per channel: one per channel too.
+                (Mode::Channel, Some(k)) if conn.positions => &k.positioned,
                 // The bare payload does not: sent once per publication.
-                _ => {
+                (_, _) => {
                     if conn.publish_stamp == stamp {
                         continue;
                     }

@@ -11,6 +11,7 @@ use super::cache::CacheStore;
 use super::cluster::node::Cluster;
 use super::consoles::Consoles;
 use super::effects::{Effects, JobId};
+use super::history::History;
 use super::hub::Hub;
 use super::outbox::Bounds;
 use super::pending::{Closing, Pending};
@@ -269,6 +270,8 @@ pub struct State {
     pub watchers: Watchers,
     /// One inflater for every connection's compressed messages (no context between them).
     pub inflating: Inflating,
+    /// Channels' recent publications, for clients that come back.
+    pub history: History,
 }
 
 /// The inflater of clients' compressed messages and its output buffer, kept between messages.
@@ -307,6 +310,7 @@ impl State {
             sub_counts: SubCounts::default(),
             watchers: Watchers::default(),
             inflating: Inflating::default(),
+            history: History::new(cfg.max_history_bytes, process_id),
             cfg,
         }
     }
@@ -396,6 +400,7 @@ pub fn reload(st: &mut State, mut new: Config) -> Bounds {
     st.hub
         .cache_mut()
         .set_limits(new.max_cache_bytes, Duration::from_secs(new.cache_ttl_secs));
+    st.history.set_max_bytes(new.max_history_bytes);
     st.trusted_proxies = crate::proxy::parse_list(&new.trusted_proxies).unwrap_or_default();
     // Settings fixed at start keep their running values, so what the server reports
     // (`ferrocast config`, /up) is what is in force.

@@ -30,6 +30,7 @@ pub fn tick(conns: &mut Conns, st: &mut State) {
     }
     let instant = st.clock.now();
     st.hub.cache_mut().expire(instant);
+    st.history.expire(instant);
     console::stats(st);
     // Vacate records outlive their decision while other nodes may need them; the pump
     // forgets expired ones (and this node's changes tell the others).

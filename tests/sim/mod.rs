@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ferrocast::config::{AppConfig, Config, HandlerConfig, HookConfig, WebhookConfig};
+use ferrocast::config::{AppConfig, Config, HandlerConfig, HistoryRule, HookConfig, WebhookConfig};
 use ferrocast::deflate::{Compressor, Inflater};
 
 thread_local! {
@@ -113,6 +113,11 @@ fn config() -> Config {
         subscription_count_events: true,
         watchlist_events: true,
         max_watchlist_users: 3,
+        history: vec![HistoryRule {
+            prefix: String::new(),
+            size: 4,
+            ttl_secs: 2,
+        }],
         hooks: vec![HookConfig {
             handler: "exec".into(),
             command: vec!["true".into()],
@@ -140,6 +145,7 @@ fn config() -> Config {
         internal_token: "s3cret".into(),
         max_cache_bytes: 8192,
         compression_min_bytes: 16,
+        max_history_bytes: 2048,
         ..Config::default()
     };
     cfg.scaling.driver = "redis".into();

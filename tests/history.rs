@@ -1,0 +1,152 @@
+//! Channel history and recovery over the channel protocol: positions on request, a client that
+//! comes back given exactly what it missed (or told it cannot be), never a partial replay.
+//!
+//! Rules: generous deadlines (`T` = 15 s), wait on events, never assert on elapsed time.
+mod common;
+use common::*;
+
+fn start(dir: &std::path::Path) -> Server {
+    let cfg = json!({"apps": [{"id": "app-id", "key": "app-key", "secret": "app-secret",
+                               "history": [{"prefix": "orders", "size": 5, "ttl_secs": 300}]}]});
+    let path = write_config(dir, "ferrocast.json", &cfg);
+    Server::start(&["--config", &path.display().to_string()], &[])
+}
+
+fn subscribe(s: &Server, request: Value) -> (Client, Vec<Value>) {
+    let mut c = s.channel_client();
+    c.send_json(&request);
+    let mut before = Vec::new();
+    loop {
+        let v = c.recv_json(T);
+        if v["event"] == "subscribed" {
+            before.push(v);
+            return (c, before);
+        }
+        before.push(v);
+    }
+}
+
+fn publish(s: &Server, data: &str) {
+    s.publish_json(&json!({"channel": "orders", "data": data}));
+}
+
+#[test]
+fn a_client_that_comes_back_gets_exactly_what_it_missed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path());
+    let (mut a, got) = subscribe(
+        &s,
+        json!({"action": "subscribe", "channel": "orders", "positions": true}),
+    );
+    assert!(
+        got[0].get("epoch").is_none(),
+        "no stream before the first publication: {got:?}"
+    );
+    for m in ["m1", "m2", "m3"] {
+        publish(&s, m);
+    }
+    let seen: Vec<Value> = (0..3).map(|_| a.recv_json(T)).collect();
+    assert_eq!(seen[2]["event"], "message");
+    assert_eq!(
+        (seen[2]["data"].as_str(), seen[2]["offset"].as_u64()),
+        (Some("m3"), Some(3))
+    );
+    let epoch = seen[2]["epoch"].as_str().expect("epoch").to_string();
+    drop(a);
+    publish(&s, "m4");
+    publish(&s, "m5");
+    let recover = json!({"action": "subscribe", "channel": "orders", "positions": true,
+                         "recover": {"epoch": epoch, "offset": 3}});
+    let (mut b, got) = subscribe(&s, recover.clone());
+    let replayed: Vec<(&str, u64)> = got[..got.len() - 1]
+        .iter()
+        .map(|v| (v["data"].as_str().unwrap(), v["offset"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        replayed,
+        [("m4", 4), ("m5", 5)],
+        "in order, before the answer"
+    );
+    let answer = got.last().unwrap();
+    assert_eq!(answer["recovered"], true, "{answer}");
+    assert_eq!(
+        (answer["epoch"].as_str(), answer["offset"].as_u64()),
+        (Some(epoch.as_str()), Some(5))
+    );
+    publish(&s, "m6");
+    assert_eq!(b.recv_json(T)["offset"], 6, "then the live ones");
+    // A client without positions gets the bare payloads replayed.
+    let plain = json!({"action": "subscribe", "channel": "orders", "recover": {"epoch": epoch, "offset": 4}});
+    let mut c = s.channel_client();
+    c.send_json(&plain);
+    assert_eq!(c.recv_text(T), "m5");
+    assert_eq!(c.recv_text(T), "m6");
+    assert_eq!(c.recv_json(T)["recovered"], true);
+    assert_eq!(s.metric("history_messages"), 5, "the ring keeps 5");
+}
+
+#[test]
+fn a_gap_longer_than_history_or_another_epoch_is_never_told_complete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path());
+    let (mut a, _) = subscribe(
+        &s,
+        json!({"action": "subscribe", "channel": "orders", "positions": true}),
+    );
+    publish(&s, "first");
+    let epoch = a.recv_json(T)["epoch"].as_str().unwrap().to_string();
+    for i in 0..7 {
+        publish(&s, &format!("n{i}"));
+    }
+    for _ in 0..7 {
+        a.recv_json(T);
+    }
+    let cases = [
+        (
+            json!({"epoch": epoch, "offset": 1}),
+            "offsets 2 and 3 left the ring of 5",
+        ),
+        (json!({"epoch": "another", "offset": 8}), "another epoch"),
+        (json!({"epoch": epoch, "offset": 99}), "ahead of the stream"),
+    ];
+    for (recover, why) in cases {
+        let request = json!({"action": "subscribe", "channel": "orders", "recover": recover});
+        let (_c, got) = subscribe(&s, request);
+        assert_eq!(got.len(), 1, "{why}: nothing replayed: {got:?}");
+        assert_eq!(got[0]["recovered"], false, "{why}");
+        assert_eq!(
+            got[0]["offset"], 8,
+            "{why}: the stream's position, to start again from"
+        );
+    }
+    // A channel without history can never recover.
+    let request =
+        json!({"action": "subscribe", "channel": "news", "recover": {"epoch": epoch, "offset": 1}});
+    let (_c, got) = subscribe(&s, request);
+    assert_eq!((got.len(), &got[0]["recovered"]), (1, &json!(false)));
+    let bad = json!({"action": "subscribe", "channel": "orders", "recover": {"offset": "x"}});
+    let mut c = s.channel_client();
+    c.send_json(&bad);
+    let err = c.recv_json(T);
+    assert_eq!(err["event"], "error");
+    assert!(
+        err["message"].as_str().unwrap().contains("recover"),
+        "{err}"
+    );
+}
+
+#[test]
+fn history_is_bounded_by_max_history_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = json!({"max_history_bytes": 4096,
+                     "apps": [{"id": "app-id", "key": "app-key", "secret": "app-secret",
+                               "history": [{"prefix": "", "size": 1000, "ttl_secs": 300}]}]});
+    let path = write_config(dir.path(), "ferrocast.json", &cfg);
+    let s = Server::start(&["--config", &path.display().to_string()], &[]);
+    for i in 0..200 {
+        s.publish_json(&json!({"channel": format!("c{}", i % 7), "data": "x".repeat(100)}));
+    }
+    let settled = wait_until(T, || s.metric("history_evicted_total") > 0);
+    assert!(settled, "{}", s.logs_text());
+    assert!(s.metric("history_bytes") <= 4096);
+}
