@@ -150,3 +150,30 @@ fn history_is_bounded_by_max_history_bytes() {
     assert!(settled, "{}", s.logs_text());
     assert!(s.metric("history_bytes") <= 4096);
 }
+
+#[test]
+fn rest_reports_a_channels_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path());
+    for m in ["a", "b", "c"] {
+        publish(&s, m);
+    }
+    let get = |channel: &str| {
+        let req = format!(
+            "GET /apps/app-id/channels/{channel}?info=history HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Bearer app-secret\r\nConnection: close\r\n\r\n"
+        );
+        let resp = http_raw(&s.addr(), req.as_bytes()).expect("an answer");
+        assert_eq!(resp.status, 200, "{}", resp.body_text());
+        resp.json()
+    };
+    let ok = wait_until(T, || get("orders")["history"]["offset"] == 3);
+    assert!(ok, "{}", get("orders"));
+    let h = &get("orders")["history"];
+    assert_eq!(h["retained"], 3);
+    assert!(
+        h["epoch"].is_string() && h["bytes"].as_u64().unwrap() > 0,
+        "{h}"
+    );
+    assert_eq!(get("news")["history"], Value::Null, "no history there");
+}

@@ -208,6 +208,17 @@ impl History {
         })
     }
 
+    /// A stream's position, how many publications it keeps and their bytes (REST `info=history`).
+    pub fn stream(&self, app: u16, channel: &str) -> Option<(Position, usize, usize)> {
+        let s = self.streams.get(&(app, Box::from(channel)))?;
+        let bytes = s.entries.iter().map(|e| cost(&e.kept)).sum();
+        let at = Position {
+            epoch: s.epoch.to_string(),
+            offset: s.last,
+        };
+        Some((at, s.entries.len(), bytes))
+    }
+
     /// What a client at `from` missed on a channel.
     pub fn recover(&self, app: u16, channel: &str, from: &Position, now: Instant) -> Recovery {
         let Some(s) = self.streams.get(&(app, Box::from(channel))) else {

@@ -191,7 +191,7 @@ fn query_channels(st: &State, app: usize, req: &Request) -> Result<Value, RestEr
             "info=user_count needs filter_by_prefix=presence-".into(),
         ));
     }
-    if info.subscription_count || info.cache {
+    if info.subscription_count || info.cache || info.history {
         return Err(error(
             400,
             "only info=user_count is available when listing channels".into(),
@@ -228,6 +228,12 @@ fn query_channel(st: &State, app: usize, req: &Request, name: &str) -> Result<Va
         _ => Map::new(),
     };
     out.insert("occupied".into(), json!(occupied));
+    if info.history {
+        let stream = st.history.stream(app as u16, name).map(|(at, kept, bytes)| {
+            json!({"epoch": at.epoch, "offset": at.offset, "retained": kept, "bytes": bytes})
+        });
+        out.insert("history".into(), stream.unwrap_or(Value::Null));
+    }
     if info.cache
         && let Some((frame, left)) = st.hub.cache().get(app as u16, name, st.clock.now())
     {

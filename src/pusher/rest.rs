@@ -122,6 +122,8 @@ pub struct Info {
     pub user_count: bool,
     pub subscription_count: bool,
     pub cache: bool,
+    /// ferrocast's own: the channel's history stream (epoch, offset, what it keeps).
+    pub history: bool,
 }
 
 impl Info {
@@ -137,6 +139,7 @@ impl Info {
                 "user_count" => info.user_count = true,
                 "subscription_count" => info.subscription_count = true,
                 "cache" => info.cache = true,
+                "history" => info.history = true,
                 other => return Err(err(400, format!("unknown info attribute \"{other}\""))),
             }
         }
@@ -144,7 +147,7 @@ impl Info {
     }
 
     pub fn any(&self) -> bool {
-        self.user_count || self.subscription_count || self.cache
+        self.user_count || self.subscription_count || self.cache || self.history
     }
 }
 
