@@ -503,7 +503,7 @@ proptest! {
         let data = if as_string { serde_json::Value::String(d.to_string()) } else { d };
         let text = serde_json::json!({"event": "pusher:subscribe", "data": data}).to_string();
         match pp::parse(&text) {
-            Ok(ClientMessage::Subscribe { channel: c, auth: a, channel_data: cd }) => {
+            Ok(ClientMessage::Subscribe { channel: c, auth: a, channel_data: cd, .. }) => {
                 prop_assert_eq!(c, channel);
                 prop_assert_eq!(a, auth);
                 prop_assert_eq!(cd, channel_data);

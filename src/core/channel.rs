@@ -65,6 +65,7 @@ fn subscribe(
 fn replay(st: &mut State, peer: &mut Peer<'_>, name: &str, from: &Position) -> bool {
     match st.history.recover(0, name, from, st.clock.now()) {
         Recovery::Complete(missed) => {
+            st.stats.history_replayed += missed.len() as u64;
             for kept in missed {
                 let frame = if peer.conn.positions {
                     kept.positioned

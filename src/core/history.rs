@@ -24,6 +24,8 @@ pub struct Kept {
     pub positioned: Frame,
     /// The Pusher event frame.
     pub named: Frame,
+    /// What comes before it for Pusher clients with positions: "the next event is this offset".
+    pub next: Frame,
 }
 
 struct Entry {
@@ -75,7 +77,7 @@ pub struct History {
 const ENTRY_OVERHEAD: usize = 64;
 
 fn cost(k: &Kept) -> usize {
-    k.plain.len() + k.positioned.len() + k.named.len() + ENTRY_OVERHEAD
+    k.plain.len() + k.positioned.len() + k.named.len() + k.next.len() + ENTRY_OVERHEAD
 }
 
 impl History {
@@ -92,9 +94,9 @@ impl History {
         }
     }
 
-    pub fn set_max_bytes(&mut self, max_bytes: usize) {
+    pub fn set_max_bytes(&mut self, max_bytes: usize, occupied: &dyn Fn(u16, &str) -> bool) {
         self.max_bytes = max_bytes;
-        self.shrink();
+        self.shrink(occupied);
     }
 
     /// The position the next publication of a channel will get: (epoch, offset). Makes the
@@ -106,6 +108,16 @@ impl History {
         size: usize,
         ttl: Duration,
     ) -> Position {
+        let at = self.touch(app, channel, size, ttl);
+        Position {
+            epoch: at.epoch,
+            offset: at.offset + 1,
+        }
+    }
+
+    /// A channel's stream as it is now (its last offset), made when there is none: a client
+    /// subscribing with positions learns where it starts, even before anything is published.
+    pub fn touch(&mut self, app: u16, channel: &str, size: usize, ttl: Duration) -> Position {
         let key: Key = (app, channel.into());
         if !self.streams.contains_key(&key) {
             self.streams_made += 1;
@@ -124,12 +136,21 @@ impl History {
         s.ttl = ttl;
         Position {
             epoch: s.epoch.to_string(),
-            offset: s.last + 1,
+            offset: s.last,
         }
     }
 
-    /// Keeps a publication (at the offset [`History::next_position`] gave).
-    pub fn append(&mut self, app: u16, channel: &str, kept: Kept, now: Instant) {
+    /// Keeps a publication (at the offset [`History::next_position`] gave). `occupied` says
+    /// whether a channel has subscribers here: an emptied stream is kept (its epoch and offset)
+    /// while it does, so they are not told they missed something when nothing was lost.
+    pub fn append(
+        &mut self,
+        app: u16,
+        channel: &str,
+        kept: Kept,
+        now: Instant,
+        occupied: &dyn Fn(u16, &str) -> bool,
+    ) {
         let key: Key = (app, channel.into());
         let Some(s) = self.streams.get_mut(&key) else {
             return;
@@ -148,11 +169,11 @@ impl History {
             }
         }
         self.order.push_back((self.seq, key));
-        self.shrink();
+        self.shrink(occupied);
     }
 
     /// Drops the oldest entries, across streams, until the total is within the bound.
-    fn shrink(&mut self) {
+    fn shrink(&mut self, occupied: &dyn Fn(u16, &str) -> bool) {
         while self.bytes > self.max_bytes {
             let Some((seq, key)) = self.order.pop_front() else {
                 return;
@@ -166,16 +187,17 @@ impl History {
                 self.evicted += 1;
                 // Nothing left to give: the stream goes, and its next publication starts a new
                 // epoch (a client at the old one is told it missed something).
-                if s.entries.is_empty() {
+                if s.entries.is_empty() && !occupied(key.0, &key.1) {
                     self.streams.remove(&key);
                 }
             }
         }
     }
 
-    /// Forgets what is past its age; streams left empty for a whole `ttl` go, and a later
-    /// publication starts a new epoch. Cheap when nothing is due (called once a second).
-    pub fn expire(&mut self, now: Instant) {
+    /// Forgets what is past its age; a stream left empty goes unless its channel has
+    /// subscribers, and a later publication starts a new epoch. Cheap when nothing is due
+    /// (called once a second).
+    pub fn expire(&mut self, now: Instant, occupied: &dyn Fn(u16, &str) -> bool) {
         while let Some((seq, key)) = self.order.front() {
             let Some(s) = self.streams.get_mut(key) else {
                 self.order.pop_front();
@@ -188,7 +210,7 @@ impl History {
                     }
                     let e = s.entries.pop_front().expect("checked");
                     self.bytes -= cost(&e.kept);
-                    if s.entries.is_empty() {
+                    if s.entries.is_empty() && !occupied(key.0, &key.1) {
                         let key = key.clone();
                         self.streams.remove(&key);
                     }
@@ -196,6 +218,14 @@ impl History {
                 _ => {}
             }
             self.order.pop_front();
+        }
+    }
+
+    /// A channel lost its last subscriber here: a stream with nothing kept goes.
+    pub fn vacated(&mut self, app: u16, channel: &str) {
+        let key: Key = (app, channel.into());
+        if self.streams.get(&key).is_some_and(|s| s.entries.is_empty()) {
+            self.streams.remove(&key);
         }
     }
 

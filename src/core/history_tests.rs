@@ -8,13 +8,14 @@ fn kept(offset: u64, n: usize) -> Kept {
         offset,
         plain: f.clone(),
         positioned: f.clone(),
-        named: f,
+        named: f.clone(),
+        next: f,
     }
 }
 
 fn publish(h: &mut History, channel: &str, size: usize, now: Instant) -> Position {
     let p = h.next_position(0, channel, size, TTL);
-    h.append(0, channel, kept(p.offset, 10), now);
+    h.append(0, channel, kept(p.offset, 10), now, &|_, _| false);
     p
 }
 
@@ -79,7 +80,7 @@ fn offsets_increase_and_a_gap_in_history_is_recovered_whole() {
 #[test]
 fn the_byte_bound_evicts_oldest_first_across_streams_and_a_new_stream_gets_a_new_epoch() {
     let t = Instant::now();
-    let per = 3 * 10 + ENTRY_OVERHEAD;
+    let per = 4 * 10 + ENTRY_OVERHEAD;
     let mut h = History::new(per * 3, 7);
     let a = publish(&mut h, "a", 100, t);
     publish(&mut h, "b", 100, t);
@@ -97,7 +98,7 @@ fn the_byte_bound_evicts_oldest_first_across_streams_and_a_new_stream_gets_a_new
         "offset 1 of a was evicted"
     );
     // Everything of a goes by age: a later publication starts a new epoch at offset 1.
-    h.expire(t + TTL);
+    h.expire(t + TTL, &|_, _| false);
     assert_eq!(h.sizes(), (0, 0));
     let again = publish(&mut h, "a", 100, t + TTL);
     assert_eq!(again.offset, 1);

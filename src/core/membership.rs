@@ -57,6 +57,10 @@ pub fn left(st: &mut State, conn_id: u64, left: Left) {
         cluster.channel_changed(app, &left.channel);
     }
     count_news::changed(st, app, &left.channel);
+    if left.vacated() {
+        // A stream kept only for its subscribers (nothing in it) goes with the last of them.
+        st.history.vacated(app as u16, &left.channel);
+    }
     if notify::enabled(st, app) {
         if left.vacated() {
             notify::vacated(st, app, &left.channel, left.occupied_at);

@@ -140,7 +140,7 @@ fn traffic(server: &State) -> [Family; 15] {
 }
 
 /// Counters of workers, webhooks, the cache and the read budgets.
-fn work(server: &State) -> [Family; 11] {
+fn work(server: &State) -> [Family; 12] {
     let s = &server.stats;
     let w = &server.webhooks;
     [
@@ -194,6 +194,11 @@ fn work(server: &State) -> [Family; 11] {
             "history_evicted_total",
             "Publications dropped from channel history to stay within max_history_bytes.",
             server.history.evicted,
+        ),
+        (
+            "history_replayed_total",
+            "Publications given again from history to clients that came back.",
+            server.stats.history_replayed,
         ),
     ]
 }

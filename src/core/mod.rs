@@ -50,6 +50,7 @@ mod publication;
 mod publish;
 mod pusher;
 mod rest;
+mod resume;
 mod routing;
 mod state;
 mod sub_counts;

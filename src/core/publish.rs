@@ -166,14 +166,19 @@ fn keep(
     let (size, ttl) = (rule.size, Duration::from_secs(rule.ttl_secs));
     let position = st.history.next_position(app as u16, channel, size, ttl);
     let positioned = proto::positioned(channel, data, &position.epoch, position.offset);
+    let next = pp::position(channel, &position.epoch, "next", position.offset);
     let kept = Kept {
         offset: position.offset,
         plain: ws::text(data.as_bytes()),
         positioned: ws::text(positioned.as_bytes()),
         named: named.unwrap_or_else(|| ws::text(pp::event(event, channel, data, None).as_bytes())),
+        next: ws::text(next.as_bytes()),
     };
     let now = st.clock.now();
-    st.history.append(app as u16, channel, kept.clone(), now);
+    let hub = &st.hub;
+    let occupied = |app: u16, channel: &str| hub.lookup(app as usize, channel).is_some();
+    st.history
+        .append(app as u16, channel, kept.clone(), now, &occupied);
     Some(kept)
 }
 
@@ -224,6 +229,11 @@ fn event_here(
             if Some(conn.id) == except {
                 continue;
             }
+            // Pusher clients with positions learn the offset of what follows first.
+            let before = match (conn.mode, conn.positions, &kept) {
+                (Mode::Pusher, true, Some(k)) => Some(&k.next),
+                _ => None,
+            };
             let frame = match (conn.mode, &kept) {
                 // Pusher events name their channel: one per channel is right.
                 (Mode::Pusher, _) => named.get_or_insert_with(|| {
@@ -240,6 +250,9 @@ fn event_here(
                     plain.get_or_insert_with(|| ws::text(data.as_bytes()))
                 }
             };
+            if let Some(next) = before {
+                conns.send(key, next);
+            }
             sent += u64::from(conns.send(key, frame));
         }
         st.stats.frames_out += sent;

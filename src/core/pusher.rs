@@ -9,7 +9,7 @@ use super::notify;
 use super::peer::Peer;
 use super::publication::Publication;
 use super::state::{State, Via};
-use super::{cluster, console, hooks, membership, online};
+use super::{cluster, console, hooks, membership, online, resume};
 use crate::config::AppConfig;
 use crate::pusher::auth;
 use crate::pusher::protocol::{self as pp, ChannelKind, ClientMessage};
@@ -27,7 +27,11 @@ pub fn on_text(st: &mut State, peer: &mut Peer<'_>, text: &str) {
             channel,
             auth,
             channel_data,
-        } => subscribe(st, peer, &channel, auth.as_deref(), channel_data.as_deref()),
+            resume,
+        } => {
+            let signed = (auth.as_deref(), channel_data.as_deref());
+            subscribe(st, peer, &channel, signed, resume)
+        }
         ClientMessage::Unsubscribe { channel } => {
             membership::leave(st, peer.key, peer.conn, &channel)
         }
@@ -53,8 +57,8 @@ fn subscribe(
     st: &mut State,
     peer: &mut Peer<'_>,
     channel: &str,
-    auth_sig: Option<&str>,
-    channel_data: Option<&str>,
+    (auth_sig, channel_data): (Option<&str>, Option<&str>),
+    resume: pp::Resume,
 ) {
     let Some(app) = peer.conn.pusher.as_ref().map(|p| p.app as usize) else {
         return;
@@ -80,6 +84,7 @@ fn subscribe(
     if pp::is_cache_channel(channel) {
         send_cached(st, peer, app, channel);
     }
+    resume::subscribed(st, peer, app, channel, resume);
 }
 
 /// The checks a subscription must pass, in Pusher's order; the presence member it makes.

@@ -95,6 +95,8 @@ pub struct Stats {
     pub api_publishes: u64,
     pub client_events: u64,
     pub rate_limited: u64,
+    /// Publications given again from history to clients that came back.
+    pub history_replayed: u64,
     /// REST responses by status.
     pub rest_calls: std::collections::BTreeMap<u16, u64>,
 }
@@ -400,7 +402,9 @@ pub fn reload(st: &mut State, mut new: Config) -> Bounds {
     st.hub
         .cache_mut()
         .set_limits(new.max_cache_bytes, Duration::from_secs(new.cache_ttl_secs));
-    st.history.set_max_bytes(new.max_history_bytes);
+    let hub = &st.hub;
+    let occupied = |app: u16, channel: &str| hub.lookup(app as usize, channel).is_some();
+    st.history.set_max_bytes(new.max_history_bytes, &occupied);
     st.trusted_proxies = crate::proxy::parse_list(&new.trusted_proxies).unwrap_or_default();
     // Settings fixed at start keep their running values, so what the server reports
     // (`ferrocast config`, /up) is what is in force.

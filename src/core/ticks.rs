@@ -30,7 +30,9 @@ pub fn tick(conns: &mut Conns, st: &mut State) {
     }
     let instant = st.clock.now();
     st.hub.cache_mut().expire(instant);
-    st.history.expire(instant);
+    let hub = &st.hub;
+    let occupied = |app: u16, channel: &str| hub.lookup(app as usize, channel).is_some();
+    st.history.expire(instant, &occupied);
     console::stats(st);
     // Vacate records outlive their decision while other nodes may need them; the pump
     // forgets expired ones (and this node's changes tell the others).

@@ -41,6 +41,8 @@ pub enum ClientMessage<'a> {
         auth: Option<String>,
         /// The raw string the client signed; presence member data.
         channel_data: Option<String>,
+        /// ferrocast's additions (`clients/js/ferrocast-recovery.js`).
+        resume: Resume,
     },
     Unsubscribe {
         channel: String,
@@ -73,6 +75,23 @@ struct SubscribeData {
     channel: Option<String>,
     auth: Option<String>,
     channel_data: Option<String>,
+    #[serde(default)]
+    positions: bool,
+    recover: Option<RecoverData>,
+}
+
+#[derive(Deserialize)]
+struct RecoverData {
+    epoch: String,
+    offset: u64,
+}
+
+/// What a subscribe adds for channel history: positions with every event, and where the
+/// client left off.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Resume {
+    pub positions: bool,
+    pub recover: Option<(String, u64)>,
 }
 
 #[derive(Deserialize, Default)]
@@ -105,10 +124,15 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, String> {
         "pusher:pong" => Ok(ClientMessage::Pong),
         "pusher:subscribe" => {
             let d: SubscribeData = data_object(env.data)?;
+            let resume = Resume {
+                positions: d.positions,
+                recover: d.recover.map(|r| (r.epoch, r.offset)),
+            };
             Ok(ClientMessage::Subscribe {
                 channel: d.channel.ok_or("pusher:subscribe needs data.channel")?,
                 auth: d.auth,
                 channel_data: d.channel_data,
+                resume,
             })
         }
         "pusher:unsubscribe" => {
@@ -190,6 +214,30 @@ pub fn watchlist_events(online: &[&str], offline: &[&str]) -> String {
         .collect();
     let data = json!({ "events": events }).to_string();
     json!({"event": "pusher_internal:watchlist_events", "data": data}).to_string()
+}
+
+/// ferrocast's history for Pusher clients running `clients/js/ferrocast-recovery.js`: where a
+/// channel's stream is. `next`: the event that follows has this offset; `at`: everything up to
+/// this offset was given. A `pusher_internal:` event, so pusher-js hands it to no callback.
+pub fn position(channel: &str, epoch: &str, kind: &str, offset: u64) -> String {
+    let data = json!({ "epoch": epoch, kind: offset }).to_string();
+    json!({"event": "pusher_internal:ferrocast_position", "channel": channel, "data": data})
+        .to_string()
+}
+
+/// The channel's `ferrocast:recovery_failed` event: what the client missed cannot be given;
+/// `at` is where the stream is now (reload, then carry on from there).
+pub fn recovery_failed(channel: &str, at: Option<(&str, u64)>) -> String {
+    let data = match at {
+        Some((epoch, offset)) => json!({ "epoch": epoch, "offset": offset }),
+        None => json!({}),
+    };
+    event(
+        "ferrocast:recovery_failed",
+        channel,
+        &data.to_string(),
+        None,
+    )
 }
 
 pub fn member_added(channel: &str, user_id: &str, user_info: Option<&Value>) -> String {
@@ -311,7 +359,7 @@ mod tests {
     #[test]
     fn parses_client_messages() {
         match parse(r#"{"event":"pusher:subscribe","data":{"auth":"k:s","channel":"private-a","channel_data":"{\"user_id\":1}"}}"#).unwrap() {
-            ClientMessage::Subscribe { channel, auth, channel_data } => {
+            ClientMessage::Subscribe { channel, auth, channel_data, .. } => {
                 assert_eq!(channel, "private-a");
                 assert_eq!(auth.as_deref(), Some("k:s"));
                 assert_eq!(channel_data.as_deref(), Some("{\"user_id\":1}"));

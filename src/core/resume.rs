@@ -1,0 +1,68 @@
+//! Channel history for Pusher clients (`clients/js/ferrocast-recovery.js` beside stock pusher-js
+//! or Laravel Echo). pusher-js drops unknown fields of the messages it gets, so positions
+//! travel as `pusher_internal:ferrocast_position` events, which it hands to no callback: "the
+//! next event is offset N" before each event of a channel with history, and "everything up to
+//! N was given" after a subscription. The script reads them off the connection, and on a
+//! resubscription asks for what followed its last complete position: the missed events come
+//! as normal events, in order, before anything live, or the channel gets
+//! `ferrocast:recovery_failed`.
+
+use std::time::Duration;
+
+use super::history::{Position, Recovery};
+use super::peer::Peer;
+use super::state::State;
+use crate::pusher::protocol as pp;
+
+/// After a subscription's answer (and cached event): positions from now on, the replay a
+/// returning client asked for, and where the stream stands.
+pub fn subscribed(
+    st: &mut State,
+    peer: &mut Peer<'_>,
+    app: usize,
+    channel: &str,
+    resume: pp::Resume,
+) {
+    if resume.positions {
+        peer.conn.positions = true;
+    }
+    let Some(rule) = st.apps.get(app).cfg.history_rule(channel) else {
+        if resume.recover.is_some() {
+            peer.reply(&pp::recovery_failed(channel, None));
+        }
+        return;
+    };
+    let (size, ttl) = (rule.size, Duration::from_secs(rule.ttl_secs));
+    let mut complete = true;
+    if let Some((epoch, offset)) = resume.recover {
+        complete = replay(st, peer, app, channel, Position { epoch, offset });
+    }
+    if !peer.conn.positions && complete {
+        return;
+    }
+    let at = st.history.touch(app as u16, channel, size, ttl);
+    if !complete {
+        peer.reply(&pp::recovery_failed(channel, Some((&at.epoch, at.offset))));
+    }
+    if peer.conn.positions {
+        peer.reply(&pp::position(channel, &at.epoch, "at", at.offset));
+    }
+}
+
+/// Sends what a client missed since `from`, each event after its position; whether it was all.
+fn replay(st: &mut State, peer: &mut Peer<'_>, app: usize, channel: &str, from: Position) -> bool {
+    match st
+        .history
+        .recover(app as u16, channel, &from, st.clock.now())
+    {
+        Recovery::Complete(missed) => {
+            st.stats.history_replayed += missed.len() as u64;
+            for kept in missed {
+                peer.send(kept.next);
+                peer.send(kept.named);
+            }
+            true
+        }
+        Recovery::Lost => false,
+    }
+}

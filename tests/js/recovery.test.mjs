@@ -1,0 +1,103 @@
+// No message lost across a reconnect, for stock pusher-js with clients/js/ferrocast-recovery.js:
+// the connection is cut (its TCP socket destroyed, as a network drop does), 100 events are
+// published over the FIFO and REST while pusher-js reconnects by itself, and all arrive once, in
+// order, through the channel's normal callbacks. A gap longer than history gets
+// `ferrocast:recovery_failed`, never silence.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { enableRecovery } from '../../clients/js/ferrocast-recovery.js';
+import * as h from './helpers.mjs';
+
+const kept = h.app({ history: [{ prefix: 'orders-', size: 200, ttl_secs: 300 }, { prefix: 'small-', size: 5, ttl_secs: 300 }] });
+let server;
+
+before(async () => {
+  server = await h.startServer({ apps: [kept] });
+});
+
+after(async () => {
+  h.closeAll();
+  await server?.stop();
+});
+
+async function metric(name) {
+  const res = await fetch(`http://127.0.0.1:${server.port}/metrics`);
+  const line = (await res.text()).split('\n').find((l) => l.startsWith(`ferrocast_${name} `));
+  return Number(line?.split(' ')[1] ?? NaN);
+}
+
+/** The channel's history stream, as REST `info=history` reports it. */
+async function history(name) {
+  const res = await fetch(`http://127.0.0.1:${server.port}/apps/${kept.id}/channels/${name}?info=history`, {
+    headers: { authorization: `Bearer ${kept.secret}` },
+  });
+  return (await res.json()).history;
+}
+
+/** Destroys the client's TCP connection under pusher-js, as a network drop would. */
+function cut(client) {
+  client.connection.connection.transport.socket._stream.destroy();
+}
+
+async function recovering(name) {
+  const c = h.pusherClient(server);
+  const recovery = enableRecovery(c);
+  const [ch] = await h.subscribed(c, name);
+  const got = [];
+  ch.bind('order', (d) => got.push(d.n));
+  const failed = [];
+  ch.bind('ferrocast:recovery_failed', (d) => failed.push(d));
+  await h.until(() => recovery.positions().has(name), 'the starting position');
+  return { c, ch, got, failed, recovery };
+}
+
+test('pusher-js gets every event published while it was away, once and in order', async () => {
+  const name = h.uniq('orders-');
+  const { c, ch, got, failed } = await recovering(name);
+  const sdk = h.sdkFor(server);
+  // A client without the script, and the recovering one, see nothing new through bind_global.
+  const plain = h.pusherClient(server);
+  const [plainCh] = await h.subscribed(plain, name);
+  const seen = new Set();
+  plainCh.bind_global((event) => seen.add(event));
+  ch.bind_global((event) => seen.add(event));
+  for (let n = 1; n <= 3; n++) h.fifoWrite(server, { channel: name, event: 'order', data: JSON.stringify({ n }) });
+  await h.until(() => got.length === 3, 'three live events');
+  const replayedBefore = await metric('history_replayed_total');
+  cut(c);
+  for (let n = 4; n <= 53; n++) h.fifoWrite(server, { channel: name, event: 'order', data: JSON.stringify({ n }) });
+  for (let n = 54; n <= 103; n++) {
+    const res = await sdk.trigger(name, 'order', { n });
+    assert.equal(res.status, 200);
+  }
+  await h.until(() => got.length >= 103, 'all 103 events', 30_000);
+  assert.deepEqual(got, Array.from({ length: 103 }, (_, i) => i + 1), 'once each, in order');
+  assert.deepEqual(failed, []);
+  assert.ok((await metric('history_replayed_total')) > replayedBefore, 'some came from history');
+  assert.equal(c.connection.state, 'connected');
+  assert.deepEqual([...seen].filter((e) => !['order', 'pusher:subscription_succeeded'].includes(e)), []);
+});
+
+test('a gap longer than history is announced, never silent', async () => {
+  const name = h.uniq('small-');
+  const { c, got, failed } = await recovering(name);
+  h.fifoWrite(server, { channel: name, event: 'order', data: JSON.stringify({ n: 1 }) });
+  await h.until(() => got.length === 1, 'one live event');
+  // Keep pusher-js from coming back until the gap is made: 10 events, history keeps 5.
+  const real = c.connection.connect.bind(c.connection);
+  let release;
+  const gate = new Promise((r) => { release = r; });
+  c.connection.connect = () => gate.then(real);
+  cut(c);
+  for (let n = 2; n <= 11; n++) h.fifoWrite(server, { channel: name, event: 'order', data: JSON.stringify({ n }) });
+  await h.until(async () => (await history(name))?.offset === 11, 'the 10 events in history');
+  release();
+  await h.until(() => failed.length === 1, 'ferrocast:recovery_failed', 30_000);
+  assert.equal(typeof failed[0].epoch, 'string');
+  assert.equal(failed[0].offset, 11, 'where the stream is now');
+  // Live events continue after the failure.
+  h.fifoWrite(server, { channel: name, event: 'order', data: JSON.stringify({ n: 12 }) });
+  await h.until(() => got.includes(12), 'the next live event');
+});
