@@ -5,13 +5,21 @@
 // `ferrocast:recovery_failed`, never silence.
 
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
+
+import { chromium } from 'playwright-core';
 
 import { enableRecovery } from '../../clients/js/ferrocast-recovery.js';
 import * as h from './helpers.mjs';
 
 const kept = h.app({ history: [{ prefix: 'orders-', size: 200, ttl_secs: 300 }, { prefix: 'small-', size: 5, ttl_secs: 300 }] });
+const here = path.dirname(fileURLToPath(import.meta.url));
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 let server;
+let browser;
 
 before(async () => {
   server = await h.startServer({ apps: [kept] });
@@ -19,6 +27,7 @@ before(async () => {
 
 after(async () => {
   h.closeAll();
+  await browser?.close();
   await server?.stop();
 });
 
@@ -100,4 +109,57 @@ test('a gap longer than history is announced, never silent', async () => {
   // Live events continue after the failure.
   h.fifoWrite(server, { channel: name, event: 'order', data: JSON.stringify({ n: 12 }) });
   await h.until(() => got.includes(12), 'the next live event');
+});
+
+test('Laravel Echo gets the missed events through .listen()', async () => {
+  const name = h.uniq('orders-');
+  const echo = h.echoClient(server);
+  const recovery = enableRecovery(echo.connector.pusher);
+  const got = [];
+  echo.channel(name).listen('.order', (d) => got.push(d.n));
+  await h.until(() => recovery.positions().has(name), 'the starting position');
+  h.fifoWrite(server, { channel: name, event: 'order', data: JSON.stringify({ n: 1 }) });
+  await h.until(() => got.length === 1, 'a live event');
+  cut(echo.connector.pusher);
+  for (let n = 2; n <= 21; n++) h.fifoWrite(server, { channel: name, event: 'order', data: JSON.stringify({ n }) });
+  await h.until(() => got.length >= 21, 'all 21 events', 30_000);
+  assert.deepEqual(got, Array.from({ length: 21 }, (_, i) => i + 1));
+});
+
+test('headless Chromium with pusher-js and the script: nothing lost across a reconnect', { timeout: 60_000 }, async () => {
+  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_BIN)`);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking'],
+    timeout: 30_000,
+  });
+  const page = await browser.newPage();
+  page.setDefaultTimeout(h.T);
+  await page.addScriptTag({ path: path.join(here, 'node_modules/pusher-js/dist/web/pusher.min.js') });
+  const script = fs.readFileSync(path.join(here, '../../clients/js/ferrocast-recovery.js'), 'utf8');
+  await page.addScriptTag({ type: 'module', content: `${script}\nwindow.enableRecovery = enableRecovery;` });
+  await page.waitForFunction(() => typeof window.enableRecovery === 'function');
+  const name = h.uniq('orders-');
+  await page.evaluate(([key, port, name]) => new Promise((resolve) => {
+    const pusher = new Pusher(key, {
+      wsHost: '127.0.0.1', wsPort: port, forceTLS: false, enabledTransports: ['ws'], disableStats: true, cluster: 'mt1',
+    });
+    window.pusher = pusher;
+    window.recovery = window.enableRecovery(pusher);
+    window.got = [];
+    const ch = pusher.subscribe(name);
+    ch.bind('order', (d) => window.got.push(d.n));
+    ch.bind('pusher:subscription_succeeded', () => resolve());
+  }), [kept.key, server.port, name]);
+  await page.waitForFunction((name) => window.recovery.positions().has(name), name);
+  h.fifoWrite(server, { channel: name, event: 'order', data: JSON.stringify({ n: 1 }) });
+  await page.waitForFunction(() => window.got.length === 1);
+  // The page's socket goes away; pusher-js comes back by itself.
+  await page.evaluate(() => window.pusher.connection.connection.transport.socket.close());
+  for (let n = 2; n <= 101; n++) h.fifoWrite(server, { channel: name, event: 'order', data: JSON.stringify({ n }) });
+  await page.waitForFunction(() => window.got.length >= 101, null, { timeout: 30_000 });
+  const got = await page.evaluate(() => window.got);
+  assert.deepEqual(got, Array.from({ length: 101 }, (_, i) => i + 1), 'once each, in order');
+  await page.close();
 });
