@@ -177,3 +177,47 @@ fn rest_reports_a_channels_history() {
     );
     assert_eq!(get("news")["history"], Value::Null, "no history there");
 }
+
+#[test]
+fn a_restart_hands_history_on_so_a_deploy_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path());
+    let (mut a, _) = subscribe(
+        &s,
+        json!({"action": "subscribe", "channel": "orders", "positions": true}),
+    );
+    publish(&s, "before-1");
+    publish(&s, "before-2");
+    a.recv_json(T);
+    let second = a.recv_json(T);
+    let (before, last) = (second["epoch"].clone(), second["offset"].clone());
+    assert_eq!(last, 2, "{second}");
+    let mark = s.log_mark();
+    let fifo = s.fifo().to_str().unwrap().to_string();
+    let out = run_cli(&["restart", "--fifo", &fifo], &[], None);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert_eq!(a.expect_close(T).0, 1012);
+    // Published while the process is replaced: the FIFO waits for the new one.
+    publish(&s, "during");
+    assert!(
+        s.wait_for_log_since(mark, "took over the history of 1 channel(s)", T)
+            .is_some(),
+        "{}",
+        s.logs_text()
+    );
+    let recover = json!({"action": "subscribe", "channel": "orders", "positions": true,
+                         "recover": {"epoch": before, "offset": last}});
+    let (_c, got) = subscribe(&s, recover);
+    let replayed: Vec<&str> = got[..got.len() - 1]
+        .iter()
+        .filter_map(|v| v["data"].as_str())
+        .collect();
+    assert_eq!(replayed, ["during"], "{got:?}");
+    let answer = got.last().unwrap();
+    assert_eq!(answer["recovered"], true, "{answer}");
+    assert_eq!(
+        (&answer["epoch"], &answer["offset"]),
+        (&before, &json!(3)),
+        "the same stream"
+    );
+}

@@ -275,12 +275,39 @@ impl History {
         }
     }
 
+    /// Rebuilds the eviction order from the entries' ages (after a restore), oldest first.
+    fn renumber(&mut self) {
+        let mut all: Vec<(Instant, usize, Key)> = Vec::new();
+        for (key, s) in &self.streams {
+            for (i, e) in s.entries.iter().enumerate() {
+                all.push((e.at, i, key.clone()));
+            }
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        self.order.clear();
+        self.seq = 0;
+        for (_, i, key) in all {
+            self.seq += 1;
+            if let Some(e) = self
+                .streams
+                .get_mut(&key)
+                .and_then(|s| s.entries.get_mut(i))
+            {
+                e.seq = self.seq;
+            }
+            self.order.push_back((self.seq, key));
+        }
+    }
+
     /// Entries kept and the bytes they hold (for `/metrics`).
     pub fn sizes(&self) -> (usize, usize) {
         let entries = self.streams.values().map(|s| s.entries.len()).sum();
         (entries, self.bytes)
     }
 }
+
+#[path = "history_snapshot.rs"]
+mod snapshot;
 
 #[cfg(test)]
 #[path = "history_tests.rs"]

@@ -104,3 +104,34 @@ fn the_byte_bound_evicts_oldest_first_across_streams_and_a_new_stream_gets_a_new
     assert_eq!(again.offset, 1);
     assert_ne!(again.epoch, a.epoch);
 }
+
+#[test]
+fn a_snapshot_restores_every_stream_and_what_it_keeps() {
+    let t = Instant::now();
+    let mut h = History::new(1 << 20, 7);
+    let a = publish(&mut h, "a", 5, t);
+    publish(&mut h, "a", 5, t);
+    publish(&mut h, "b", 5, t);
+    let bytes = h.snapshot(t + Duration::from_secs(1));
+    let mut next = History::new(1 << 20, 8);
+    assert_eq!(next.restore(&bytes, t), Ok(2));
+    assert_eq!(next.sizes(), h.sizes());
+    let from = Position {
+        epoch: a.epoch.clone(),
+        offset: 1,
+    };
+    assert_eq!(
+        offsets(next.recover(0, "a", &from, t)),
+        Some(vec![2]),
+        "same epoch, same offsets"
+    );
+    assert_eq!(next.next_position(0, "a", 5, TTL).offset, 3);
+    // Cut anywhere, or not a snapshot: refused whole.
+    for cut in [3, 10, bytes.len() - 1] {
+        assert!(
+            History::new(1 << 20, 9).restore(&bytes[..cut], t).is_err(),
+            "cut at {cut}"
+        );
+    }
+    assert!(History::new(1 << 20, 9).restore(b"nope", t).is_err());
+}

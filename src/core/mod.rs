@@ -295,6 +295,17 @@ impl Core {
         self.settle();
     }
 
+    /// Channel history for the next process (`ferrocast restart`).
+    pub fn history_snapshot(&self) -> Vec<u8> {
+        self.st.history.snapshot(self.st.clock.now())
+    }
+
+    /// Takes over a predecessor's channel history; how many streams.
+    pub fn restore_history(&mut self, bytes: &[u8]) -> Result<usize, String> {
+        let now = self.st.clock.now();
+        self.st.history.restore(bytes, now)
+    }
+
     /// Applies a reloaded configuration (settings fixed at start keep their values).
     pub fn reload(&mut self, new: Config) {
         let bounds = state::reload(&mut self.st, new);
