@@ -5,6 +5,7 @@
 // `ferrocast:recovery_failed`, never silence.
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -162,4 +163,19 @@ test('headless Chromium with pusher-js and the script: nothing lost across a rec
   const got = await page.evaluate(() => window.got);
   assert.deepEqual(got, Array.from({ length: 101 }, (_, i) => i + 1), 'once each, in order');
   await page.close();
+});
+
+test('pusher-js loses nothing across ferrocast restart (1012, history handed on)', async () => {
+  const name = h.uniq('orders-');
+  const { got, failed } = await recovering(name);
+  for (let n = 1; n <= 3; n++) h.fifoWrite(server, { channel: name, event: 'order', data: JSON.stringify({ n }) });
+  await h.until(() => got.length === 3, 'three live events');
+  const env = { ...process.env, RUNTIME_DIRECTORY: server.dir, XDG_RUNTIME_DIR: server.dir };
+  const out = spawnSync(h.binPath(), ['restart', '--fifo', server.fifo], { env, encoding: 'utf8' });
+  assert.equal(out.status, 0, out.stderr);
+  // Published while the process is replaced and pusher-js reconnects.
+  for (let n = 4; n <= 23; n++) h.fifoWrite(server, { channel: name, event: 'order', data: JSON.stringify({ n }) });
+  await h.until(() => got.length >= 23, 'all 23 events', 30_000);
+  assert.deepEqual(got, Array.from({ length: 23 }, (_, i) => i + 1));
+  assert.deepEqual(failed, []);
 });
