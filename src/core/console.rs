@@ -49,9 +49,11 @@ pub fn stats(st: &mut State) {
     for app in 0..st.apps.len() {
         let app_id = &st.apps.get(app).cfg.id;
         for ch in st.hub.channels(app).take(500) {
+            let history = st.history.summary(app as u16, ch.name());
             channels.push(json!({
                 "app": app_id, "name": ch.name(), "subscribers": ch.count(),
                 "members": ch.member_count(),
+                "history": history.map(|(offset, kept)| json!({"offset": offset, "kept": kept})),
             }));
         }
     }

@@ -238,6 +238,12 @@ impl History {
         })
     }
 
+    /// A stream's last offset and how many publications it keeps (the console).
+    pub fn summary(&self, app: u16, channel: &str) -> Option<(u64, usize)> {
+        let s = self.streams.get(&(app, Box::from(channel)))?;
+        Some((s.last, s.entries.len()))
+    }
+
     /// A stream's position, how many publications it keeps and their bytes (REST `info=history`).
     pub fn stream(&self, app: u16, channel: &str) -> Option<(Position, usize, usize)> {
         let s = self.streams.get(&(app, Box::from(channel)))?;

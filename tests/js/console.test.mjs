@@ -57,7 +57,9 @@ async function startServer() {
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FERROCAST_')) env[k] = v;
   env.RUNTIME_DIRECTORY = dir;
   env.XDG_RUNTIME_DIR = dir;
-  const child = spawn(bin, ['websocket', '--console', '--port', '0', '--fifo', fifo], {
+  // `orders` keeps a history, which the channel table shows.
+  const apps = JSON.stringify([{ id: 'app-id', key: KEY, secret: SECRET, history: [{ prefix: 'orders', size: 10, ttl_secs: 300 }] }]);
+  const child = spawn(bin, ['websocket', '--console', '--port', '0', '--fifo', fifo, '--set', `apps=${apps}`], {
     env,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -274,6 +276,12 @@ test('a FIFO line appears as a publish row; the channel filter hides and shows i
   const row = '#log [data-kind="publish"][data-channel="orders"]';
   await page.waitForSelector(row, { state: 'visible', timeout: T });
   assert.match(await page.textContent(row), /fifo/, 'the publish row names its source');
+  // The channel table shows the stream: last offset 1, one publication kept.
+  await page.waitForFunction(
+    () => /1 · 1/.test(document.querySelector('#channels [data-channel="orders"]')?.innerText || ''),
+    null,
+    { timeout: T },
+  );
 
   await page.fill('#filter-channel', 'nomatch');
   await page.waitForSelector(row, { state: 'hidden', timeout: T });
