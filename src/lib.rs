@@ -29,6 +29,7 @@ pub mod channel_protocol;
 pub mod channels;
 pub mod deflate;
 pub mod fastcgi;
+pub mod handoff;
 pub mod http;
 pub mod job;
 pub mod message;

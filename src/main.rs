@@ -496,7 +496,7 @@ fn reexec(handoff: Handoff) -> ExitCode {
         .env("LISTEN_FDS", "1")
         .env("LISTEN_PID", std::process::id().to_string())
         .env("FERROCAST_FIFO_FD", fifo.to_string());
-    match history_file(&handoff.history) {
+    match ferrocast::handoff::history_file(&handoff.history) {
         Ok(fd) => {
             next.env("FERROCAST_HISTORY_FD", fd.to_string());
         }
@@ -504,18 +504,6 @@ fn reexec(handoff: Handoff) -> ExitCode {
     }
     let err = next.exec();
     fail(&format!("restart: cannot exec a new server: {err}"), 1)
-}
-
-/// Channel history in a memory file for the next process: its descriptor, left open across exec.
-fn history_file(bytes: &[u8]) -> std::io::Result<i32> {
-    use std::io::{Seek, Write};
-    use std::os::fd::IntoRawFd;
-    let fd =
-        nix::sys::memfd::memfd_create(c"ferrocast-history", nix::sys::memfd::MFdFlags::empty())?;
-    let mut file = std::fs::File::from(fd);
-    file.write_all(bytes)?;
-    file.rewind()?;
-    Ok(file.into_raw_fd())
 }
 
 fn fail(message: &str, code: u8) -> ExitCode {

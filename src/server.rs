@@ -164,7 +164,7 @@ impl Server {
         let workers = Workers::new(cfg.max_workers, cfg.max_queued_jobs, WORKER_TOKENS);
         let mut core = Core::new(cfg, identity::process_id(), Instant::now(), time::unix_ms());
         core.set_local_port(local_addr.port());
-        adopt_history(&mut core);
+        crate::handoff::adopt_history(&mut core);
         Ok(Server {
             poll,
             sources,
@@ -792,36 +792,5 @@ impl Server {
         self.fifo.remove();
         info!("ferrocast stopped");
         Ok(Exit::Stopped)
-    }
-}
-
-/// Takes over the channel history a restarting predecessor handed on (`FERROCAST_HISTORY_FD`):
-/// a memory file it wrote, read once and closed. A history that cannot be read is logged and
-/// dropped; its clients are told `recovered: false`.
-fn adopt_history(core: &mut Core) {
-    let Some(raw) = std::env::var("FERROCAST_HISTORY_FD")
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-    else {
-        return;
-    };
-    // SAFETY: the variable is removed at once and only ever set by our own restart; the process
-    // has no other thread.
-    unsafe { std::env::remove_var("FERROCAST_HISTORY_FD") };
-    // SAFETY: only inspected; closed or not, nothing else in this process refers to it.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
-    if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
-        return;
-    }
-    // SAFETY: checked open above; nothing else in this process refers to it.
-    let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    let mut bytes = Vec::new();
-    let read = std::io::Read::read_to_end(&mut &file, &mut bytes);
-    match read
-        .map_err(|e| e.to_string())
-        .and_then(|_| core.restore_history(&bytes))
-    {
-        Ok(n) => info!("took over the history of {n} channel(s) from the previous process"),
-        Err(e) => warn!("channel history from the previous process dropped: {e}"),
     }
 }
