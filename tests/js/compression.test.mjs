@@ -10,13 +10,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
 
 import * as h from './helpers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const AGREED = 'permessage-deflate; server_no_context_takeover; client_no_context_takeover';
 let server;
 let browser;
@@ -89,13 +87,7 @@ test('Node ws with perMessageDeflate: agreed, compressed both ways, fragments to
 });
 
 async function page() {
-  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_BIN)`);
-  browser ??= await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking'],
-    timeout: 30_000,
-  });
+  browser ??= await h.launchChromium();
   const p = await browser.newPage();
   p.setDefaultTimeout(h.T);
   return p;

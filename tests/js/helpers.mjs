@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { chromium } from 'playwright-core';
 import PusherClient from 'pusher-js';
 import PusherSDK from 'pusher';
 import Echo from 'laravel-echo';
@@ -419,4 +420,16 @@ export async function startRedis() {
       child.kill('SIGKILL');
     },
   };
+}
+
+/** Headless Chromium (CHROMIUM_BIN, default /usr/bin/chromium) for the browser tests. */
+export async function launchChromium() {
+  const bin = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+  if (!fs.existsSync(bin)) throw new Error(`${bin} not found (apt-get install chromium, or set CHROMIUM_BIN)`);
+  return chromium.launch({
+    executablePath: bin,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking'],
+    timeout: 30_000,
+  });
 }

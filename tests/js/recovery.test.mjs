@@ -11,14 +11,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
 
 import { enableRecovery } from '../../clients/js/ferrocast-recovery.js';
 import * as h from './helpers.mjs';
 
 const kept = h.app({ history: [{ prefix: 'orders-', size: 200, ttl_secs: 300 }, { prefix: 'small-', size: 5, ttl_secs: 300 }] });
 const here = path.dirname(fileURLToPath(import.meta.url));
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 let server;
 let browser;
 
@@ -49,6 +47,20 @@ async function history(name) {
 /** Destroys the client's TCP connection under pusher-js, as a network drop would. */
 function cut(client) {
   client.connection.connection.transport.socket._stream.destroy();
+}
+
+/** A headless Chromium page with pusher-js, the recovery script and `extra` scripts loaded. */
+async function pageWithScript(...extra) {
+  browser ??= await h.launchChromium();
+  const page = await browser.newPage();
+  page.setDefaultTimeout(h.T);
+  for (const file of ['node_modules/pusher-js/dist/web/pusher.min.js', ...extra]) {
+    await page.addScriptTag({ path: path.join(here, file) });
+  }
+  const script = fs.readFileSync(path.join(here, '../../clients/js/ferrocast-recovery.js'), 'utf8');
+  await page.addScriptTag({ type: 'module', content: `${script}\nwindow.enableRecovery = enableRecovery;` });
+  await page.waitForFunction(() => typeof window.enableRecovery === 'function');
+  return page;
 }
 
 async function recovering(name) {
@@ -128,19 +140,7 @@ test('Laravel Echo gets the missed events through .listen()', async () => {
 });
 
 test('headless Chromium with pusher-js and the script: nothing lost across a reconnect', { timeout: 60_000 }, async () => {
-  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_BIN)`);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking'],
-    timeout: 30_000,
-  });
-  const page = await browser.newPage();
-  page.setDefaultTimeout(h.T);
-  await page.addScriptTag({ path: path.join(here, 'node_modules/pusher-js/dist/web/pusher.min.js') });
-  const script = fs.readFileSync(path.join(here, '../../clients/js/ferrocast-recovery.js'), 'utf8');
-  await page.addScriptTag({ type: 'module', content: `${script}\nwindow.enableRecovery = enableRecovery;` });
-  await page.waitForFunction(() => typeof window.enableRecovery === 'function');
+  const page = await pageWithScript();
   const name = h.uniq('orders-');
   await page.evaluate(([key, port, name]) => new Promise((resolve) => {
     const pusher = new Pusher(key, {
@@ -178,4 +178,28 @@ test('pusher-js loses nothing across ferrocast restart (1012, history handed on)
   await h.until(() => got.length >= 23, 'all 23 events', 30_000);
   assert.deepEqual(got, Array.from({ length: 23 }, (_, i) => i + 1));
   assert.deepEqual(failed, []);
+});
+
+test('headless Chromium with Laravel Echo and the script: nothing lost across a reconnect', { timeout: 60_000 }, async () => {
+  const page = await pageWithScript('node_modules/laravel-echo/dist/echo.iife.js');
+  const name = h.uniq('orders-');
+  await page.evaluate(([key, port, name]) => {
+    const EchoClass = window.Echo.default || window.Echo.Echo || window.Echo;
+    const echo = new EchoClass({
+      broadcaster: 'pusher', key, wsHost: '127.0.0.1', wsPort: port, forceTLS: false,
+      enabledTransports: ['ws'], disableStats: true, cluster: 'mt1', Pusher: window.Pusher,
+    });
+    window.echo = echo;
+    window.recovery = window.enableRecovery(echo.connector.pusher);
+    window.got = [];
+    echo.channel(name).listen('.order', (d) => window.got.push(d.n));
+  }, [kept.key, server.port, name]);
+  await page.waitForFunction((name) => window.recovery.positions().has(name), name);
+  h.fifoWrite(server, { channel: name, event: 'order', data: JSON.stringify({ n: 1 }) });
+  await page.waitForFunction(() => window.got.length === 1);
+  await page.evaluate(() => window.echo.connector.pusher.connection.connection.transport.socket.close());
+  for (let n = 2; n <= 51; n++) h.fifoWrite(server, { channel: name, event: 'order', data: JSON.stringify({ n }) });
+  await page.waitForFunction(() => window.got.length >= 51, null, { timeout: 30_000 });
+  assert.deepEqual(await page.evaluate(() => window.got), Array.from({ length: 51 }, (_, i) => i + 1));
+  await page.close();
 });
