@@ -68,7 +68,8 @@ fn replay(st: &mut State, peer: &mut Peer<'_>, name: &str, from: &Position) -> b
             st.stats.history_replayed += missed.len() as u64;
             for kept in missed {
                 let frame = if peer.conn.positions {
-                    kept.positioned
+                    let text = proto::positioned(name, &kept.data(), &from.epoch, kept.offset);
+                    crate::ws::text(text.as_bytes())
                 } else {
                     kept.plain
                 };

@@ -6,26 +6,32 @@
 //! presented as complete.
 //!
 //! Memory: every stream keeps at most its rule's `size` entries for its `ttl`, and all of them
-//! together at most `max_history_bytes`, oldest first out across streams. The frames kept are
-//! the ones the live path encoded: nothing is encoded twice.
+//! together at most `max_history_bytes`, oldest first out across streams. An entry is the bare
+//! frame the live path encoded (shared with the queues it went to) and the event's name; the
+//! other forms of a replayed publication are made again only when a client recovers.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::ws::Frame;
+use std::rc::Rc;
 
-/// What one publication left for later, in the forms the clients get it.
+use crate::ws::{self, Frame};
+
+/// What one publication left for later.
 #[derive(Clone)]
 pub struct Kept {
     pub offset: u64,
-    /// The bare payload (channel-protocol clients without positions).
+    /// The event's name (Pusher clients get it).
+    pub event: Rc<str>,
+    /// The payload as channel-protocol clients get it: a text frame of the data.
     pub plain: Frame,
-    /// The payload with its channel, epoch and offset (channel-protocol clients with positions).
-    pub positioned: Frame,
-    /// The Pusher event frame.
-    pub named: Frame,
-    /// What comes before it for Pusher clients with positions: "the next event is this offset".
-    pub next: Frame,
+}
+
+impl Kept {
+    /// The published data.
+    pub fn data(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(ws::payload(&self.plain))
+    }
 }
 
 struct Entry {
@@ -77,7 +83,7 @@ pub struct History {
 const ENTRY_OVERHEAD: usize = 64;
 
 fn cost(k: &Kept) -> usize {
-    k.plain.len() + k.positioned.len() + k.named.len() + k.next.len() + ENTRY_OVERHEAD
+    k.plain.len() + k.event.len() + ENTRY_OVERHEAD
 }
 
 impl History {

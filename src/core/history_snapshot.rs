@@ -2,10 +2,10 @@
 //! deploy loses nothing a client could recover: every stream with its epoch, its last offset
 //! and what it keeps, with each entry's age.
 //!
-//! Format (all integers little-endian): `FCH1`, then per stream: app u16, channel, epoch (each
+//! Format (all integers little-endian): `FCH2`, then per stream: app u16, channel, epoch (each
 //! u32 length + bytes), last u64, size u32, ttl seconds u64, entry count u32; per entry: offset
-//! u64, age in ms u64, then plain, positioned, named and next (u32 length + bytes each). Read
-//! with every length checked: a short or malformed snapshot is refused whole.
+//! u64, age in ms u64, then the event's name and the plain frame (u32 length + bytes each).
+//! Read with every length checked: a short or malformed snapshot is refused whole.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::{Entry, History, Kept, Stream};
 use crate::ws::Frame;
 
-const MAGIC: &[u8; 4] = b"FCH1";
+const MAGIC: &[u8; 4] = b"FCH2";
 
 impl History {
     /// Every stream, for the next process.
@@ -31,14 +31,8 @@ impl History {
                 let age = now.saturating_duration_since(e.at).as_millis() as u64;
                 out.extend_from_slice(&e.kept.offset.to_le_bytes());
                 out.extend_from_slice(&age.to_le_bytes());
-                for f in [
-                    &e.kept.plain,
-                    &e.kept.positioned,
-                    &e.kept.named,
-                    &e.kept.next,
-                ] {
-                    put_bytes(&mut out, f);
-                }
+                put_bytes(&mut out, e.kept.event.as_bytes());
+                put_bytes(&mut out, &e.kept.plain);
             }
         }
         out
@@ -135,12 +129,11 @@ fn read_stream(r: &mut Reader<'_>, now: Instant) -> Result<((u16, Box<str>), Str
     for _ in 0..n {
         let offset = r.u64()?;
         let age = Duration::from_millis(r.u64()?);
+        let event: std::rc::Rc<str> = r.text()?.into();
         let kept = Kept {
             offset,
+            event,
             plain: r.frame()?,
-            positioned: r.frame()?,
-            named: r.frame()?,
-            next: r.frame()?,
         };
         let at = now.checked_sub(age).unwrap_or(now);
         entries.push_back(Entry { kept, at, seq: 0 });

@@ -3,13 +3,10 @@ use super::*;
 const TTL: Duration = Duration::from_secs(60);
 
 fn kept(offset: u64, n: usize) -> Kept {
-    let f: Frame = vec![b'x'; n].into();
     Kept {
         offset,
-        plain: f.clone(),
-        positioned: f.clone(),
-        named: f.clone(),
-        next: f,
+        event: "e".into(),
+        plain: crate::ws::text(&vec![b'x'; n - 2]),
     }
 }
 
@@ -80,7 +77,7 @@ fn offsets_increase_and_a_gap_in_history_is_recovered_whole() {
 #[test]
 fn the_byte_bound_evicts_oldest_first_across_streams_and_a_new_stream_gets_a_new_epoch() {
     let t = Instant::now();
-    let per = 4 * 10 + ENTRY_OVERHEAD;
+    let per = 10 + 1 + ENTRY_OVERHEAD;
     let mut h = History::new(per * 3, 7);
     let a = publish(&mut h, "a", 100, t);
     publish(&mut h, "b", 100, t);

@@ -14,7 +14,7 @@ use log::warn;
 use std::time::Duration;
 
 use super::conns::{Conns, Mode};
-use super::history::Kept;
+use super::history::{Kept, Position};
 use super::publication::{Origin, Publication};
 use super::state::{State, Via};
 use super::{cluster, console};
@@ -152,34 +152,48 @@ pub fn to_pusher_subscribers(
     st.stats.frames_out += sent;
 }
 
-/// Keeps a publication in its channel's history, when the app's rules give it one: the frames
-/// the subscribers get, encoded here once (`named`: the Pusher frame, if made already).
+/// Keeps a publication in its channel's history, when the app's rules give it one: its
+/// position, and the bare frame (encoded here once, shared with the subscribers' queues).
 fn keep(
     st: &mut State,
     app: usize,
     channel: &str,
     event: &str,
     data: &str,
-    named: Option<Frame>,
-) -> Option<Kept> {
+) -> Option<(Position, Frame)> {
     let rule = st.apps.get(app).cfg.history_rule(channel)?;
     let (size, ttl) = (rule.size, Duration::from_secs(rule.ttl_secs));
     let position = st.history.next_position(app as u16, channel, size, ttl);
-    let positioned = proto::positioned(channel, data, &position.epoch, position.offset);
-    let next = pp::position(channel, &position.epoch, "next", position.offset);
+    let plain = ws::text(data.as_bytes());
     let kept = Kept {
         offset: position.offset,
-        plain: ws::text(data.as_bytes()),
-        positioned: ws::text(positioned.as_bytes()),
-        named: named.unwrap_or_else(|| ws::text(pp::event(event, channel, data, None).as_bytes())),
-        next: ws::text(next.as_bytes()),
+        event: event.into(),
+        plain: plain.clone(),
     };
     let now = st.clock.now();
     let hub = &st.hub;
     let occupied = |app: u16, channel: &str| hub.lookup(app as usize, channel).is_some();
-    st.history
-        .append(app as u16, channel, kept.clone(), now, &occupied);
-    Some(kept)
+    st.history.append(app as u16, channel, kept, now, &occupied);
+    Some((position, plain))
+}
+
+/// Keeps the event of a cache channel as its last one; the Pusher frame made for it.
+fn cache(
+    st: &mut State,
+    app: usize,
+    channel: &str,
+    event: &str,
+    data: &str,
+    now: std::time::Instant,
+) -> Option<Frame> {
+    if !pp::is_cache_channel(channel) {
+        return None;
+    }
+    let frame = ws::text(pp::event(event, channel, data, None).as_bytes());
+    st.hub
+        .cache_mut()
+        .insert(app as u16, channel, frame.clone(), now);
+    Some(frame)
 }
 
 /// Queues `frame` to each connection within its bound; returns how many got it.
@@ -205,19 +219,13 @@ fn event_here(
     let stamp = st.publish_stamp;
     let now = st.clock.now();
     for channel in channels {
-        let mut named: Option<Frame> = None;
-        if pp::is_cache_channel(channel) {
-            let frame = ws::text(pp::event(event, channel, data, None).as_bytes());
-            st.hub
-                .cache_mut()
-                .insert(app as u16, channel, frame.clone(), now);
-            named = Some(frame);
+        let mut named = cache(st, app, channel, event, data, now);
+        let kept = keep(st, app, channel, event, data);
+        if let Some((_, bare)) = &kept {
+            plain.get_or_insert_with(|| bare.clone());
         }
-        let kept = keep(st, app, channel, event, data, named.clone());
-        if let Some(k) = &kept {
-            named = Some(k.named.clone());
-            plain.get_or_insert_with(|| k.plain.clone());
-        }
+        // For clients with positions (channels with history), made on first need.
+        let (mut positioned, mut next): (Option<Frame>, Option<Frame>) = (None, None);
         let Some(ch) = st.hub.channel_named(app, channel) else {
             continue;
         };
@@ -231,7 +239,12 @@ fn event_here(
             }
             // Pusher clients with positions learn the offset of what follows first.
             let before = match (conn.mode, conn.positions, &kept) {
-                (Mode::Pusher, true, Some(k)) => Some(&k.next),
+                (Mode::Pusher, true, Some((at, _))) => Some(
+                    next.get_or_insert_with(|| {
+                        ws::text(pp::position(channel, &at.epoch, "next", at.offset).as_bytes())
+                    })
+                    .clone(),
+                ),
                 _ => None,
             };
             let frame = match (conn.mode, &kept) {
@@ -240,7 +253,12 @@ fn event_here(
                     ws::text(pp::event(event, channel, data, None).as_bytes())
                 }),
                 // Positions are per channel: one per channel too.
-                (Mode::Channel, Some(k)) if conn.positions => &k.positioned,
+                (Mode::Channel, Some((at, _))) if conn.positions => {
+                    positioned.get_or_insert_with(|| {
+                        let text = proto::positioned(channel, data, &at.epoch, at.offset);
+                        ws::text(text.as_bytes())
+                    })
+                }
                 // The bare payload does not: sent once per publication.
                 (_, _) => {
                     if conn.publish_stamp == stamp {
@@ -250,7 +268,7 @@ fn event_here(
                     plain.get_or_insert_with(|| ws::text(data.as_bytes()))
                 }
             };
-            if let Some(next) = before {
+            if let Some(next) = &before {
                 conns.send(key, next);
             }
             sent += u64::from(conns.send(key, frame));

@@ -58,8 +58,9 @@ fn replay(st: &mut State, peer: &mut Peer<'_>, app: usize, channel: &str, from: 
         Recovery::Complete(missed) => {
             st.stats.history_replayed += missed.len() as u64;
             for kept in missed {
-                peer.send(kept.next);
-                peer.send(kept.named);
+                let next = pp::position(channel, &from.epoch, "next", kept.offset);
+                peer.reply(&next);
+                peer.reply(&pp::event(&kept.event, channel, &kept.data(), None));
             }
             true
         }
