@@ -160,3 +160,33 @@ fn a_bomb_and_garbage_are_closed_and_others_are_served() {
     assert_eq!(c.expect_close(T).0, 1007, "not a deflate stream");
     bystander.ping_pong();
 }
+
+#[test]
+fn the_console_feed_negotiates_and_its_frames_inflate() {
+    use base64::Engine;
+    let s = Server::start(&["--console", "--set", "console.token=t0k"], &[]);
+    let login = base64::engine::general_purpose::STANDARD.encode("token:t0k");
+    let req = format!(
+        "GET /console HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {login}\r\nConnection: close\r\n\r\n"
+    );
+    let page = http_raw(&s.addr(), req.as_bytes()).expect("the console page");
+    assert_eq!(page.status, 200);
+    let body = page.body_text();
+    let session = body
+        .split("var SESSION = \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the page carries its session")
+        .to_string();
+    let mut feed = s.raw();
+    let resp = feed.handshake_with(&format!("/console/feed?session={session}"), OFFER);
+    assert_eq!(resp.header("Sec-WebSocket-Extensions"), Some(RESPONSE));
+    let hello = next_frame(&mut feed);
+    let text = if hello.rsv1 {
+        inflate(&hello.payload)
+    } else {
+        String::from_utf8(hello.payload).expect("UTF-8")
+    };
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(v["type"], "hello", "{v}");
+}
