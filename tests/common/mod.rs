@@ -1259,34 +1259,8 @@ pub fn http_raw(addr: &str, request: &[u8]) -> Option<HttpResponse> {
 /// A connected TCP stream whose receive buffer is set tiny before connecting, so that a client
 /// that does not read makes the server's queue grow quickly.
 pub fn tiny_rcvbuf_stream(addr: &str) -> TcpStream {
-    let sa: std::net::SocketAddrV4 = addr.parse().expect("IPv4 addr");
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
-        let sz: libc::c_int = 4096;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &sz as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: sa.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*sa.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let r = libc::connect(
-            fd,
-            &sin as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(r, 0, "connect: {}", io::Error::last_os_error());
-        TcpStream::from_raw_fd(fd)
-    }
+    let dst: SocketAddrV4 = addr.parse().expect("IPv4 addr");
+    connect_from(Ipv4Addr::LOCALHOST, dst, Some(4096)).expect("connect")
 }
 
 /// Writes a JSON config file into `dir` and returns its path.
