@@ -87,7 +87,8 @@ impl Link {
                 LinkEvent::Message { channel, payload } if channel == self.channel => {
                     core.on_node_message(&payload);
                 }
-                LinkEvent::Message { .. } | LinkEvent::Down { .. } => {}
+                LinkEvent::Down { .. } => core.on_link_down(),
+                LinkEvent::Message { .. } => {}
                 LinkEvent::Reply { tag, reply } => core.on_link_reply(tag, reply),
                 LinkEvent::Up => core.on_link_up(),
                 LinkEvent::Resolve { host, port } => resolve = Some((host, port)),
@@ -96,8 +97,10 @@ impl Link {
         resolve
     }
 
-    /// What the core asked to send.
-    pub fn apply(&mut self, ops: impl Iterator<Item = LinkOp>) {
+    /// What the core asked to send, written at once (a publication on a channel with history
+    /// waits for Redis's answer to be delivered at all).
+    pub fn apply(&mut self, registry: &Registry, ops: impl Iterator<Item = LinkOp>) {
+        let mut any = false;
         for op in ops {
             match op {
                 LinkOp::Publish(payload) => {
@@ -110,6 +113,10 @@ impl Link {
                     self.redis.command(tag, &args);
                 }
             }
+            any = true;
+        }
+        if any {
+            self.redis.flush(registry, &mut self.events);
         }
     }
 

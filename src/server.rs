@@ -526,7 +526,7 @@ impl Server {
             }
         }
         if let Some(link) = self.link.as_mut() {
-            link.apply(fx.link.drain(..));
+            link.apply(self.poll.registry(), fx.link.drain(..));
         }
         for op in fx.user_fifos.drain(..) {
             let registry = self.poll.registry();

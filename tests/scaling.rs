@@ -22,23 +22,6 @@ fn node(redis: &Redis) -> Server {
     s
 }
 
-fn rest_event(node: &Server, body: &Value) {
-    let body = body.to_string();
-    let req = format!(
-        "POST /apps/app-id/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer app-secret\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut s = TcpStream::connect(node.addr()).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    assert!(
-        resp.starts_with("HTTP/1.1 200"),
-        "REST event refused: {resp}"
-    );
-}
-
 fn up_status(node: &Server) -> String {
     let v: Value = serde_json::from_slice(&node.get("/up").body).unwrap();
     v["status"].as_str().unwrap_or("").to_string()
@@ -56,8 +39,7 @@ fn fifo_and_rest_reach_every_node_exactly_once() {
     for c in clients.iter_mut() {
         assert_eq!(c.recv_text(T), "from A's FIFO");
     }
-    rest_event(
-        &nodes[1],
+    nodes[1].rest_event(
         &serde_json::json!({"name": "e", "channel": "orders", "data": "from B's REST"}),
     );
     for c in clients.iter_mut() {
@@ -86,10 +68,7 @@ fn socket_id_exclusion_holds_across_nodes() {
     let mut on_b = b.channel_client();
     on_b.subscribe("chat");
     // The event was caused by A's client (its socket id), triggered through B's REST API.
-    rest_event(
-        &b,
-        &serde_json::json!({"name": "msg", "channel": "chat", "data": "not for the sender", "socket_id": sender}),
-    );
+    b.rest_event(&serde_json::json!({"name": "msg", "channel": "chat", "data": "not for the sender", "socket_id": sender}));
     assert_eq!(on_b.recv_text(T), "not for the sender");
     a.publish_line(r#"{"channel":"chat","data":"marker"}"#);
     assert_eq!(

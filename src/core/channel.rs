@@ -4,6 +4,7 @@
 
 use log::debug;
 
+use super::cluster::sequence;
 use super::history::{Position, Recovery};
 use super::peer::Peer;
 use super::state::State;
@@ -15,6 +16,10 @@ pub fn on_text(st: &mut State, peer: &mut Peer<'_>, text: &str) {
     let socket_id = peer.socket_id(st.process_id);
     match proto::parse_with_options(text) {
         Ok((proto::Request::Subscribe(name), options)) => {
+            let positioned = options.positions || options.recover.is_some();
+            if positioned && sequence::park(st, peer, 0, &name, text) {
+                return;
+            }
             subscribe(st, peer, &name, &socket_id, options)
         }
         Ok((proto::Request::Unsubscribe(name), _)) => {
@@ -52,10 +57,21 @@ fn subscribe(
         peer.conn.positions = true;
     }
     membership::join(st, peer.key, peer.conn, 0, name);
-    let recovered = options
-        .recover
-        .map(|(epoch, offset)| replay(st, peer, name, &Position { epoch, offset }));
-    let at = st.history.position(0, name);
+    let from = (options.recover).map(|(epoch, offset)| Position { epoch, offset });
+    let recovered = from.as_ref().map(|from| replay(st, peer, name, from));
+    // A client with positions learns where it starts, even before anything is published.
+    let rule = st.apps.get(0).cfg.history_rule(name);
+    let at = match rule {
+        Some(r) if peer.conn.positions => {
+            let ttl = std::time::Duration::from_secs(r.ttl_secs);
+            Some(st.history.touch(0, name, r.size, ttl))
+        }
+        _ => st.history.position(0, name),
+    };
+    let at = match (at, recovered) {
+        (Some(here), Some(true)) => Some(super::resume::furthest(here, from)),
+        (at, _) => at,
+    };
     let at = at.as_ref().map(|p| (p.epoch.as_str(), p.offset));
     peer.reply(&proto::subscribed_at(name, socket_id, at, recovered));
 }

@@ -97,6 +97,9 @@ pub struct Conn {
     dirty: bool,
     /// Past the pause mark: its input waits until its queue drains.
     paused: bool,
+    /// A request of its waits for Redis (a subscription parked by `cluster/sequence.rs`): its
+    /// later input waits behind it, in order.
+    waiting: bool,
     /// The peer shut its side (EOF): once its queue is out, the connection ends.
     pub peer_done: bool,
     /// The stamp of the last publication this connection received a bare payload of, so a
@@ -127,6 +130,7 @@ impl Conn {
             out: Outbox::default(),
             dirty: false,
             paused: false,
+            waiting: false,
             peer_done: false,
             publish_stamp: 0,
             pusher: None,
@@ -159,7 +163,16 @@ impl Conn {
     }
 
     pub fn is_paused(&self) -> bool {
-        self.paused
+        self.paused || self.waiting
+    }
+
+    /// Its input waits until [`Conns::unwait`].
+    pub fn wait(&mut self) {
+        self.waiting = true;
+    }
+
+    pub fn is_waiting(&self) -> bool {
+        self.waiting
     }
 
     pub fn overflowed(&self) -> bool {
@@ -404,6 +417,20 @@ impl Conns {
 
     pub fn take_overflowed(&mut self) -> Vec<usize> {
         std::mem::take(&mut self.lists.overflowed)
+    }
+
+    /// What a connection waited for came: its input is handled again (unless its queue
+    /// holds it back).
+    pub fn unwait(&mut self, key: usize) {
+        let Some((conn, lists)) = self.split(key) else {
+            return;
+        };
+        if conn.waiting {
+            conn.waiting = false;
+            if !conn.paused {
+                lists.resumed.push(key);
+            }
+        }
     }
 
     pub fn take_resumed(&mut self) -> Vec<usize> {

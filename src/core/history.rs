@@ -79,6 +79,25 @@ pub struct History {
     pub evicted: u64,
 }
 
+/// Whether an epoch was given by the cluster (the stream kept in Redis) rather than by one
+/// process: cluster epochs are "{seconds:x}.{n:x}", a process's "{process:x}-{n:x}".
+pub fn is_cluster_epoch(epoch: &str) -> bool {
+    epoch.contains('.')
+}
+
+/// Whether cluster epoch `a` was made after cluster epoch `b` (by Redis's clock, then its
+/// counter of epochs); false when either is not a cluster epoch.
+fn newer_cluster_epoch(a: &str, b: &str) -> bool {
+    let parse = |e: &str| -> Option<(u64, u64)> {
+        let (secs, n) = e.split_once('.')?;
+        Some((
+            u64::from_str_radix(secs, 16).ok()?,
+            u64::from_str_radix(n, 16).ok()?,
+        ))
+    };
+    matches!((parse(a), parse(b)), (Some(a), Some(b)) if a > b)
+}
+
 /// What one entry costs besides its frames.
 const ENTRY_OVERHEAD: usize = 64;
 
@@ -106,7 +125,9 @@ impl History {
     }
 
     /// The position the next publication of a channel will get: (epoch, offset). Makes the
-    /// stream when there is none.
+    /// stream when there is none. A stream that followed the cluster's numbering starts a new
+    /// epoch of this process: this node numbers alone while Redis is out of reach, and must not
+    /// hand out offsets the cluster gives to other publications.
     pub fn next_position(
         &mut self,
         app: u16,
@@ -114,6 +135,15 @@ impl History {
         size: usize,
         ttl: Duration,
     ) -> Position {
+        let key: Key = (app, channel.into());
+        if self
+            .streams
+            .get(&key)
+            .is_some_and(|s| is_cluster_epoch(&s.epoch))
+        {
+            let epoch = self.new_epoch();
+            self.restart(&key, epoch, 0);
+        }
         let at = self.touch(app, channel, size, ttl);
         Position {
             epoch: at.epoch,
@@ -126,16 +156,8 @@ impl History {
     pub fn touch(&mut self, app: u16, channel: &str, size: usize, ttl: Duration) -> Position {
         let key: Key = (app, channel.into());
         if !self.streams.contains_key(&key) {
-            self.streams_made += 1;
-            let epoch = format!("{:x}-{:x}", self.process, self.streams_made).into_boxed_str();
-            let stream = Stream {
-                epoch,
-                last: 0,
-                size,
-                ttl,
-                entries: VecDeque::new(),
-            };
-            self.streams.insert(key.clone(), stream);
+            let epoch = self.new_epoch();
+            self.make(key.clone(), epoch, 0);
         }
         let s = self.streams.get_mut(&key).expect("just made");
         s.size = size.max(1);
@@ -144,6 +166,83 @@ impl History {
             epoch: s.epoch.to_string(),
             offset: s.last,
         }
+    }
+
+    /// Whether this node follows the stream of a channel (it has a position for it).
+    pub fn follows(&self, app: u16, channel: &str) -> bool {
+        self.streams.contains_key(&(app, Box::from(channel)))
+    }
+
+    /// Readies the stream for a publication the cluster numbered (`at`, from the stream kept in
+    /// Redis), so that every node keeps it under the same position. Returns false when this
+    /// node has that offset already (a repeat: there is nothing to keep). A position that does
+    /// not follow on (another epoch, or offsets this node never saw because it was cut off
+    /// from Redis) starts the stream afresh there: what it kept can no longer be given whole.
+    pub fn place(
+        &mut self,
+        app: u16,
+        channel: &str,
+        at: &Position,
+        rule: (usize, Duration),
+    ) -> bool {
+        let key: Key = (app, channel.into());
+        let Some(before) = at.offset.checked_sub(1) else {
+            return false; // offsets start at 1
+        };
+        match self.streams.get(&key) {
+            None => self.make(key.clone(), at.epoch.as_str().into(), before),
+            Some(s) if *s.epoch == *at.epoch && at.offset <= s.last => return false,
+            Some(s) if *s.epoch == *at.epoch && s.last.checked_add(1) == Some(at.offset) => {}
+            Some(_) => self.restart(&key, at.epoch.as_str().into(), before),
+        }
+        let s = self.streams.get_mut(&key).expect("made above");
+        (s.size, s.ttl) = (rule.0.max(1), rule.1);
+        true
+    }
+
+    /// The cluster's position of a stream this node did not follow (a subscription asked Redis
+    /// for it): this node follows it from there, unless it already follows that epoch (and may
+    /// be further) or a newer one.
+    pub fn adopt(&mut self, app: u16, channel: &str, at: &Position, rule: (usize, Duration)) {
+        let key: Key = (app, channel.into());
+        match self.streams.get(&key) {
+            None => self.make(key.clone(), at.epoch.as_str().into(), at.offset),
+            Some(s) if *s.epoch == *at.epoch => {}
+            Some(s) if newer_cluster_epoch(&s.epoch, &at.epoch) => {}
+            Some(_) => self.restart(&key, at.epoch.as_str().into(), at.offset),
+        }
+        if let Some(s) = self.streams.get_mut(&key) {
+            (s.size, s.ttl) = (rule.0.max(1), rule.1);
+        }
+    }
+
+    fn new_epoch(&mut self) -> Box<str> {
+        self.streams_made += 1;
+        format!("{:x}-{:x}", self.process, self.streams_made).into_boxed_str()
+    }
+
+    fn make(&mut self, key: Key, epoch: Box<str>, last: u64) {
+        let stream = Stream {
+            epoch,
+            last,
+            size: 1,
+            ttl: Duration::ZERO,
+            entries: VecDeque::new(),
+        };
+        self.streams.insert(key, stream);
+    }
+
+    /// Starts a stream afresh at `epoch`, `last`: what it kept goes (its places in the eviction
+    /// order are skipped when they come up).
+    fn restart(&mut self, key: &Key, epoch: Box<str>, last: u64) {
+        let Some(s) = self.streams.get_mut(key) else {
+            return;
+        };
+        for e in s.entries.drain(..) {
+            self.bytes -= cost(&e.kept);
+        }
+        s.epoch = epoch;
+        s.last = last;
     }
 
     /// Keeps a publication (at the offset [`History::next_position`] gave). `occupied` says
@@ -266,8 +365,13 @@ impl History {
         let Some(s) = self.streams.get(&(app, Box::from(channel))) else {
             return Recovery::Lost;
         };
-        if *s.epoch != *from.epoch || from.offset > s.last {
+        if *s.epoch != *from.epoch {
             return Recovery::Lost;
+        }
+        // Ahead of this node: the client saw, on another node, publications still on their way
+        // here. They reach it live, and it drops what it has by offset.
+        if from.offset >= s.last {
+            return Recovery::Complete(Vec::new());
         }
         let live = |e: &&Entry| now.saturating_duration_since(e.at) < s.ttl;
         let missed: Vec<Kept> = s

@@ -59,8 +59,8 @@ fn offsets_increase_and_a_gap_in_history_is_recovered_whole() {
     );
     assert_eq!(
         offsets(h.recover(0, "orders", &at(9), t)),
-        None,
-        "ahead of the stream"
+        Some(vec![]),
+        "ahead of this node (it saw more elsewhere): what follows comes live"
     );
     let other = Position {
         epoch: "elsewhere".into(),
@@ -131,4 +131,67 @@ fn a_snapshot_restores_every_stream_and_what_it_keeps() {
         );
     }
     assert!(History::new(1 << 20, 9).restore(b"nope", t).is_err());
+}
+
+fn cluster_at(epoch: &str, offset: u64) -> Position {
+    Position {
+        epoch: epoch.into(),
+        offset,
+    }
+}
+
+/// What `place` allowed, appended as the publish path does.
+fn place(h: &mut History, at: &Position, t: Instant) -> bool {
+    let placed = h.place(0, "c", at, (10, TTL));
+    if placed {
+        h.append(0, "c", kept(at.offset, 10), t, &|_, _| true);
+    }
+    placed
+}
+
+#[test]
+fn cluster_positions_are_followed_and_a_gap_or_another_epoch_starts_afresh() {
+    let t = Instant::now();
+    let mut h = History::new(1 << 20, 7);
+    // The node first hears of the stream at offset 41: it can give what follows 40 only.
+    assert!(place(&mut h, &cluster_at("6750a1b0.3", 41), t));
+    assert!(place(&mut h, &cluster_at("6750a1b0.3", 42), t));
+    assert!(!place(&mut h, &cluster_at("6750a1b0.3", 42), t), "a repeat");
+    let from = |o| cluster_at("6750a1b0.3", o);
+    assert_eq!(offsets(h.recover(0, "c", &from(40), t)), Some(vec![41, 42]));
+    assert_eq!(offsets(h.recover(0, "c", &from(39), t)), None);
+    // Offsets 43 and 44 never reached this node: what it kept before cannot be given whole.
+    assert!(place(&mut h, &cluster_at("6750a1b0.3", 45), t));
+    assert_eq!(offsets(h.recover(0, "c", &from(42), t)), None);
+    assert_eq!(offsets(h.recover(0, "c", &from(44), t)), Some(vec![45]));
+    assert_eq!(h.sizes().0, 1, "the entries before the gap went");
+    // Another epoch replaces this one.
+    assert!(place(&mut h, &cluster_at("6750a1b9.4", 1), t));
+    assert_eq!(offsets(h.recover(0, "c", &from(45), t)), None);
+    // Numbering alone (Redis out of reach) never continues the cluster's epoch.
+    let local = h.next_position(0, "c", 10, TTL);
+    assert!(!is_cluster_epoch(&local.epoch));
+    assert_eq!(local.offset, 1);
+}
+
+#[test]
+fn a_position_read_from_redis_is_adopted_unless_the_node_follows_that_epoch_or_a_newer_one() {
+    let t = Instant::now();
+    let mut h = History::new(1 << 20, 7);
+    h.adopt(0, "c", &cluster_at("10.5", 7), (10, TTL));
+    assert_eq!(h.position(0, "c"), Some(cluster_at("10.5", 7)));
+    // Publications that were on their way when Redis answered: the node is further on.
+    assert!(place(&mut h, &cluster_at("10.5", 8), t));
+    h.adopt(0, "c", &cluster_at("10.5", 7), (10, TTL));
+    assert_eq!(h.position(0, "c"), Some(cluster_at("10.5", 8)));
+    // An older epoch is not adopted; a newer one is.
+    h.adopt(0, "c", &cluster_at("f.9", 3), (10, TTL));
+    assert_eq!(h.position(0, "c"), Some(cluster_at("10.5", 8)));
+    h.adopt(0, "c", &cluster_at("10.6", 0), (10, TTL));
+    assert_eq!(h.position(0, "c"), Some(cluster_at("10.6", 0)));
+    assert_eq!(h.sizes(), (0, 0));
+    // A stream this process numbered alone gives way to the cluster's.
+    h.next_position(1, "d", 10, TTL);
+    h.adopt(1, "d", &cluster_at("1.1", 4), (10, TTL));
+    assert_eq!(h.position(1, "d"), Some(cluster_at("1.1", 4)));
 }

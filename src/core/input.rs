@@ -5,6 +5,7 @@
 
 use log::{debug, info};
 
+use super::cluster::sequence::Parked;
 use super::conns::{Conns, Mode, Phase};
 use super::peer::Peer;
 use super::state::State;
@@ -115,6 +116,9 @@ pub fn handle_frames(conns: &mut Conns, st: &mut State, key: usize, buf: &mut [u
         if conn.phase != Phase::Open {
             return buf.len();
         }
+        if conn.is_waiting() {
+            return used;
+        }
         if lists.pause_if_over(conn) {
             debug!(
                 "connection {key}: {} bytes queued; not reading until it takes them",
@@ -184,6 +188,17 @@ fn inflated(
     };
     st.inflating.buf = out;
     result
+}
+
+/// A message that waited for Redis (a parked subscription, `cluster/sequence.rs`), handled now
+/// as if it had just arrived; then the input that waited behind it.
+pub fn rerun(conns: &mut Conns, st: &mut State, parked: Parked) {
+    if conns.get(parked.key).is_none_or(|c| c.id != parked.conn_id) {
+        return;
+    }
+    conns.unwait(parked.key);
+    st.stats.messages_in = st.stats.messages_in.saturating_sub(1);
+    on_message(conns, st, parked.key, Inbound::Text(&parked.text));
 }
 
 /// One complete message or control frame of a session.

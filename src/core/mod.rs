@@ -273,7 +273,21 @@ impl Core {
 
     /// The reply to a command from [`LinkOp::Command`].
     pub fn on_link_reply(&mut self, tag: u64, reply: crate::scaling::resp::Reply) {
-        cluster::on_reply(&mut self.st, tag, reply);
+        if cluster::sequence::Sequencer::owns(tag) {
+            if let Some(parked) = cluster::sequence::on_reply(&mut self.st, tag, reply) {
+                input::rerun(&mut self.conns, &mut self.st, parked);
+            }
+        } else {
+            cluster::on_reply(&mut self.st, tag, reply);
+        }
+        self.settle();
+    }
+
+    /// The Redis link went down: what waited for Redis goes on without it.
+    pub fn on_link_down(&mut self) {
+        for parked in cluster::sequence::on_link_down(&mut self.st) {
+            input::rerun(&mut self.conns, &mut self.st, parked);
+        }
         self.settle();
     }
 

@@ -1,6 +1,7 @@
 //! What every source of a message builds: one publication, for the one publish path
 //! (`publish.rs`).
 
+use super::history::Position;
 use crate::ws::Frame;
 
 /// Where a publication comes from.
@@ -10,6 +11,12 @@ pub enum Origin {
     Here(&'static str),
     /// Another node published it (and told every node itself).
     Node,
+    /// Made here for channels with history, but Redis could not number it: delivered here
+    /// only, numbered by this node alone (the other nodes cannot be reached either).
+    Alone,
+    /// Made here; Redis refused to number it: delivered here, and to the other nodes as a
+    /// plain publication.
+    Unnumbered,
 }
 
 #[derive(Debug, Clone)]
@@ -23,6 +30,16 @@ pub enum Publication {
         data: String,
         except: Option<String>,
         origin: Origin,
+    },
+    /// An event Redis numbered in its channels' streams (`cluster/sequence.rs`): delivered on
+    /// every node, its origin included, with these positions (channels with history).
+    Numbered {
+        app: usize,
+        channels: Vec<String>,
+        event: String,
+        data: String,
+        except: Option<String>,
+        positions: Vec<(String, Position)>,
     },
     /// A frame in its final form for one channel's subscribers but one connection (client
     /// events, presence events). `to_nodes`: the other nodes' subscribers get it too.

@@ -13,11 +13,12 @@ use log::warn;
 
 use std::time::Duration;
 
+use super::cluster::{self, sequence};
 use super::conns::{Conns, Mode};
+use super::console;
 use super::history::{Kept, Position};
 use super::publication::{Origin, Publication};
 use super::state::{State, Via};
-use super::{cluster, console};
 use crate::channel_protocol as proto;
 use crate::message::{self, Line};
 use crate::pusher::protocol as pp;
@@ -59,20 +60,10 @@ pub fn fifo_line(st: &mut State, line: &[u8]) {
 /// started here.
 pub fn deliver(conns: &mut Conns, st: &mut State, p: Publication) {
     match p {
-        Publication::Event {
-            app,
-            channels,
-            event,
-            data,
-            except,
-            origin,
-        } => {
-            event_here(conns, st, app, &channels, &event, &data, except.as_deref());
-            if let Origin::Here(source) = origin {
-                for name in &channels {
-                    console::event(st, "publish", None, Some(name), Some(&event), Some(source));
-                }
-                cluster::publish(st, app, channels, event, data, except);
+        p @ Publication::Event { .. } => event(conns, st, p),
+        p @ Publication::Numbered { .. } => {
+            if let Some(out) = Outgoing::of(&p) {
+                event_here(conns, st, &out);
             }
         }
         Publication::Frame {
@@ -131,6 +122,43 @@ pub fn deliver(conns: &mut Conns, st: &mut State, p: Publication) {
     }
 }
 
+/// An event on channels: delivered here, and handed to the other nodes when it started here —
+/// or, on channels with history in a cluster, handed to Redis to be numbered first.
+fn event(conns: &mut Conns, st: &mut State, p: Publication) {
+    let Publication::Event {
+        app,
+        ref channels,
+        ref event,
+        origin,
+        ..
+    } = p
+    else {
+        return;
+    };
+    if let Origin::Here(source) = origin {
+        for name in channels {
+            console::event(st, "publish", None, Some(name), Some(event), Some(source));
+        }
+        if sequence::wanted(st, app, channels) {
+            return sequence::submit(st, p);
+        }
+    }
+    if let Some(out) = Outgoing::of(&p) {
+        event_here(conns, st, &out);
+    }
+    if let Publication::Event {
+        channels,
+        event,
+        data,
+        except,
+        origin: Origin::Here(_) | Origin::Unnumbered,
+        ..
+    } = p
+    {
+        cluster::publish(st, app, channels, event, data, except);
+    }
+}
+
 /// A frame for the Pusher-protocol subscribers of one channel of this node (what only that
 /// protocol understands, like `pusher_internal:subscription_count`).
 pub fn to_pusher_subscribers(
@@ -153,28 +181,80 @@ pub fn to_pusher_subscribers(
 }
 
 /// Keeps a publication in its channel's history, when the app's rules give it one: its
-/// position, and the bare frame (encoded here once, shared with the subscribers' queues).
+/// position (`placed`: the one Redis gave it; otherwise this node numbers it), and the bare
+/// frame (encoded here once, shared with the subscribers' queues).
 fn keep(
     st: &mut State,
-    app: usize,
+    out: &Outgoing<'_>,
     channel: &str,
-    event: &str,
-    data: &str,
+    placed: Option<&Position>,
 ) -> Option<(Position, Frame)> {
-    let rule = st.apps.get(app).cfg.history_rule(channel)?;
+    let (app, ch) = (out.app as u16, channel);
+    let rule = st.apps.get(out.app).cfg.history_rule(channel)?;
     let (size, ttl) = (rule.size, Duration::from_secs(rule.ttl_secs));
-    let position = st.history.next_position(app as u16, channel, size, ttl);
-    let plain = ws::text(data.as_bytes());
+    let plain = ws::text(out.data.as_bytes());
+    let position = match placed {
+        Some(at) if !st.history.place(app, ch, at, (size, ttl)) => {
+            // A repeat of what this node has: given live again (clients drop it by offset).
+            return Some((at.clone(), plain));
+        }
+        Some(at) => at.clone(),
+        None => st.history.next_position(app, ch, size, ttl),
+    };
     let kept = Kept {
         offset: position.offset,
-        event: event.into(),
+        event: out.event.into(),
         plain: plain.clone(),
     };
     let now = st.clock.now();
     let hub = &st.hub;
     let occupied = |app: u16, channel: &str| hub.lookup(app as usize, channel).is_some();
-    st.history.append(app as u16, channel, kept, now, &occupied);
+    st.history.append(app, ch, kept, now, &occupied);
     Some((position, plain))
+}
+
+/// An event on its way to this node's subscribers.
+struct Outgoing<'a> {
+    app: usize,
+    channels: &'a [String],
+    event: &'a str,
+    data: &'a str,
+    /// The socket id of the connection to leave out.
+    except: Option<&'a str>,
+    /// Positions Redis gave it, per channel with history (empty: this node numbers it).
+    positions: &'a [(String, Position)],
+}
+
+impl Outgoing<'_> {
+    fn of(p: &Publication) -> Option<Outgoing<'_>> {
+        let (app, channels, event, data, except, positions) = match p {
+            Publication::Event {
+                app,
+                channels,
+                event,
+                data,
+                except,
+                ..
+            } => (app, channels, event, data, except, &[][..]),
+            Publication::Numbered {
+                app,
+                channels,
+                event,
+                data,
+                except,
+                positions,
+            } => (app, channels, event, data, except, &positions[..]),
+            _ => return None,
+        };
+        Some(Outgoing {
+            app: *app,
+            channels,
+            event,
+            data,
+            except: except.as_deref(),
+            positions,
+        })
+    }
 }
 
 /// Keeps the event of a cache channel as its last one; the Pusher frame made for it.
@@ -201,26 +281,20 @@ fn fan_out(conns: &mut Conns, keys: impl Iterator<Item = usize>, frame: &Frame) 
     keys.map(|k| u64::from(conns.send(k, frame))).sum()
 }
 
-/// An event to this node's subscribers of `channels`, as one publication.
-fn event_here(
-    conns: &mut Conns,
-    st: &mut State,
-    app: usize,
-    channels: &[String],
-    event: &str,
-    data: &str,
-    except: Option<&str>,
-) {
+/// An event to this node's subscribers of its channels, as one publication.
+fn event_here(conns: &mut Conns, st: &mut State, out: &Outgoing<'_>) {
+    let (app, event, data) = (out.app, out.event, out.data);
     // The connection to leave out may be ours even when the event entered through another
     // node (the app's REST call went there).
-    let except = except.and_then(|s| st.parse_socket_id(s));
+    let except = out.except.and_then(|s| st.parse_socket_id(s));
     let mut plain: Option<Frame> = None;
     st.publish_stamp = st.publish_stamp.wrapping_add(1);
     let stamp = st.publish_stamp;
     let now = st.clock.now();
-    for channel in channels {
+    for channel in out.channels {
         let mut named = cache(st, app, channel, event, data, now);
-        let kept = keep(st, app, channel, event, data);
+        let placed = out.positions.iter().find(|(c, _)| c == channel);
+        let kept = keep(st, out, channel, placed.map(|(_, at)| at));
         if let Some((_, bare)) = &kept {
             plain.get_or_insert_with(|| bare.clone());
         }

@@ -4,6 +4,7 @@
 use log::debug;
 use serde_json::Value;
 
+use super::cluster::sequence;
 use super::hub::ChannelId;
 use super::notify;
 use super::peer::Peer;
@@ -29,6 +30,13 @@ pub fn on_text(st: &mut State, peer: &mut Peer<'_>, text: &str) {
             channel_data,
             resume,
         } => {
+            // With positions on a channel whose stream this node does not follow yet, in a
+            // cluster: Redis gives the position first.
+            let app = peer.conn.app();
+            let positioned = resume.positions || resume.recover.is_some();
+            if positioned && sequence::park(st, peer, app, &channel, text) {
+                return;
+            }
             let signed = (auth.as_deref(), channel_data.as_deref());
             subscribe(st, peer, &channel, signed, resume)
         }

@@ -34,18 +34,33 @@ pub fn subscribed(
     };
     let (size, ttl) = (rule.size, Duration::from_secs(rule.ttl_secs));
     let mut complete = true;
-    if let Some((epoch, offset)) = resume.recover {
-        complete = replay(st, peer, app, channel, Position { epoch, offset });
+    let from = resume
+        .recover
+        .map(|(epoch, offset)| Position { epoch, offset });
+    if let Some(from) = &from {
+        complete = replay(st, peer, app, channel, from.clone());
     }
     if !peer.conn.positions && complete {
         return;
     }
-    let at = st.history.touch(app as u16, channel, size, ttl);
+    let mut at = st.history.touch(app as u16, channel, size, ttl);
+    if complete {
+        at = furthest(at, from);
+    }
     if !complete {
         peer.reply(&pp::recovery_failed(channel, Some((&at.epoch, at.offset))));
     }
     if peer.conn.positions {
         peer.reply(&pp::position(channel, &at.epoch, "at", at.offset));
+    }
+}
+
+/// Where a client that recovered stands: this node's position, or its own when it is further
+/// in the same epoch (it saw, on another node, what is still on its way here).
+pub fn furthest(here: Position, client: Option<Position>) -> Position {
+    match client {
+        Some(c) if c.epoch == here.epoch && c.offset > here.offset => c,
+        _ => here,
     }
 }
 

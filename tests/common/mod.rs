@@ -508,6 +508,24 @@ impl Server {
     pub fn publish_json(&self, v: &Value) {
         self.publish_line(&v.to_string());
     }
+    /// Publishes through REST (`POST /apps/app-id/events`, the test app's bearer secret);
+    /// panics unless it is accepted.
+    pub fn rest_event(&self, body: &Value) {
+        let body = body.to_string();
+        let req = format!(
+            "POST /apps/app-id/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer app-secret\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut s = TcpStream::connect(self.addr()).expect("connect");
+        s.write_all(req.as_bytes()).expect("write");
+        s.set_read_timeout(Some(T)).expect("timeout");
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        assert!(
+            resp.starts_with("HTTP/1.1 200"),
+            "REST event refused: {resp}"
+        );
+    }
 }
 
 impl Drop for Server {

@@ -422,6 +422,23 @@ export async function startRedis() {
   };
 }
 
+/**
+ * A new page of `browser` with pusher-js, clients/js/ferrocast-recovery.js (as
+ * `window.enableRecovery`) and the `extra` scripts (paths under tests/js) loaded.
+ */
+export async function pageWithRecovery(browser, ...extra) {
+  const dir = path.dirname(fileURLToPath(import.meta.url));
+  const page = await browser.newPage();
+  page.setDefaultTimeout(T);
+  for (const file of ['node_modules/pusher-js/dist/web/pusher.min.js', ...extra]) {
+    await page.addScriptTag({ path: path.join(dir, file) });
+  }
+  const script = fs.readFileSync(path.join(dir, '../../clients/js/ferrocast-recovery.js'), 'utf8');
+  await page.addScriptTag({ type: 'module', content: `${script}\nwindow.enableRecovery = enableRecovery;` });
+  await page.waitForFunction(() => typeof window.enableRecovery === 'function');
+  return page;
+}
+
 /** Headless Chromium (CHROMIUM_BIN, default /usr/bin/chromium) for the browser tests. */
 export async function launchChromium() {
   const bin = process.env.CHROMIUM_BIN || '/usr/bin/chromium';

@@ -6,9 +6,6 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 
 
@@ -16,7 +13,6 @@ import { enableRecovery } from '../../clients/js/ferrocast-recovery.js';
 import * as h from './helpers.mjs';
 
 const kept = h.app({ history: [{ prefix: 'orders-', size: 200, ttl_secs: 300 }, { prefix: 'small-', size: 5, ttl_secs: 300 }] });
-const here = path.dirname(fileURLToPath(import.meta.url));
 let server;
 let browser;
 
@@ -52,15 +48,7 @@ function cut(client) {
 /** A headless Chromium page with pusher-js, the recovery script and `extra` scripts loaded. */
 async function pageWithScript(...extra) {
   browser ??= await h.launchChromium();
-  const page = await browser.newPage();
-  page.setDefaultTimeout(h.T);
-  for (const file of ['node_modules/pusher-js/dist/web/pusher.min.js', ...extra]) {
-    await page.addScriptTag({ path: path.join(here, file) });
-  }
-  const script = fs.readFileSync(path.join(here, '../../clients/js/ferrocast-recovery.js'), 'utf8');
-  await page.addScriptTag({ type: 'module', content: `${script}\nwindow.enableRecovery = enableRecovery;` });
-  await page.waitForFunction(() => typeof window.enableRecovery === 'function');
-  return page;
+  return h.pageWithRecovery(browser, ...extra);
 }
 
 async function recovering(name) {

@@ -6,7 +6,9 @@
 //! a [`replica::Replica`]. Local delivery never waits for Redis.
 
 pub mod heartbeat;
+pub mod numbering;
 pub mod replica;
+pub mod sequence;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -52,6 +54,8 @@ pub fn publish(
             event,
             data,
             except,
+            sequenced: Vec::new(),
+            id: None,
         };
         send(st, Some(app), body);
     }
@@ -500,11 +504,16 @@ pub fn on_message(st: &mut State, payload: &[u8]) {
         return;
     };
     let env = match serde_json::from_slice::<Envelope>(payload) {
-        Ok(env) if env.node != c.node_id => env,
-        Ok(_) => return,
+        Ok(env) => env,
         Err(e) => return warn!("ignored a malformed message from another node: {e}"),
     };
-    c.received += 1;
+    // A node ignores its own messages, but for the publications Redis numbered: those it
+    // delivers when they come back.
+    let own = env.node == c.node_id;
+    if own && env.positions.is_empty() {
+        return;
+    }
+    c.received += u64::from(!own);
     let app = match env.app.as_deref() {
         None => 0,
         Some(id) => match st.apps.by_id(id) {
@@ -512,12 +521,19 @@ pub fn on_message(st: &mut State, payload: &[u8]) {
             None => return,
         },
     };
+    if !env.positions.is_empty() {
+        if let Some(p) = sequence::arrived(st, own, app, env) {
+            st.publish(p);
+        }
+        return;
+    }
     match env.body {
         Body::Publish {
             channels,
             event,
             data,
             except,
+            ..
         } => st.publish(Publication::Event {
             app,
             channels,

@@ -8,6 +8,7 @@ use log::{debug, info};
 use serde_json::Value;
 
 use super::heartbeat::Heartbeat;
+use super::numbering::Sequencer;
 use super::replica::{self, MemberEvent, Replica};
 use super::wire::{Body, Envelope};
 use crate::config::ScalingConfig;
@@ -30,6 +31,8 @@ pub struct Cluster {
     /// Nodes the app rate limits are divided between.
     pub(super) rate_share: usize,
     pub received: u64,
+    /// Publications on channels with history, numbered by Redis (`sequence.rs`).
+    pub(super) sequencer: Sequencer,
 }
 
 impl Cluster {
@@ -51,6 +54,7 @@ impl Cluster {
             node_timeout,
             rate_share: 1,
             received: 0,
+            sequencer: Sequencer::new(&cfg.prefix),
         })
     }
 
@@ -79,14 +83,20 @@ impl Cluster {
     }
 
     pub(super) fn send(&self, app: Option<&str>, body: Body, ops: &mut Vec<LinkOp>) {
+        if let Some(payload) = self.envelope(app, body) {
+            ops.push(LinkOp::Publish(payload));
+        }
+    }
+
+    /// A message for the other nodes, as it crosses Redis.
+    pub(super) fn envelope(&self, app: Option<&str>, body: Body) -> Option<Vec<u8>> {
         let envelope = Envelope {
             node: self.node_id.clone(),
             app: app.map(str::to_string),
+            positions: Vec::new(),
             body,
         };
-        if let Ok(payload) = serde_json::to_vec(&envelope) {
-            ops.push(LinkOp::Publish(payload));
-        }
+        serde_json::to_vec(&envelope).ok()
     }
 
     /// Tells the others a user joined or left a presence channel of app `app_id` here;

@@ -12,6 +12,10 @@ pub struct Envelope {
     /// App id (not index: nodes may list apps in another order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
+    /// A publication's positions in its channels' streams, one per name of its `sequenced`
+    /// list, as `[epoch, offset]`: Redis numbers it (`sequence.rs`), putting this field first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub positions: Vec<(String, u64)>,
     #[serde(flatten)]
     pub body: Body,
 }
@@ -29,6 +33,13 @@ pub enum Body {
         /// The socket id to leave out: it may live on any node, whichever node the event entered.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         except: Option<String>,
+        /// The channels with history, which Redis numbers (`sequence.rs`); empty for a
+        /// publication delivered on its origin at once.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sequenced: Vec<String>,
+        /// The origin's tag for a numbered publication: it knows its own when it comes back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
     },
     /// A FIFO line for every raw and channel client.
     Global { line: String },
@@ -105,7 +116,10 @@ mod tests {
                 event: "e".into(),
                 data: "{\"x\":1}".into(),
                 except: Some("1.2".into()),
+                sequenced: Vec::new(),
+                id: None,
             },
+            positions: Vec::new(),
         };
         let text = serde_json::to_string(&e).unwrap();
         assert!(text.contains("\"kind\":\"publish\""), "{text}");
