@@ -232,3 +232,34 @@ fn a_restart_hands_history_on_so_a_deploy_loses_nothing() {
         "the same stream"
     );
 }
+
+#[test]
+fn a_pusher_client_excluded_by_socket_id_is_told_the_stream_moved_past_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path());
+    let mut c = s.ws("/app/app-key?protocol=7");
+    let hello = c.recv_json(T);
+    let data: Value = serde_json::from_str(hello["data"].as_str().expect("data")).expect("json");
+    let socket_id = data["socket_id"].as_str().expect("socket id").to_string();
+    c.send_json(
+        &json!({"event": "pusher:subscribe", "data": {"channel": "orders", "positions": true}}),
+    );
+    assert_eq!(
+        c.recv_json(T)["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let at = c.recv_json(T);
+    assert_eq!(at["event"], "pusher_internal:ferrocast_position");
+    // Its own event comes back as "everything up to 1 was given", not as a hole before 2.
+    s.rest_event(
+        &json!({"name": "e", "channel": "orders", "data": "mine", "socket_id": socket_id}),
+    );
+    publish(&s, "theirs");
+    let positions: Vec<Value> = (0..3).map(|_| c.recv_json(T)).collect();
+    let data = |v: &Value| -> Value {
+        serde_json::from_str(v["data"].as_str().unwrap_or("{}")).unwrap_or(Value::Null)
+    };
+    assert_eq!(data(&positions[0])["at"], 1, "{positions:?}");
+    assert_eq!(data(&positions[1])["next"], 2, "{positions:?}");
+    assert_eq!(positions[2]["data"], "theirs");
+}

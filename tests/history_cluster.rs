@@ -129,6 +129,8 @@ fn a_node_that_never_saw_a_stream_asks_redis_where_it_stands() {
     for i in 1..=5 {
         a.publish_json(&json!({"channel": "orders.7", "data": format!("m{i}")}));
     }
+    // Numbered through Redis, so delivered (and kept) a moment later.
+    assert!(wait_until(T, || a.metric("history_messages") == 5));
     let (mut on_a, got) = subscribe(&a, positioned("orders.7"));
     assert_eq!(got[0]["offset"], 5, "{got:?}");
     let epoch = got[0]["epoch"].clone();

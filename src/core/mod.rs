@@ -285,8 +285,16 @@ impl Core {
 
     /// The Redis link went down: what waited for Redis goes on without it.
     pub fn on_link_down(&mut self) {
-        for parked in cluster::sequence::on_link_down(&mut self.st) {
-            input::rerun(&mut self.conns, &mut self.st, parked);
+        let parked = cluster::sequence::on_link_down(&mut self.st);
+        self.rerun(parked);
+    }
+
+    /// Subscriptions that waited for Redis, handled now: after the publications made before
+    /// them, which Redis did not number either, are delivered.
+    fn rerun(&mut self, parked: Vec<cluster::sequence::Parked>) {
+        self.settle();
+        for p in parked {
+            input::rerun(&mut self.conns, &mut self.st, p);
         }
         self.settle();
     }
@@ -301,6 +309,8 @@ impl Core {
     pub fn tick(&mut self) {
         ticks::tick(&mut self.conns, &mut self.st);
         self.settle();
+        let parked = cluster::sequence::sweep(&mut self.st);
+        self.rerun(parked);
     }
 
     /// Closes every connection for a shutdown (close frames for sessions, the rest at once).

@@ -309,6 +309,13 @@ fn event_here(conns: &mut Conns, st: &mut State, out: &Outgoing<'_>) {
                 continue;
             };
             if Some(conn.id) == except {
+                // The connection that caused it does not get it back; with positions it is
+                // told the stream moved past it, so it does not take the skip for a loss.
+                if let (Mode::Pusher, true, Some((at, _))) = (conn.mode, conn.positions, &kept) {
+                    let past =
+                        ws::text(pp::position(channel, &at.epoch, "at", at.offset).as_bytes());
+                    conns.send(key, &past);
+                }
                 continue;
             }
             // Pusher clients with positions learn the offset of what follows first.

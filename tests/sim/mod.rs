@@ -19,7 +19,11 @@ thread_local! {
     static COMPRESSOR: std::cell::RefCell<Compressor> = std::cell::RefCell::new(Compressor::default());
     static INFLATER: std::cell::RefCell<Inflater> = std::cell::RefCell::new(Inflater::default());
 }
-use ferrocast::core::{Core, JobId, Mode, Phase};
+use ferrocast::core::{Core, IoStatus, JobId, LinkStatus, Mode, Phase};
+use ferrocast::scaling::resp::Reply;
+
+#[path = "redis.rs"]
+mod redis;
 use ferrocast::job::Outcome;
 
 const CHANNELS: [&str; 4] = ["a", "b", "cache-c", "presence-d"];
@@ -89,6 +93,9 @@ struct Client {
     unsent: Vec<u8>,
     /// It offered permessage-deflate (and, being a WebSocket client, must get it).
     deflate: bool,
+    /// Channel → (epoch, last offset) from `pusher_internal:ferrocast_position`: within an
+    /// epoch, offsets must follow on without a hole.
+    positions: HashMap<String, (String, u64)>,
 }
 
 pub struct Sim {
@@ -100,6 +107,7 @@ pub struct Sim {
     next_key: usize,
     seq: u64,
     jobs: Vec<JobId>,
+    redis: redis::Redis,
 }
 
 fn config() -> Config {
@@ -165,6 +173,7 @@ impl Sim {
             next_key: 0,
             seq: 0,
             jobs: Vec::new(),
+            redis: redis::Redis::new(),
         }
     }
 
@@ -178,6 +187,7 @@ impl Sim {
             sim.check();
             steps += 1;
         }
+        sim.answer_all();
         sim.drain_all();
         sim.check_streams();
         if std::env::var_os("FERROCAST_SIM_STATS").is_some() {
@@ -205,7 +215,7 @@ impl Sim {
     }
 
     fn step(&mut self, input: &mut Input<'_>) {
-        let op = input.below(24);
+        let op = input.below(27);
         if std::env::var_os("FERROCAST_SIM_TRACE").is_some() {
             eprintln!("op {op}");
         }
@@ -221,6 +231,8 @@ impl Sim {
             20 => self.disconnect(input),
             23 => self.user_line(input),
             21 => self.answer_job(input),
+            24 => self.redis_link(),
+            25 | 26 => self.redis_answers(input),
             _ => self.node_publishes(input),
         }
     }
@@ -270,6 +282,7 @@ impl Sim {
                 appetite,
                 unsent: Vec::new(),
                 deflate,
+                positions: HashMap::new(),
             },
         );
         let path = match kind {
@@ -336,7 +349,7 @@ impl Sim {
             (Kind::Channel, 0..=4) => format!(r#"{{"action":"subscribe","channel":"{ch}"}}"#),
             (Kind::Channel, 5) => format!(r#"{{"action":"unsubscribe","channel":"{ch}"}}"#),
             (Kind::Channel, _) => r#"{"action":"ping"}"#.to_string(),
-            (Kind::Pusher, 0..=3) => self.pusher_subscribe(key, ch),
+            (Kind::Pusher, 0..=3) => self.pusher_subscribe(key, ch, input.below(2) == 0),
             (Kind::Pusher, 4) => {
                 format!(r#"{{"event":"pusher:unsubscribe","data":{{"channel":"{ch}"}}}}"#)
             }
@@ -375,7 +388,13 @@ impl Sim {
             .to_string()
     }
 
-    fn pusher_subscribe(&mut self, key: usize, ch: &str) -> String {
+    /// A `pusher:subscribe`; `positions`: as `ferrocast-recovery.js` sends it.
+    fn pusher_subscribe(&mut self, key: usize, ch: &str, positions: bool) -> String {
+        let extra = if positions {
+            r#","positions":true"#
+        } else {
+            ""
+        };
         let socket_id = self.clients[&key].socket_id.clone().unwrap_or_default();
         if ch.starts_with("presence-") {
             let data = format!(r#"{{"user_id":"u{}"}}"#, key % 3);
@@ -388,10 +407,10 @@ impl Sim {
             );
             let data = serde_json::to_string(&data).unwrap();
             format!(
-                r#"{{"event":"pusher:subscribe","data":{{"channel":"{ch}","auth":"{auth}","channel_data":{data}}}}}"#
+                r#"{{"event":"pusher:subscribe","data":{{"channel":"{ch}","auth":"{auth}","channel_data":{data}{extra}}}}}"#
             )
         } else {
-            format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"{ch}"}}}}"#)
+            format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"{ch}"{extra}}}}}"#)
         }
     }
 
@@ -457,6 +476,14 @@ impl Sim {
         }
     }
 
+    /// A publication made here is delivered at once, unless Redis numbers it first (every
+    /// channel has history here): then its subscribers are those of when it comes back.
+    fn expect_here(&mut self, seq: u64, channels: &[&str]) {
+        if !self.redis.up {
+            self.expect(seq, channels);
+        }
+    }
+
     fn channels(&self, input: &mut Input<'_>) -> Vec<&'static str> {
         let mask = 1 + input.below(7);
         (0..3)
@@ -475,7 +502,7 @@ impl Sim {
         self.seq += 1;
         let data = self.payload('P', input);
         let line = serde_json::json!({"channels": channels, "data": data});
-        self.expect(self.seq, &channels);
+        self.expect_here(self.seq, &channels);
         self.core.on_fifo_line(line.to_string().as_bytes());
     }
 
@@ -505,7 +532,7 @@ impl Sim {
             self.next_key - 1
         });
         self.core.open(key, "127.0.0.9:1".parse().unwrap());
-        self.expect(self.seq, &channels);
+        self.expect_here(self.seq, &channels);
         let mut req = format!(
             "POST /apps/app-id/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer app-secret\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -536,12 +563,21 @@ impl Sim {
         }
         let channels = self.channels(input);
         self.seq += 1;
-        let env = serde_json::json!({
+        let mut env = serde_json::json!({
             "node": "other", "app": "app-id", "kind": "publish", "channels": channels,
             "event": "e", "data": self.payload('P', input),
         });
         self.expect(self.seq, &channels);
-        self.core.on_node_message(env.to_string().as_bytes());
+        if !self.redis.up || input.below(2) == 0 {
+            return self.core.on_node_message(env.to_string().as_bytes());
+        }
+        // Numbered by Redis for the other node (every channel has history here).
+        env["sequenced"] = serde_json::json!(channels);
+        let keys: Vec<Vec<u8>> = channels.iter().map(|c| redis::stream_key(c)).collect();
+        let at = self.redis.number(&keys).join(",");
+        let env = env.to_string();
+        let message = format!("{{\"positions\":[{at}],{}", &env[1..]);
+        self.core.on_node_message(message.as_bytes());
     }
 
     fn answer_job(&mut self, input: &mut Input<'_>) {
@@ -594,7 +630,12 @@ impl Sim {
         self.now += Duration::from_millis(secs * 1000 + input.byte() as u64);
         self.wall += secs * 1000;
         self.core.set_time(self.now, self.wall);
+        // What waited 10 s for Redis is delivered here alone at this tick.
+        for n in self.redis.forget(self.now, Duration::from_secs(10)) {
+            self.expect_numbered(&n.envelope);
+        }
         self.core.tick();
+        self.apply_effects();
     }
 
     fn disconnect(&mut self, input: &mut Input<'_>) {
@@ -651,6 +692,89 @@ impl Sim {
             self.free.push(key);
         }
         self.jobs.extend(fx.jobs.into_iter().map(|(id, _)| id));
+        for op in fx.link {
+            self.redis.take(op, self.now);
+        }
+    }
+
+    // ---- Redis, for channel history across nodes --------------------------------------------
+
+    /// The link to Redis goes down (what waited for it is delivered here alone) or comes up.
+    fn redis_link(&mut self) {
+        self.redis.up = !self.redis.up;
+        let link = Some(LinkStatus {
+            up: self.redis.up,
+            ..Default::default()
+        });
+        self.core.set_io_status(IoStatus {
+            link,
+            ..Default::default()
+        });
+        if self.redis.up {
+            self.core.on_link_up();
+        } else {
+            for n in self.redis.forget(self.now, Duration::ZERO) {
+                self.expect_numbered(&n.envelope);
+            }
+            self.core.on_link_down();
+        }
+        self.apply_effects();
+    }
+
+    /// Redis answers the next command: runs the script (delivering a numbered publication to
+    /// every node, this one included, in either order with the reply), or fails it.
+    fn redis_answers(&mut self, input: &mut Input<'_>) {
+        if !self.redis.up {
+            return;
+        }
+        if let Some(n) = self.redis.peek() {
+            self.expect_numbered(&n.envelope);
+        }
+        let fail = ["redis unavailable", "ERR scripting is disabled"];
+        if input.below(8) == 0 {
+            let why = fail[input.below(2)].to_string();
+            if let Some(tag) = self.redis.skip() {
+                self.core.on_link_reply(tag, Reply::Error(why));
+            }
+            return self.apply_effects();
+        }
+        match self.redis.answer() {
+            Some(redis::Answer::Numbered { tag, message }) => {
+                let reply_first = input.below(2) == 0;
+                if reply_first {
+                    self.core.on_link_reply(tag, Reply::Integer(1));
+                }
+                self.core.on_node_message(&message);
+                if !reply_first {
+                    self.core.on_link_reply(tag, Reply::Integer(1));
+                }
+            }
+            Some(redis::Answer::Position { tag, reply }) => self.core.on_link_reply(tag, reply),
+            None => {}
+        }
+        self.apply_effects();
+    }
+
+    /// Redis answers everything still waiting (the end of a run).
+    fn answer_all(&mut self) {
+        while self.redis.up && self.redis.waiting() {
+            let mut ok = Input::new(&[1]);
+            self.redis_answers(&mut ok);
+        }
+    }
+
+    /// A numbered publication is delivered now: the subscribers of this moment expect it.
+    fn expect_numbered(&mut self, envelope: &serde_json::Value) {
+        let data = envelope["data"].as_str().unwrap_or("");
+        let seq = data.strip_prefix('P').and_then(|r| r.split(':').next());
+        let Some(seq) = seq.and_then(|n| n.parse::<u64>().ok()) else {
+            return;
+        };
+        let channels: Vec<String> = (envelope["channels"].as_array().into_iter().flatten())
+            .filter_map(|c| c.as_str().map(str::to_string))
+            .collect();
+        let channels: Vec<&str> = channels.iter().map(String::as_str).collect();
+        self.expect(seq, &channels);
     }
 
     /// The client reads up to `n` bytes of its queue.
@@ -817,6 +941,11 @@ impl Client {
             self.socket_id = data["socket_id"].as_str().map(str::to_string);
             return;
         }
+        if let Some(v) = &v
+            && v["event"] == "pusher_internal:ferrocast_position"
+        {
+            return self.position(v);
+        }
         let (data, channel) = match &v {
             Some(v) if v["data"].is_string() && self.kind == Kind::Pusher => (
                 v["data"].as_str().unwrap().to_string(),
@@ -833,6 +962,29 @@ impl Client {
         } else if let Some(seq) = data.strip_prefix('G').and_then(number) {
             self.received.push((seq, "*".into()));
         }
+    }
+}
+
+impl Client {
+    /// A position announcement: a new starting point (`at`), or the next event's offset, which
+    /// must follow the last one in the same epoch.
+    fn position(&mut self, v: &serde_json::Value) {
+        let channel = v["channel"].as_str().unwrap_or("").to_string();
+        let d: serde_json::Value =
+            serde_json::from_str(v["data"].as_str().unwrap_or("{}")).expect("position data");
+        let epoch = d["epoch"].as_str().expect("epoch").to_string();
+        if let Some(at) = d["at"].as_u64() {
+            self.positions.insert(channel, (epoch, at));
+            return;
+        }
+        let next = d["next"].as_u64().expect("next or at");
+        if let Some((e, last)) = self.positions.get(&channel) {
+            assert!(
+                *e != epoch || next == last + 1,
+                "channel {channel}: offset {next} announced after {last} in epoch {epoch}"
+            );
+        }
+        self.positions.insert(channel, (epoch, next));
     }
 }
 
