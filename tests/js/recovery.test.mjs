@@ -191,3 +191,58 @@ test('headless Chromium with Laravel Echo and the script: nothing lost across a 
   assert.deepEqual(await page.evaluate(() => window.got), Array.from({ length: 51 }, (_, i) => i + 1));
   await page.close();
 });
+
+test('headless Chromium, pusher-js and Laravel Echo: nothing lost across ferrocast restart; a gap too long is announced', { timeout: 120_000 }, async () => {
+  const page = await pageWithScript('node_modules/laravel-echo/dist/echo.iife.js');
+  const [plain, echoed, small] = [h.uniq('orders-'), h.uniq('orders-'), h.uniq('small-')];
+  await page.evaluate(([key, port, plain, echoed, small]) => {
+    const options = { wsHost: '127.0.0.1', wsPort: port, forceTLS: false, enabledTransports: ['ws'], disableStats: true, cluster: 'mt1' };
+    const pusher = new Pusher(key, options);
+    window.recovery = window.enableRecovery(pusher);
+    window.got = [];
+    pusher.subscribe(plain).bind('order', (d) => window.got.push(d.n));
+    const EchoClass = window.Echo.default || window.Echo.Echo || window.Echo;
+    window.echo = new EchoClass({ broadcaster: 'pusher', key, Pusher: window.Pusher, ...options });
+    window.echoRecovery = window.enableRecovery(window.echo.connector.pusher);
+    window.echoed = [];
+    window.small = [];
+    window.failed = [];
+    window.echo.channel(echoed).listen('.order', (d) => window.echoed.push(d.n));
+    window.echo.channel(small)
+      .listen('.order', (d) => window.small.push(d.n))
+      .listen('.ferrocast:recovery_failed', (d) => window.failed.push(d));
+  }, [kept.key, server.port, plain, echoed, small]);
+  await page.waitForFunction(([p, e, s]) => window.recovery.positions().has(p)
+    && window.echoRecovery.positions().has(e) && window.echoRecovery.positions().has(s), [plain, echoed, small]);
+  for (const name of [plain, echoed, small]) h.fifoWrite(server, { channel: name, event: 'order', data: JSON.stringify({ n: 1 }) });
+  await page.waitForFunction(() => window.got.length === 1 && window.echoed.length === 1 && window.small.length === 1);
+
+  // A deploy: the process is replaced (1012), history handed on, both clients come back by themselves.
+  const env = { ...process.env, RUNTIME_DIRECTORY: server.dir, XDG_RUNTIME_DIR: server.dir };
+  const out = spawnSync(h.binPath(), ['restart', '--fifo', server.fifo], { env, encoding: 'utf8' });
+  assert.equal(out.status, 0, out.stderr);
+  for (let n = 2; n <= 31; n++) {
+    for (const name of [plain, echoed]) h.fifoWrite(server, { channel: name, event: 'order', data: JSON.stringify({ n }) });
+  }
+  await page.waitForFunction(() => window.got.length >= 31 && window.echoed.length >= 31, null, { timeout: 60_000 });
+  assert.deepEqual(await page.evaluate(() => window.got), Array.from({ length: 31 }, (_, i) => i + 1), 'pusher-js');
+  assert.deepEqual(await page.evaluate(() => window.echoed), Array.from({ length: 31 }, (_, i) => i + 1), 'Echo');
+
+  // Echo is kept away while 10 events go by on a channel that keeps 5: told, never silent.
+  await page.waitForFunction(() => window.echo.connector.pusher.connection.connection?.transport);
+  await page.evaluate(() => {
+    const connection = window.echo.connector.pusher.connection;
+    const real = connection.connect.bind(connection);
+    window.release = null;
+    connection.connect = () => new Promise((resolve) => { window.release = resolve; }).then(real);
+    connection.connection.transport.socket.close();
+  });
+  await page.waitForFunction(() => typeof window.release === 'function');
+  for (let n = 2; n <= 11; n++) h.fifoWrite(server, { channel: small, event: 'order', data: JSON.stringify({ n }) });
+  await h.until(async () => (await history(small))?.offset === 11, 'the 10 events in history');
+  await page.evaluate(() => window.release());
+  await page.waitForFunction(() => window.failed.length === 1, null, { timeout: 30_000 });
+  assert.equal((await page.evaluate(() => window.failed))[0].offset, 11, 'where the stream is now');
+  assert.deepEqual(await page.evaluate(() => window.small), [1], 'nothing given as if complete');
+  await page.close();
+});
