@@ -20,6 +20,9 @@ pub mod tls;
 pub mod user_fifos;
 pub mod worker;
 
+// Worker processes' own work (never in the server's process).
+pub mod app_store;
+
 // The state and rules.
 pub mod config;
 pub mod core;

@@ -47,6 +47,14 @@ enum Command {
     /// Used by worker processes: resolve a host name (getaddrinfo blocks; the loop must not).
     #[command(hide = true)]
     Resolve { host: String, port: u16 },
+    /// Read apps from the app store's table (FERROCAST_APP_STORE_DRIVER, _URL, _TABLE): `key K`,
+    /// `id I` or `all`. Prints each app as a JSON line; none for an unknown key or id. Used by
+    /// worker processes, and to check a table by hand.
+    AppStore {
+        /// `key`, `id` or `all`.
+        by: String,
+        value: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -173,6 +181,7 @@ fn main() -> ExitCode {
         Command::Restart(args) => restart(args),
         Command::HttpRequest(args) => http_request(args),
         Command::Resolve { host, port } => resolve(&host, port),
+        Command::AppStore { by, value } => app_store(&by, value.as_deref()),
     }
 }
 
@@ -185,6 +194,12 @@ fn websocket(args: ConfigArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string(), 2),
     };
+    if cfg.app_store.driver != "file" {
+        // Refused rather than ignored: apps an operator put in the table would be unknown.
+        let why = "app_store.driver: the server does not serve apps from a database yet; \
+                   `ferrocast app-store` reads the table (README, \"Apps from a database\")";
+        return fail(why, 2);
+    }
     let server = match Server::bind(sources, cfg) {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string(), 1),
@@ -435,6 +450,34 @@ fn resolve(host: &str, port: u16) -> ExitCode {
             }
         }
         Err(e) => fail(&format!("cannot resolve {host}: {e}"), 1),
+    }
+}
+
+/// The child side of the app store: exit 0 with one JSON app per line (none: no such app),
+/// 1 with the reason on stderr when the database cannot answer.
+fn app_store(by: &str, value: Option<&str>) -> ExitCode {
+    use ferrocast::app_store::{By, Store};
+    let by = match (by, value) {
+        ("key", Some(k)) => By::Key(k),
+        ("id", Some(i)) => By::Id(i),
+        ("all", None) => By::All,
+        _ => return fail("usage: ferrocast app-store key KEY | id ID | all", 2),
+    };
+    let mut skipped = Vec::new();
+    match Store::from_env().fetch(by, &mut skipped) {
+        Ok(apps) => {
+            for why in skipped {
+                eprintln!("ferrocast: skipped a row of the app store: {why}");
+            }
+            for app in apps {
+                match serde_json::to_string(&app) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => return fail(&format!("cannot print app {}: {e}", app.id), 1),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string(), 1),
     }
 }
 

@@ -45,8 +45,9 @@ suite_rust() {
     # apache2 (the proxy in front, tests/deploy_apache.rs), systemd (systemd-analyze verify of the
     # units), util-linux + mount (`unshare --mount` and `mount --bind`: tests/hostile.rs gives the
     # server a private /etc/resolv.conf and /etc/hosts; needs root, as apt-get does), php-fpm
-    # (tests/fastcgi_fpm.rs starts a private pool).
-    apt_install redis-server redis-tools apache2 systemd php-cli php-fpm util-linux mount || { log "cannot install the test packages"; return 1; }
+    # (tests/fastcgi_fpm.rs starts a private pool), postgresql and mariadb-server (tests/app_store.rs
+    # starts private servers on loopback ports).
+    apt_install redis-server redis-tools apache2 systemd php-cli php-fpm util-linux mount postgresql mariadb-server mariadb-client || { log "cannot install the test packages"; return 1; }
     local out="$LOGDIR/rust.log"
     log "building tests"
     # Build first so compile time is not counted against test deadlines.

@@ -230,6 +230,10 @@ pub fn mask_secrets(value: &mut Value) {
                     || key.ends_with("_token");
                 if secret && v.is_string() && !v.as_str().unwrap_or("").is_empty() {
                     *v = Value::String("********".into());
+                } else if (key == "url" || key.ends_with("_url"))
+                    && let Some(url) = v.as_str()
+                {
+                    *v = Value::String(mask_url_password(url));
                 } else {
                     mask_secrets(v);
                 }
@@ -237,6 +241,23 @@ pub fn mask_secrets(value: &mut Value) {
         }
         Value::Array(items) => items.iter_mut().for_each(mask_secrets),
         _ => {}
+    }
+}
+
+/// `scheme://user:password@host…` with the password masked (a URL without one is unchanged).
+pub fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, pw)) if !pw.is_empty() => {
+            format!("{scheme}://{user}:********{}", &rest[at..])
+        }
+        _ => url.to_string(),
     }
 }
 

@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use load::{ConfigError, Sources, check_file, mask_secrets};
+pub use load::{ConfigError, Sources, check_file, mask_secrets, mask_url_password};
 pub use parts::{
-    AppConfig, ConsoleConfig, EVENT_TYPES, HandlerConfig, HistoryRule, HookConfig,
+    AppConfig, AppStoreConfig, ConsoleConfig, EVENT_TYPES, HandlerConfig, HistoryRule, HookConfig,
     LIFECYCLE_EVENTS, ScalingConfig, TlsConfig, WebhookConfig, WebhookSettings, fastcgi_target,
 };
 
@@ -96,6 +96,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// Several nodes sharing channels through Redis.
     pub scaling: ScalingConfig,
+    /// Apps from a database table, besides `apps`.
+    pub app_store: AppStoreConfig,
     /// Who a connection belongs to, decided before the 101 by a forked handler.
     pub validate: HandlerConfig,
     /// What answers a raw-mode client's messages (CarbonPHP's startApplication).
@@ -155,6 +157,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             console: ConsoleConfig::default(),
             scaling: ScalingConfig::default(),
+            app_store: AppStoreConfig::default(),
             validate: HandlerConfig::default(),
             route: HandlerConfig::default(),
             validate_timeout_secs: 5,
@@ -279,7 +282,7 @@ impl Config {
             crate::scaling::redis::RedisUrl::parse(&self.scaling.redis_url)
                 .map_err(|e| format!("scaling.redis_url: {e}"))?;
         }
-        Ok(())
+        self.app_store.validate()
     }
 
     fn check_apps(&self) -> Result<(), String> {

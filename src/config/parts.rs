@@ -323,6 +323,70 @@ impl Default for ScalingConfig {
     }
 }
 
+/// Where apps come from besides the `apps` list: a database table (`migrations/`), read by
+/// forked workers so the loop never waits on the database.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppStoreConfig {
+    /// `file` (the `apps` list only), `mysql` (MySQL or MariaDB) or `postgres`.
+    pub driver: String,
+    /// `mysql://user:password@host:3306/db` or `postgres://user:password@host:5432/db`;
+    /// FERROCAST_APP_STORE_URL keeps the password out of the file.
+    pub url: String,
+    /// The table of apps: a plain SQL name (letters, digits, `_`).
+    pub table: String,
+    /// How long an app read from the table is used before it is read again.
+    pub cache_ttl_secs: u64,
+    /// How long "no such key or id" is remembered, so a flood of unknown keys is not a flood of
+    /// queries.
+    pub negative_ttl_secs: u64,
+}
+
+impl Default for AppStoreConfig {
+    fn default() -> Self {
+        AppStoreConfig {
+            driver: "file".into(),
+            url: String::new(),
+            table: "ferrocast_apps".into(),
+            cache_ttl_secs: 60,
+            negative_ttl_secs: 10,
+        }
+    }
+}
+
+impl AppStoreConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let scheme = match self.driver.as_str() {
+            "file" => return Ok(()),
+            "mysql" => "mysql://",
+            "postgres" => "postgres",
+            other => {
+                return Err(format!(
+                    "app_store.driver: \"{other}\" is not file, mysql or postgres"
+                ));
+            }
+        };
+        if !self.url.starts_with(scheme) {
+            return Err(format!(
+                "app_store.url: a {} URL ({scheme}…) is needed for driver {}",
+                self.driver, self.driver
+            ));
+        }
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let t = &self.table;
+        if t.is_empty()
+            || t.len() > 64
+            || !t.chars().all(plain)
+            || t.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err(format!(
+                "app_store.table: \"{t}\" must be 1-64 letters, digits or _ (not starting with a digit)"
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsoleConfig {

@@ -171,3 +171,50 @@ fn hooks_are_checked_by_name() {
         "hooks take lifecycle events only"
     );
 }
+
+#[test]
+fn passwords_in_urls_are_masked() {
+    let mut v = serde_json::json!({
+        "app_store": {"url": "postgres://ferro:s3cret@db:5432/apps?sslmode=require"},
+        "scaling": {"redis_url": "redis://:hunter2@cache:6379/0"},
+        "plain_url": "mysql://reader@db/apps"
+    });
+    mask_secrets(&mut v);
+    assert_eq!(
+        v["app_store"]["url"],
+        "postgres://ferro:********@db:5432/apps?sslmode=require"
+    );
+    assert_eq!(v["scaling"]["redis_url"], "redis://:********@cache:6379/0");
+    assert_eq!(v["plain_url"], "mysql://reader@db/apps");
+    assert_eq!(mask_url_password("no url"), "no url");
+}
+
+#[test]
+fn the_app_store_is_checked() {
+    let store = |driver: &str, url: &str, table: &str| AppStoreConfig {
+        driver: driver.into(),
+        url: url.into(),
+        table: table.into(),
+        ..Default::default()
+    };
+    assert!(AppStoreConfig::default().validate().is_ok());
+    assert!(
+        store("postgres", "postgres://u@h/db", "apps")
+            .validate()
+            .is_ok()
+    );
+    assert!(
+        store("mysql", "mysql://u@h/db", "ferrocast_apps")
+            .validate()
+            .is_ok()
+    );
+    let err = store("mysql", "postgres://u@h/db", "apps")
+        .validate()
+        .unwrap_err();
+    assert!(err.contains("app_store.url"), "{err}");
+    let err = store("postgres", "postgres://u@h/db", "apps; DROP TABLE x")
+        .validate()
+        .unwrap_err();
+    assert!(err.contains("app_store.table"), "{err}");
+    assert!(store("oracle", "", "apps").validate().is_err());
+}

@@ -9,6 +9,7 @@
 //! elapsed time, never leave a process behind (Drop kills it).
 #![allow(dead_code)]
 
+pub mod db;
 pub mod fpm;
 
 use std::collections::HashMap;

@@ -1,0 +1,30 @@
+//! Rows from PostgreSQL, each as the JSON object PostgreSQL itself makes of it (`row_to_json`:
+//! booleans, numbers and JSON columns keep their types).
+
+use postgres::{Client, NoTls};
+use serde_json::{Map, Value};
+
+use super::{By, StoreError, filter};
+
+pub fn rows(url: &str, table: &str, by: By<'_>) -> Result<Vec<Map<String, Value>>, StoreError> {
+    let mut client = Client::connect(url, NoTls).map_err(|e| StoreError::Connect(e.to_string()))?;
+    let (clause, arg) = filter(by, "$1");
+    // `table` was checked to be a plain name (AppStoreConfig::validate).
+    let sql = format!("SELECT row_to_json(t)::text FROM {table} t{clause}");
+    let result = match &arg {
+        Some(v) => client.query(sql.as_str(), &[v]),
+        None => client.query(sql.as_str(), &[]),
+    };
+    let rows = result.map_err(|e| StoreError::Query(e.to_string()))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let text: String = row
+            .try_get(0)
+            .map_err(|e| StoreError::Query(e.to_string()))?;
+        match serde_json::from_str(&text) {
+            Ok(Value::Object(map)) => out.push(map),
+            _ => return Err(StoreError::Query("row_to_json gave no object".into())),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,154 @@
+//! Apps from a database table, read by `ferrocast app-store` (the worker the server forks) from
+//! real PostgreSQL and MariaDB servers started here on loopback ports, with the tables of
+//! `migrations/`: a row becomes an app with every setting typed, NULL is the default, a bad row
+//! is skipped with its reason, an unknown key is no app, a stopped database is an error, and the
+//! password never shows in `ferrocast config`.
+
+mod common;
+use common::db::{Mariadb, PASSWORD, Postgres};
+use common::*;
+
+use std::process::{Command, Output};
+
+fn app_store(driver: &str, url: &str, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("app-store")
+        .args(args)
+        .env("FERROCAST_APP_STORE_DRIVER", driver)
+        .env("FERROCAST_APP_STORE_URL", url)
+        .env_remove("FERROCAST_APP_STORE_TABLE")
+        .output()
+        .expect("ferrocast app-store")
+}
+
+/// The apps printed, one JSON object per line.
+fn apps(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON app"))
+        .collect()
+}
+
+const MIGRATION_PG: &str = include_str!("../migrations/postgres/001_ferrocast_apps.sql");
+const MIGRATION_MYSQL: &str = include_str!("../migrations/mysql/001_ferrocast_apps.sql");
+
+/// The same three rows in either database: a full app, a minimal one, and one that is not
+/// a valid app (an empty secret).
+const ROWS: &str = "INSERT INTO ferrocast_apps (id, app_key, secret, name, enabled, max_connections, \
+    enable_client_messages, history, webhooks, allowed_origins) VALUES \
+    ('1', 'key-1', 'secret-1', 'Shop', TRUE, 250, TRUE, \
+     '[{\"prefix\": \"orders.\", \"size\": 100, \"ttl_secs\": 300}]', \
+     '[{\"url\": \"https://example.com/hook\", \"event_types\": [\"channel_occupied\"]}]', \
+     '[\"https://shop.example\"]'), \
+    ('2', 'key-2', 'secret-2', NULL, FALSE, NULL, NULL, NULL, NULL, NULL), \
+    ('3', 'key-3', '', NULL, TRUE, NULL, NULL, NULL, NULL, NULL)";
+
+fn check_rows(driver: &str, url: &str) {
+    let full = apps(&app_store(driver, url, &["key", "key-1"]));
+    assert_eq!(full.len(), 1, "{full:?}");
+    let a = &full[0];
+    assert_eq!(
+        (&a["id"], &a["key"], &a["secret"]),
+        (&json!("1"), &json!("key-1"), &json!("secret-1"))
+    );
+    assert_eq!(
+        (&a["enabled"], &a["enable_client_messages"]),
+        (&json!(true), &json!(true))
+    );
+    assert_eq!(a["max_connections"], 250);
+    assert_eq!(a["history"][0]["prefix"], "orders.");
+    assert_eq!(a["webhooks"][0]["url"], "https://example.com/hook");
+    assert_eq!(a["allowed_origins"], json!(["https://shop.example"]));
+
+    let by_id = apps(&app_store(driver, url, &["id", "2"]));
+    assert_eq!(by_id[0]["key"], "key-2");
+    assert_eq!(by_id[0]["enabled"], false);
+    assert_eq!(by_id[0]["max_connections"], 0, "NULL takes the default");
+
+    assert!(apps(&app_store(driver, url, &["key", "no-such-key"])).is_empty());
+    // A key that tries to be SQL is only a value.
+    assert!(apps(&app_store(driver, url, &["key", "x' OR '1'='1"])).is_empty());
+
+    let out = app_store(driver, url, &["all"]);
+    let ids: Vec<Value> = apps(&out).iter().map(|a| a["id"].clone()).collect();
+    assert_eq!(ids.len(), 2, "the bad row is skipped: {ids:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("app \"3\""),
+        "the bad row is named: {stderr}"
+    );
+}
+
+fn check_down(driver: &str, url: &str) {
+    let out = app_store(driver, url, &["key", "key-1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach the app store"), "{stderr}");
+    assert!(
+        !stderr.contains(PASSWORD),
+        "the password is never printed: {stderr}"
+    );
+}
+
+#[test]
+fn postgresql_rows_are_apps() {
+    let mut pg = Postgres::start();
+    pg.sql(MIGRATION_PG);
+    pg.sql(ROWS);
+    check_rows("postgres", &pg.url());
+    pg.stop();
+    check_down("postgres", &pg.url());
+}
+
+#[test]
+fn mariadb_rows_are_apps() {
+    let mut db = Mariadb::start();
+    db.sql(MIGRATION_MYSQL);
+    db.sql(ROWS);
+    check_rows("mysql", &db.url());
+    db.stop();
+    check_down("mysql", &db.url());
+}
+
+#[test]
+fn the_store_password_is_masked_in_ferrocast_config() {
+    let url = format!("postgres://ferro:{PASSWORD}@db.internal:5432/apps");
+    let out = Command::new(bin())
+        .arg("config")
+        .env("FERROCAST_APP_STORE_DRIVER", "postgres")
+        .env("FERROCAST_APP_STORE_URL", &url)
+        .output()
+        .expect("ferrocast config");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains(PASSWORD), "{text}");
+    assert!(
+        text.contains("postgres://ferro:********@db.internal:5432/apps"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_server_refuses_a_store_it_does_not_serve_yet() {
+    let out = Command::new(bin())
+        .args(["websocket", "--port", "0"])
+        .env("FERROCAST_APP_STORE_DRIVER", "postgres")
+        .env(
+            "FERROCAST_APP_STORE_URL",
+            "postgres://ferro@127.0.0.1:1/apps",
+        )
+        .output()
+        .expect("ferrocast websocket");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("app_store.driver"), "{stderr}");
+}

@@ -1,0 +1,290 @@
+//! Private database servers for tests: a PostgreSQL cluster and a MariaDB server, each in a
+//! temporary directory on a loopback port, with a user that has a password, killed when
+//! dropped. Both refuse to run as root: as root they run as the packages' `postgres` and
+//! `mysql` users.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+pub const USER: &str = "ferro";
+pub const PASSWORD: &str = "pw-S3cret";
+
+/// The uid and gid of `name`, when this process runs as root (they run as that user then).
+fn run_as(name: &str) -> Option<(u32, u32)> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return None;
+    }
+    let user = nix::unistd::User::from_name(name).ok().flatten()?;
+    Some((user.uid.as_raw(), user.gid.as_raw()))
+}
+
+fn command(program: &str, who: Option<(u32, u32)>) -> Command {
+    let mut c = Command::new(program);
+    if let Some((uid, gid)) = who {
+        c.uid(uid).gid(gid);
+    }
+    c
+}
+
+fn chown_all(dir: &Path, who: Option<(u32, u32)>) {
+    if let Some((uid, gid)) = who {
+        let ids = (
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        );
+        nix::unistd::chown(dir, ids.0, ids.1).expect("chown");
+    }
+}
+
+fn ran(out: std::io::Result<Output>, what: &str) -> Output {
+    let out = out.unwrap_or_else(|e| panic!("{what}: {e} (tests/run.sh installs it)"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub struct Postgres {
+    _dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    data: PathBuf,
+    who: Option<(u32, u32)>,
+}
+
+/// The newest installed PostgreSQL's programs (Debian keeps them out of PATH, per version).
+fn pg_bin() -> PathBuf {
+    let versions = std::fs::read_dir("/usr/lib/postgresql").expect("postgresql is installed");
+    let newest = versions
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .max()
+        .expect("a PostgreSQL version under /usr/lib/postgresql");
+    PathBuf::from(format!("/usr/lib/postgresql/{newest}/bin"))
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let who = run_as("postgres");
+        chown_all(dir.path(), who);
+        let data = dir.path().join("data");
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, PASSWORD).expect("pwfile");
+        chown_all(&pwfile, who);
+        let out = command(&pg_bin().join("initdb").display().to_string(), who)
+            .args([
+                "-D",
+                &data.display().to_string(),
+                "-U",
+                USER,
+                "--auth-local=trust",
+            ])
+            .args([
+                "--auth-host=scram-sha-256",
+                "--pwfile",
+                &pwfile.display().to_string(),
+            ])
+            .output();
+        ran(out, "initdb");
+        let mut pg = Postgres {
+            port: free_port(),
+            _dir: dir,
+            child: None,
+            data,
+            who,
+        };
+        pg.run();
+        pg
+    }
+
+    fn run(&mut self) {
+        let socket_dir = self.data.parent().expect("dir").display().to_string();
+        let child = command(&pg_bin().join("postgres").display().to_string(), self.who)
+            .args(["-D", &self.data.display().to_string(), "-k", &socket_dir])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                "fsync=off",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("postgres (tests/run.sh installs postgresql)");
+        self.child = Some(child);
+        wait_for("postgres", || self.psql("SELECT 1").status.success());
+    }
+
+    /// `postgres://ferro:…@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://{USER}:{PASSWORD}@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+
+    /// Runs SQL through `psql` (over TCP, with the password).
+    pub fn psql(&self, sql: &str) -> Output {
+        Command::new("psql")
+            .env("PGPASSWORD", PASSWORD)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                USER,
+                "-d",
+                "postgres",
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
+            .output()
+            .expect("psql")
+    }
+
+    pub fn sql(&self, sql: &str) {
+        ran(Ok(self.psql(sql)), &format!("psql -c {sql}"));
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub struct Mariadb {
+    _dir: tempfile::TempDir,
+    pub port: u16,
+    socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mariadb {
+    pub fn start() -> Mariadb {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let who = run_as("mysql");
+        chown_all(dir.path(), who);
+        let data = dir.path().join("data");
+        let user = match who {
+            Some(_) => "mysql".to_string(),
+            None => nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+                .ok()
+                .flatten()
+                .map_or("root".into(), |u| u.name),
+        };
+        // As root, the database's root is the system's root over the socket; otherwise it has
+        // no password (a private server on a loopback port, for one test).
+        let method = if who.is_some() { "socket" } else { "normal" };
+        let out = Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                &format!("--auth-root-authentication-method={method}"),
+            ])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--user={user}"))
+            .output();
+        ran(out, "mariadb-install-db");
+        let port = free_port();
+        let socket = dir.path().join("mysqld.sock");
+        let child = Command::new("mariadbd")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", socket.display()))
+            .args([&format!("--port={port}"), "--bind-address=127.0.0.1"])
+            .args([
+                &format!("--user={user}"),
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=16M",
+            ])
+            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd (tests/run.sh installs mariadb-server)");
+        let db = Mariadb {
+            _dir: dir,
+            port,
+            socket,
+            child: Some(child),
+        };
+        wait_for("mariadbd", || db.root_sql("SELECT 1").status.success());
+        let setup = format!(
+            "CREATE DATABASE apps; CREATE USER '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'; \
+             GRANT ALL ON apps.* TO '{USER}'@'127.0.0.1';"
+        );
+        ran(Ok(db.root_sql(&setup)), "creating the test user");
+        db
+    }
+
+    /// SQL as root, over the server's socket.
+    fn root_sql(&self, sql: &str) -> Output {
+        Command::new("mariadb")
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", self.socket.display()))
+            .args(["-u", "root", "-e", sql])
+            .output()
+            .expect("mariadb client")
+    }
+
+    /// `mysql://ferro:…@127.0.0.1:PORT/apps`.
+    pub fn url(&self) -> String {
+        format!("mysql://{USER}:{PASSWORD}@127.0.0.1:{}/apps", self.port)
+    }
+
+    /// Runs SQL in the `apps` database as the test user, over TCP.
+    pub fn sql(&self, sql: &str) {
+        let out = Command::new("mariadb")
+            .arg("--no-defaults")
+            .args(["-h", "127.0.0.1", "-P", &self.port.to_string(), "-u", USER])
+            .arg(format!("-p{PASSWORD}"))
+            .args(["apps", "-e", sql])
+            .output();
+        ran(out, &format!("mariadb -e {sql}"));
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
