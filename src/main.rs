@@ -194,12 +194,6 @@ fn websocket(args: ConfigArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string(), 2),
     };
-    if cfg.app_store.driver != "file" {
-        // Refused rather than ignored: apps an operator put in the table would be unknown.
-        let why = "app_store.driver: the server does not serve apps from a database yet; \
-                   `ferrocast app-store` reads the table (README, \"Apps from a database\")";
-        return fail(why, 2);
-    }
     let server = match Server::bind(sources, cfg) {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string(), 1),

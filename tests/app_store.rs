@@ -97,12 +97,12 @@ fn check_down(driver: &str, url: &str) {
 
 #[test]
 fn postgresql_rows_are_apps() {
-    let mut pg = Postgres::start();
-    pg.sql(MIGRATION_PG);
-    pg.sql(ROWS);
-    check_rows("postgres", &pg.url());
-    pg.stop();
-    check_down("postgres", &pg.url());
+    let mut db = Postgres::start();
+    db.sql(MIGRATION_PG);
+    db.sql(ROWS);
+    check_rows("postgres", &db.url());
+    db.stop();
+    check_down("postgres", &db.url());
 }
 
 #[test]
@@ -137,18 +137,136 @@ fn the_store_password_is_masked_in_ferrocast_config() {
     );
 }
 
+/// A Pusher connection to `key`: the first message (connection_established or an error).
+fn connect(s: &Server, key: &str) -> (Client, Value) {
+    let mut c = s.ws(&format!("/app/{key}?protocol=7"));
+    let first = c.recv_json(T);
+    (c, first)
+}
+
+/// The status of `POST /apps/{id}/events` with `Bearer {secret}`.
+fn rest_status(s: &Server, id: &str, secret: &str) -> u16 {
+    let body = r#"{"name":"e","channel":"c","data":"{}"}"#;
+    let req = format!(
+        "POST /apps/{id}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n\
+         Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http_raw(&s.addr(), req.as_bytes()).map_or(0, |r| r.status)
+}
+
+fn up(s: &Server) -> String {
+    let v: Value = serde_json::from_slice(&s.get("/up").body).unwrap_or(Value::Null);
+    v["status"].as_str().unwrap_or("").to_string()
+}
+
+/// A database the server reads its apps from, for the test below.
+trait Table {
+    fn driver(&self) -> &'static str;
+    fn url(&self) -> String;
+    fn sql(&self, sql: &str);
+    fn stop(&mut self);
+    fn restart(&mut self);
+}
+
+impl Table for Postgres {
+    fn driver(&self) -> &'static str {
+        "postgres"
+    }
+    fn url(&self) -> String {
+        Postgres::url(self)
+    }
+    fn sql(&self, sql: &str) {
+        Postgres::sql(self, sql)
+    }
+    fn stop(&mut self) {
+        Postgres::stop(self)
+    }
+    fn restart(&mut self) {
+        Postgres::restart(self)
+    }
+}
+
+impl Table for Mariadb {
+    fn driver(&self) -> &'static str {
+        "mysql"
+    }
+    fn url(&self) -> String {
+        Mariadb::url(self)
+    }
+    fn sql(&self, sql: &str) {
+        Mariadb::sql(self, sql)
+    }
+    fn stop(&mut self) {
+        Mariadb::stop(self)
+    }
+    fn restart(&mut self) {
+        Mariadb::restart(self)
+    }
+}
+
 #[test]
-fn the_server_refuses_a_store_it_does_not_serve_yet() {
-    let out = Command::new(bin())
-        .args(["websocket", "--port", "0"])
-        .env("FERROCAST_APP_STORE_DRIVER", "postgres")
-        .env(
-            "FERROCAST_APP_STORE_URL",
-            "postgres://ferro@127.0.0.1:1/apps",
-        )
-        .output()
-        .expect("ferrocast websocket");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("app_store.driver"), "{stderr}");
+fn the_server_serves_postgresql_apps_and_follows_the_table() {
+    let mut db = Postgres::start();
+    db.sql(MIGRATION_PG);
+    serves_and_follows(&mut db);
+}
+
+#[test]
+fn the_server_serves_mariadb_apps_and_follows_the_table() {
+    let mut db = Mariadb::start();
+    db.sql(MIGRATION_MYSQL);
+    serves_and_follows(&mut db);
+}
+
+fn serves_and_follows(db: &mut dyn Table) {
+    db.sql("INSERT INTO ferrocast_apps (id, app_key, secret) VALUES ('1', 'key-1', 'secret-1')");
+    let url = db.url();
+    let env = [
+        ("FERROCAST_APP_STORE_DRIVER", db.driver()),
+        ("FERROCAST_APP_STORE_URL", url.as_str()),
+        ("FERROCAST_APP_STORE_CACHE_TTL_SECS", "3600"),
+    ];
+    let s = Server::start(&[], &env);
+    let served = wait_until(T, || {
+        connect(&s, "key-1").1["event"] == "pusher:connection_established"
+    });
+    assert!(served, "the table's app is served:\n{}", s.logs_text());
+    let (mut client, _) = connect(&s, "key-1");
+    assert_eq!(rest_status(&s, "1", "secret-1"), 200);
+    assert!(
+        !s.logs_text().contains(PASSWORD),
+        "the password is never logged"
+    );
+
+    // A rotated secret signs the next request (SIGHUP reads the table at once).
+    db.sql("UPDATE ferrocast_apps SET secret = 'secret-2' WHERE id = '1'");
+    s.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(wait_until(T, || rest_status(&s, "1", "secret-1") == 401));
+    assert_eq!(rest_status(&s, "1", "secret-2"), 200);
+
+    // A new app is served; a disabled one has its connections closed with 4003.
+    db.sql("INSERT INTO ferrocast_apps (id, app_key, secret) VALUES ('2', 'key-2', 's2')");
+    db.sql("UPDATE ferrocast_apps SET enabled = FALSE WHERE id = '1'");
+    s.signal(nix::sys::signal::Signal::SIGHUP);
+    let notice = client.recv_json(T);
+    assert_eq!(notice["event"], "pusher:error", "{notice}");
+    assert_eq!(notice["data"]["code"], 4003, "{notice}");
+    assert!(wait_until(T, || connect(&s, "key-2").1["event"]
+        == "pusher:connection_established"));
+    assert_eq!(connect(&s, "key-1").1["data"]["code"], 4003);
+
+    // The database stops: the apps read keep working, /up says degraded, unknown keys 4001.
+    db.stop();
+    s.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(wait_until(T, || up(&s) == "degraded"), "{}", s.logs_text());
+    assert_eq!(
+        connect(&s, "key-2").1["event"],
+        "pusher:connection_established"
+    );
+    assert_eq!(connect(&s, "no-such-key").1["data"]["code"], 4001);
+    // And comes back.
+    db.restart();
+    s.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(wait_until(T, || up(&s) == "ok"), "{}", s.logs_text());
 }

@@ -1,5 +1,6 @@
 //! The configured apps: their settings, live counters and rate limits.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::config::{AppConfig, WebhookConfig};
@@ -48,27 +49,120 @@ pub struct App {
     pub read_requests: RateLimit,
 }
 
+/// The apps: those of the configuration file first (their indexes fixed for the life of the
+/// process), then those read from the app store's table, appended as they appear. Connections
+/// hold app indexes, so an app is never removed or moved: one gone from the table is disabled.
 pub struct Apps {
     apps: Vec<App>,
+    /// How many come from the configuration (the first ones).
+    from_file: usize,
+    by_key: HashMap<String, usize>,
+    by_id: HashMap<String, usize>,
     /// Live nodes sharing the rate limits (1 without scaling).
     nodes: u32,
 }
 
+/// The most apps a process holds (indexes are 16 bits in the per-channel stores).
+pub const MAX_APPS: usize = u16::MAX as usize;
+
+fn app(cfg: AppConfig, now: Instant) -> App {
+    App {
+        backend_events: RateLimit::new(cfg.max_backend_events_per_second, now),
+        read_requests: RateLimit::new(cfg.max_read_requests_per_second, now),
+        connections: 0,
+        targets: cfg.notify_targets(),
+        cfg,
+    }
+}
+
 impl Apps {
     pub fn new(configs: Vec<AppConfig>, now: Instant) -> Apps {
+        let apps: Vec<App> = configs.into_iter().map(|cfg| app(cfg, now)).collect();
+        let by_key = (apps.iter().enumerate())
+            .map(|(i, a)| (a.cfg.key.clone(), i))
+            .collect();
+        let by_id = (apps.iter().enumerate())
+            .map(|(i, a)| (a.cfg.id.clone(), i))
+            .collect();
         Apps {
             nodes: 1,
-            apps: configs
-                .into_iter()
-                .map(|cfg| App {
-                    backend_events: RateLimit::new(cfg.max_backend_events_per_second, now),
-                    read_requests: RateLimit::new(cfg.max_read_requests_per_second, now),
-                    connections: 0,
-                    targets: cfg.notify_targets(),
-                    cfg,
-                })
-                .collect(),
+            from_file: apps.len(),
+            apps,
+            by_key,
+            by_id,
         }
+    }
+
+    /// Takes the app store's apps (all of its table): new ones are added, known ones get their
+    /// new settings (a rotated secret, a new key), and those gone from the table are disabled.
+    /// Apps of the configuration file are not touched (an id or key they use is skipped).
+    /// Returns the apps this disabled (their connections are to be closed).
+    pub fn sync(&mut self, stored: Vec<AppConfig>, now: Instant) -> Vec<usize> {
+        let mut disabled = Vec::new();
+        let mut seen = vec![false; self.apps.len()];
+        for cfg in stored {
+            match self.by_id.get(&cfg.id).copied() {
+                Some(i) if i < self.from_file => {
+                    log::warn!(
+                        "app store: app \"{}\" is also in the configuration file; the file's is used",
+                        cfg.id
+                    );
+                }
+                Some(i) => {
+                    seen[i] = true;
+                    if self.by_key.get(&cfg.key).is_some_and(|&j| j != i) {
+                        log::warn!(
+                            "app store: app \"{}\" has the key of another app; not changed",
+                            cfg.id
+                        );
+                        continue;
+                    }
+                    let old = &self.apps[i].cfg;
+                    if old.enabled && !cfg.enabled {
+                        disabled.push(i);
+                    }
+                    if old.key != cfg.key {
+                        self.by_key.remove(&old.key);
+                        self.by_key.insert(cfg.key.clone(), i);
+                    }
+                    self.apps[i].targets = cfg.notify_targets();
+                    self.apps[i].cfg = cfg;
+                }
+                None if self.by_key.contains_key(&cfg.key) => {
+                    log::warn!(
+                        "app store: app \"{}\" has the key of another app; skipped",
+                        cfg.id
+                    );
+                }
+                None if self.apps.len() >= MAX_APPS => {
+                    log::warn!(
+                        "app store: more than {MAX_APPS} apps; app \"{}\" skipped",
+                        cfg.id
+                    );
+                }
+                None => {
+                    let i = self.apps.len();
+                    self.by_key.insert(cfg.key.clone(), i);
+                    self.by_id.insert(cfg.id.clone(), i);
+                    self.apps.push(app(cfg, now));
+                    seen.push(true);
+                }
+            }
+        }
+        let stored = self
+            .apps
+            .iter_mut()
+            .zip(seen)
+            .enumerate()
+            .skip(self.from_file);
+        for (i, (app, seen)) in stored {
+            if !seen && app.cfg.enabled {
+                app.cfg.enabled = false;
+                disabled.push(i);
+            }
+        }
+        self.share_rates(self.nodes as usize, now);
+        disabled
     }
 
     /// With several nodes, each enforces its share of every app-wide rate (rounded up), so the
@@ -94,7 +188,7 @@ impl Apps {
     pub fn reload(&mut self, configs: Vec<AppConfig>, now: Instant) -> Result<(), String> {
         // Connections hold app indexes: apps may change settings but not be removed or reordered
         // while running.
-        if configs.len() != self.apps.len()
+        if configs.len() != self.from_file
             || configs
                 .iter()
                 .zip(&self.apps)
@@ -106,16 +200,20 @@ impl Apps {
             app.targets = cfg.notify_targets();
             app.cfg = cfg;
         }
+        // Keys may have moved between apps: the index is made again.
+        self.by_key = (self.apps.iter().enumerate())
+            .map(|(i, a)| (a.cfg.key.clone(), i))
+            .collect();
         self.share_rates(self.nodes as usize, now);
         Ok(())
     }
 
     pub fn by_key(&self, key: &str) -> Option<usize> {
-        self.apps.iter().position(|a| a.cfg.key == key)
+        self.by_key.get(key).copied()
     }
 
     pub fn by_id(&self, id: &str) -> Option<usize> {
-        self.apps.iter().position(|a| a.cfg.id == id)
+        self.by_id.get(id).copied()
     }
 
     pub fn get(&self, idx: usize) -> &App {
@@ -140,19 +238,5 @@ impl Apps {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn rate_limit_refills() {
-        let t0 = Instant::now();
-        let mut r = RateLimit::new(2, t0);
-        assert!(r.try_take(1, t0));
-        assert!(r.try_take(1, t0));
-        assert!(!r.try_take(1, t0));
-        assert!(r.try_take(1, t0 + Duration::from_millis(600)));
-        let mut unlimited = RateLimit::new(0, t0);
-        assert!((0..1000).all(|_| unlimited.try_take(1, t0)));
-    }
-}
+#[path = "apps_tests.rs"]
+mod tests;

@@ -177,6 +177,13 @@ impl Hub {
         }
     }
 
+    /// Room for apps added while running (read from the app store).
+    pub fn ensure_apps(&mut self, apps: usize) {
+        while self.apps.len() < apps {
+            self.apps.push(Registry::default());
+        }
+    }
+
     pub fn cache(&self) -> &CacheStore {
         &self.cache
     }

@@ -33,6 +33,8 @@ pub enum JobFor {
     UserRoute { user: String },
     /// A signed webhook batch.
     Webhook(Delivery),
+    /// A read of the app store's table.
+    AppSync,
 }
 
 /// Jobs in flight, by id.

@@ -252,8 +252,8 @@ pub fn health(st: &State) -> String {
     let link = st.io.link;
     let status = if st.stopping {
         "stopping"
-    } else if link.is_some_and(|l| !l.up) {
-        // Serving local clients, but not reaching the other nodes.
+    } else if link.is_some_and(|l| !l.up) || st.store_sync.failing() {
+        // Serving local clients, but not reaching the other nodes (or not reading new apps).
         "degraded"
     } else {
         "ok"

@@ -20,6 +20,7 @@
 //! what must close.
 
 mod answer;
+mod app_sync;
 pub mod apps;
 pub mod cache;
 mod channel;
@@ -53,6 +54,7 @@ mod rest;
 mod resume;
 mod routing;
 mod state;
+mod store_sync;
 mod sub_counts;
 mod subs;
 mod ticks;

@@ -6,7 +6,7 @@ use log::warn;
 use super::conns::Conns;
 use super::jobs::JobFor;
 use super::state::State;
-use super::{JobId, close, notify, routing, upgrade};
+use super::{JobId, app_sync, close, notify, routing, upgrade};
 use crate::http;
 use crate::job::Outcome;
 
@@ -30,6 +30,7 @@ pub fn done(conns: &mut Conns, st: &mut State, id: JobId, outcome: Outcome) -> O
         JobFor::Route { key, conn_id } => routing::replied(conns, st, key, conn_id, &outcome),
         JobFor::Webhook(delivery) => notify::finished(st, delivery, outcome),
         JobFor::UserRoute { user } => routing::user_replied(st, &user, &outcome),
+        JobFor::AppSync => app_sync::done(conns, st, Some(&outcome)),
     }
     None
 }
@@ -57,5 +58,6 @@ pub fn refused(conns: &mut Conns, st: &mut State, id: JobId) {
         JobFor::Route { key, conn_id } => routing::refused(conns, key, conn_id),
         JobFor::UserRoute { user } => warn!("dropped a line for {user}: worker queue full"),
         JobFor::Webhook(d) => notify::failed(st, d, "worker queue full"),
+        JobFor::AppSync => app_sync::done(conns, st, None),
     }
 }

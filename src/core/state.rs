@@ -274,6 +274,8 @@ pub struct State {
     pub inflating: Inflating,
     /// Channels' recent publications, for clients that come back.
     pub history: History,
+    /// When the app store's table is read.
+    pub store_sync: super::store_sync::StoreSync,
 }
 
 /// The inflater of clients' compressed messages and its output buffer, kept between messages.
@@ -313,6 +315,7 @@ impl State {
             watchers: Watchers::default(),
             inflating: Inflating::default(),
             history: History::new(cfg.max_history_bytes, process_id),
+            store_sync: Default::default(),
             cfg,
         }
     }
@@ -390,6 +393,7 @@ pub fn reload(st: &mut State, mut new: Config) -> Bounds {
     for what in st.cfg.restart_only_changes(&new) {
         log::warn!("configuration reload: {what} changed but needs a restart to take effect");
     }
+    st.store_sync.ask();
     if let Err(e) = st.apps.reload(new.effective_apps(), st.clock.now()) {
         log::warn!("configuration reload: {e}; app settings were not changed");
     }

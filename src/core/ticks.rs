@@ -8,7 +8,7 @@ use super::peer::Peer;
 use super::pending::Closing;
 use super::state::State;
 use super::timers::Entry;
-use super::{close, cluster, console, count_news, notify, pusher};
+use super::{app_sync, close, cluster, console, count_news, notify, pusher};
 use crate::pusher::protocol as pp;
 use crate::ws::{self, close as code};
 
@@ -40,6 +40,7 @@ pub fn tick(conns: &mut Conns, st: &mut State) {
         notify::pump(st);
     }
     cluster::tick(st);
+    app_sync::tick(st);
 }
 
 /// A connection's deadline: its handshake, its next ping or activity check, its sign-in,

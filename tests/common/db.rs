@@ -190,6 +190,7 @@ pub struct Mariadb {
     pub port: u16,
     socket: PathBuf,
     child: Option<Child>,
+    server: Command,
 }
 
 impl Mariadb {
@@ -219,7 +220,8 @@ impl Mariadb {
         ran(out, "mariadb-install-db");
         let port = free_port();
         let socket = dir.path().join("mysqld.sock");
-        let child = Command::new("mariadbd")
+        let mut server = Command::new("mariadbd");
+        server
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", socket.display()))
@@ -231,16 +233,15 @@ impl Mariadb {
             ])
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mariadbd (tests/run.sh installs mariadb-server)");
-        let db = Mariadb {
+            .stderr(Stdio::null());
+        let mut db = Mariadb {
             _dir: dir,
             port,
             socket,
-            child: Some(child),
+            child: None,
+            server,
         };
-        wait_for("mariadbd", || db.root_sql("SELECT 1").status.success());
+        db.run();
         let setup = format!(
             "CREATE DATABASE apps; CREATE USER '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'; \
              GRANT ALL ON apps.* TO '{USER}'@'127.0.0.1';"
@@ -275,11 +276,25 @@ impl Mariadb {
         ran(out, &format!("mariadb -e {sql}"));
     }
 
+    fn run(&mut self) {
+        let child = self
+            .server
+            .spawn()
+            .expect("mariadbd (tests/run.sh installs mariadb-server)");
+        self.child = Some(child);
+        wait_for("mariadbd", || self.root_sql("SELECT 1").status.success());
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
     }
 }
 

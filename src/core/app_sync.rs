@@ -1,0 +1,120 @@
+//! Apps from the app store's table (`app_store`), kept in step with it: a forked worker
+//! (`ferrocast app-store all`) reads the whole table when the server starts, every
+//! `cache_ttl_secs`, and at once on SIGHUP; the outcome comes back as a job like any other.
+//! New apps are added, changed ones take their new settings (a rotated secret signs the next
+//! request), and an app disabled or gone from the table has its connections closed with 4003.
+//! While the database does not answer, the apps already read keep working and `/up` says
+//! degraded. The loop never waits on the database.
+
+use std::time::Duration;
+
+use log::{info, warn};
+
+use super::conns::{Conns, Mode};
+use super::jobs::JobFor;
+use super::pending::Closing;
+use super::state::State;
+use super::store_sync::Due;
+use crate::config::AppConfig;
+use crate::job::{Handler, Job, Outcome};
+use crate::pusher::protocol as pp;
+
+/// How long one read of the table may take.
+const DEADLINE: Duration = Duration::from_secs(20);
+/// The most a read of the table may print (hundreds of apps are a few hundred KiB).
+const MAX_OUTPUT: usize = 64 << 20;
+
+/// Once a second: starts a read of the table when one is due.
+pub fn tick(st: &mut State) {
+    if st.cfg.app_store.driver == "file" {
+        return;
+    }
+    let ttl = Duration::from_secs(st.cfg.app_store.cache_ttl_secs.max(1));
+    if st.store_sync.due(st.clock.now(), ttl) == Due::Now {
+        let job = read_job(&st.cfg.app_store);
+        st.start_job(job, JobFor::AppSync);
+    }
+}
+
+/// `ferrocast app-store all`, the store's settings in its environment (not its command line).
+fn read_job(cfg: &crate::config::AppStoreConfig) -> Job {
+    Job {
+        handler: Handler::Exec {
+            argv: vec!["/proc/self/exe".into(), "app-store".into(), "all".into()],
+        },
+        env: vec![
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+            ("FERROCAST_APP_STORE_DRIVER".into(), cfg.driver.clone()),
+            ("FERROCAST_APP_STORE_URL".into(), cfg.url.clone()),
+            ("FERROCAST_APP_STORE_TABLE".into(), cfg.table.clone()),
+        ],
+        stdin: Vec::new(),
+        deadline: DEADLINE,
+        max_output: MAX_OUTPUT,
+    }
+}
+
+/// A read of the table ended (or never ran: `outcome` is `None`).
+pub fn done(conns: &mut Conns, st: &mut State, outcome: Option<&Outcome>) {
+    let stdout = match outcome {
+        Some(Outcome::Exited {
+            code: 0, stdout, ..
+        }) => stdout,
+        other => {
+            if st.store_sync.ended(false) {
+                warn!(
+                    "app store: cannot read the apps ({}); the apps already read are used",
+                    why(other)
+                );
+            }
+            return;
+        }
+    };
+    if st.store_sync.ended(true) {
+        info!("app store: reading the apps again");
+    }
+    let apps: Vec<AppConfig> = String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let now = st.clock.now();
+    let disabled = st.apps.sync(apps, now);
+    st.hub.ensure_apps(st.apps.len());
+    for app in disabled {
+        close_app(conns, st, app);
+    }
+}
+
+fn why(outcome: Option<&Outcome>) -> String {
+    match outcome {
+        // The worker's stderr is the server's: its reason is the log line before this one.
+        Some(Outcome::Exited { code, .. }) => format!("the worker exited with {code}"),
+        Some(Outcome::TimedOut) => format!("no answer within {}s", DEADLINE.as_secs()),
+        Some(other) => format!("{other:?}"),
+        None => "the worker queue was full".into(),
+    }
+}
+
+/// An app disabled (or gone from the table): its cached events go, its connections close with
+/// 4003, as Pusher closes a disabled app's.
+fn close_app(conns: &Conns, st: &mut State, app: usize) {
+    st.hub.cache_mut().forget_app(app as u16);
+    let text = pp::error(Some(pp::code::APP_DISABLED), "Application is disabled");
+    let keys: Vec<usize> = conns
+        .keys()
+        .filter(|&k| {
+            conns
+                .get(k)
+                .is_some_and(|c| c.mode == Mode::Pusher && c.app() == app)
+        })
+        .collect();
+    info!(
+        "app store: app \"{}\" is disabled; closing its {} connection(s)",
+        st.apps.get(app).cfg.id,
+        keys.len()
+    );
+    for key in keys {
+        let notice = Closing::Notice(text.clone(), pp::code::APP_DISABLED, "app disabled");
+        st.pending.closes.push((key, notice));
+    }
+}
