@@ -256,6 +256,45 @@ fn serves_and_follows(db: &mut dyn Table) {
         == "pusher:connection_established"));
     assert_eq!(connect(&s, "key-1").1["data"]["code"], 4003);
 
+    // A row written now is served at once: the connection waits for a lookup by key, the REST
+    // call for one by id, without a SIGHUP.
+    db.sql("INSERT INTO ferrocast_apps (id, app_key, secret) VALUES ('5', 'key-5', 's5')");
+    assert_eq!(
+        connect(&s, "key-5").1["event"],
+        "pusher:connection_established"
+    );
+    db.sql("INSERT INTO ferrocast_apps (id, app_key, secret) VALUES ('6', 'key-6', 's6')");
+    assert_eq!(rest_status(&s, "6", "s6"), 200);
+
+    // A flood of distinct unknown keys, all at once: every one is answered (4001 after the
+    // upgrade), and the queries they cause are bounded by the lookup rate, not by their number.
+    let before = s.metric("app_store_lookups_total");
+    let started = std::time::Instant::now();
+    let mut flood: Vec<std::net::TcpStream> = (0..300)
+        .map(|i| {
+            let mut c = std::net::TcpStream::connect(s.addr()).expect("connect");
+            let req = format!(
+                "GET /app/nope-{i}?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: 13\r\n\r\n"
+            );
+            std::io::Write::write_all(&mut c, req.as_bytes()).expect("write");
+            c
+        })
+        .collect();
+    for c in &mut flood {
+        c.set_read_timeout(Some(T)).expect("timeout");
+        let mut head = [0u8; 12];
+        std::io::Read::read_exact(c, &mut head).expect("an answer");
+        assert_eq!(&head, b"HTTP/1.1 101");
+    }
+    let secs = started.elapsed().as_secs() + 1;
+    let lookups = s.metric("app_store_lookups_total") - before;
+    assert!(
+        lookups >= 1 && lookups <= 20 * (secs + 1),
+        "{lookups} lookups in {secs} s"
+    );
+
     // The database stops: the apps read keep working, /up says degraded, unknown keys 4001.
     db.stop();
     s.signal(nix::sys::signal::Signal::SIGHUP);

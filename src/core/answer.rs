@@ -13,6 +13,9 @@ pub enum Decision {
     Upgrade(Upgrade),
     /// The head (or the body) is not complete yet.
     NeedMore,
+    /// The request names an app the store is asked for: the connection reads nothing until the
+    /// answer, then the request is handled again.
+    Wait,
 }
 
 pub fn respond(status: u16, body: &serde_json::Value) -> Decision {

@@ -8,19 +8,22 @@
 
 use std::time::Duration;
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
+use super::conns::Conn;
 use super::conns::{Conns, Mode};
 use super::jobs::JobFor;
 use super::pending::Closing;
 use super::state::State;
-use super::store_sync::Due;
+use super::store_sync::{Due, Lookup, Wait};
 use crate::config::AppConfig;
 use crate::job::{Handler, Job, Outcome};
 use crate::pusher::protocol as pp;
 
 /// How long one read of the table may take.
 const DEADLINE: Duration = Duration::from_secs(20);
+/// How long a connection waits for the store to say whether its app exists.
+const LOOKUP_DEADLINE: Duration = Duration::from_secs(5);
 /// The most a read of the table may print (hundreds of apps are a few hundred KiB).
 const MAX_OUTPUT: usize = 64 << 20;
 
@@ -36,12 +39,85 @@ pub fn tick(st: &mut State) {
     }
 }
 
+/// The app a request names (`/app/{key}` to connect, `/apps/{id}/…` for REST) when the store
+/// may have it and it was not read yet.
+pub fn missing(st: &State, rel: &str) -> Option<Lookup> {
+    if st.cfg.app_store.driver == "file" {
+        return None;
+    }
+    let segment = |rest: &str| rest.split(['/', '?']).next().unwrap_or("").to_string();
+    if let Some(rest) = rel.strip_prefix("/app/") {
+        let key = segment(rest);
+        return (!key.is_empty() && st.apps.by_key(&key).is_none()).then_some(Lookup::Key(key));
+    }
+    let id = segment(rel.strip_prefix("/apps/")?);
+    (!id.is_empty() && st.apps.by_id(&id).is_none()).then_some(Lookup::Id(id))
+}
+
+/// A request for an app not read yet waits for the store's answer (its connection reads
+/// nothing meanwhile). Returns whether it waits; if not, it goes on as for an unknown app.
+pub fn look_up(st: &mut State, conn: &mut Conn, key: usize, what: Lookup) -> bool {
+    let now = st.clock.now();
+    match st.store_sync.wait_for(&what, (key, conn.id), now) {
+        Wait::No => return false,
+        Wait::Joined => {}
+        Wait::Start => {
+            let (by, value) = match &what {
+                Lookup::Key(k) => ("key", k.clone()),
+                Lookup::Id(i) => ("id", i.clone()),
+            };
+            let job = store_job(&st.cfg.app_store, &[by, &value], LOOKUP_DEADLINE);
+            st.start_job(job, JobFor::AppLookup(what));
+        }
+    }
+    conn.wait();
+    true
+}
+
+/// A lookup ended (`outcome` `None`: it never ran): the app is added (or known not to exist
+/// for `negative_ttl_secs`), and the connections that waited go on.
+pub fn looked_up(conns: &mut Conns, st: &mut State, what: Lookup, outcome: Option<&Outcome>) {
+    let now = st.clock.now();
+    let found: Option<AppConfig> = match outcome {
+        Some(Outcome::Exited {
+            code: 0, stdout, ..
+        }) => String::from_utf8_lossy(stdout)
+            .lines()
+            .find_map(|l| serde_json::from_str(l).ok()),
+        other => {
+            debug!("app store: lookup of {what:?} failed ({})", why(other));
+            None
+        }
+    };
+    let negative = Duration::from_secs(st.cfg.app_store.negative_ttl_secs);
+    let waiters = st
+        .store_sync
+        .looked_up(&what, found.is_some(), now, negative);
+    if let Some(cfg) = found {
+        let disabled = st.apps.upsert(cfg, now);
+        st.hub.ensure_apps(st.apps.len());
+        for app in disabled {
+            close_app(conns, st, app);
+        }
+    }
+    for (key, id) in waiters {
+        if conns.get(key).is_some_and(|c| c.id == id) {
+            conns.unwait(key);
+        }
+    }
+}
+
 /// `ferrocast app-store all`, the store's settings in its environment (not its command line).
 fn read_job(cfg: &crate::config::AppStoreConfig) -> Job {
+    store_job(cfg, &["all"], DEADLINE)
+}
+
+/// `ferrocast app-store ARGS…`.
+fn store_job(cfg: &crate::config::AppStoreConfig, args: &[&str], deadline: Duration) -> Job {
+    let mut argv = vec!["/proc/self/exe".to_string(), "app-store".into()];
+    argv.extend(args.iter().map(|a| a.to_string()));
     Job {
-        handler: Handler::Exec {
-            argv: vec!["/proc/self/exe".into(), "app-store".into(), "all".into()],
-        },
+        handler: Handler::Exec { argv },
         env: vec![
             ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
             ("FERROCAST_APP_STORE_DRIVER".into(), cfg.driver.clone()),
@@ -49,7 +125,7 @@ fn read_job(cfg: &crate::config::AppStoreConfig) -> Job {
             ("FERROCAST_APP_STORE_TABLE".into(), cfg.table.clone()),
         ],
         stdin: Vec::new(),
-        deadline: DEADLINE,
+        deadline,
         max_output: MAX_OUTPUT,
     }
 }

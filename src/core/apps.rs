@@ -101,54 +101,12 @@ impl Apps {
         let mut disabled = Vec::new();
         let mut seen = vec![false; self.apps.len()];
         for cfg in stored {
-            match self.by_id.get(&cfg.id).copied() {
-                Some(i) if i < self.from_file => {
-                    log::warn!(
-                        "app store: app \"{}\" is also in the configuration file; the file's is used",
-                        cfg.id
-                    );
-                }
-                Some(i) => {
-                    seen[i] = true;
-                    if self.by_key.get(&cfg.key).is_some_and(|&j| j != i) {
-                        log::warn!(
-                            "app store: app \"{}\" has the key of another app; not changed",
-                            cfg.id
-                        );
-                        continue;
-                    }
-                    let old = &self.apps[i].cfg;
-                    if old.enabled && !cfg.enabled {
-                        disabled.push(i);
-                    }
-                    if old.key != cfg.key {
-                        self.by_key.remove(&old.key);
-                        self.by_key.insert(cfg.key.clone(), i);
-                    }
-                    self.apps[i].targets = cfg.notify_targets();
-                    self.apps[i].cfg = cfg;
-                }
-                None if self.by_key.contains_key(&cfg.key) => {
-                    log::warn!(
-                        "app store: app \"{}\" has the key of another app; skipped",
-                        cfg.id
-                    );
-                }
-                None if self.apps.len() >= MAX_APPS => {
-                    log::warn!(
-                        "app store: more than {MAX_APPS} apps; app \"{}\" skipped",
-                        cfg.id
-                    );
-                }
-                None => {
-                    let i = self.apps.len();
-                    self.by_key.insert(cfg.key.clone(), i);
-                    self.by_id.insert(cfg.id.clone(), i);
-                    self.apps.push(app(cfg, now));
-                    seen.push(true);
-                }
+            if let Some(i) = self.take(cfg, now, &mut disabled) {
+                seen.resize(self.apps.len(), false);
+                seen[i] = true;
             }
         }
+        seen.resize(self.apps.len(), false);
         let stored = self
             .apps
             .iter_mut()
@@ -163,6 +121,66 @@ impl Apps {
         }
         self.share_rates(self.nodes as usize, now);
         disabled
+    }
+
+    /// One app read from the store (a lookup by key or id): added, or its settings changed.
+    /// Returns the apps this disabled.
+    pub fn upsert(&mut self, cfg: AppConfig, now: Instant) -> Vec<usize> {
+        let mut disabled = Vec::new();
+        if let Some(i) = self.take(cfg, now, &mut disabled) {
+            let nodes = self.nodes.max(1);
+            let app = &mut self.apps[i];
+            app.backend_events =
+                RateLimit::new(app.cfg.max_backend_events_per_second.div_ceil(nodes), now);
+            app.read_requests =
+                RateLimit::new(app.cfg.max_read_requests_per_second.div_ceil(nodes), now);
+        }
+        disabled
+    }
+
+    /// Adds or updates one stored app; its index, unless it was refused.
+    fn take(&mut self, cfg: AppConfig, now: Instant, disabled: &mut Vec<usize>) -> Option<usize> {
+        let id = cfg.id.clone();
+        match self.by_id.get(&cfg.id).copied() {
+            Some(i) if i < self.from_file => {
+                log::warn!(
+                    "app store: app \"{id}\" is also in the configuration file; the file's is used"
+                );
+                None
+            }
+            Some(i) if self.by_key.get(&cfg.key).is_some_and(|&j| j != i) => {
+                log::warn!("app store: app \"{id}\" has the key of another app; not changed");
+                Some(i)
+            }
+            Some(i) => {
+                let old = &self.apps[i].cfg;
+                if old.enabled && !cfg.enabled {
+                    disabled.push(i);
+                }
+                if old.key != cfg.key {
+                    self.by_key.remove(&old.key);
+                    self.by_key.insert(cfg.key.clone(), i);
+                }
+                self.apps[i].targets = cfg.notify_targets();
+                self.apps[i].cfg = cfg;
+                Some(i)
+            }
+            None if self.by_key.contains_key(&cfg.key) => {
+                log::warn!("app store: app \"{id}\" has the key of another app; skipped");
+                None
+            }
+            None if self.apps.len() >= MAX_APPS => {
+                log::warn!("app store: more than {MAX_APPS} apps; app \"{id}\" skipped");
+                None
+            }
+            None => {
+                let i = self.apps.len();
+                self.by_key.insert(cfg.key.clone(), i);
+                self.by_id.insert(id, i);
+                self.apps.push(app(cfg, now));
+                Some(i)
+            }
+        }
     }
 
     /// With several nodes, each enforces its share of every app-wide rate (rounded up), so the

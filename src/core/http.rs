@@ -8,7 +8,7 @@ use log::{debug, info};
 use super::answer::{Decision, respond_error};
 use super::conns::{Conn, Conns, Phase};
 use super::state::State;
-use super::{close, console_http, metrics, rest, upgrade};
+use super::{app_sync, close, console_http, metrics, rest, upgrade};
 use crate::http::{self, Request};
 
 /// Handles every complete request in the connection's buffer (several when pipelined).
@@ -29,7 +29,7 @@ pub fn handle_requests(conns: &mut Conns, st: &mut State, key: usize) {
             Ok(Some(req)) => route(st, key, conn, &req, &inbuf),
         };
         match decision {
-            Decision::NeedMore => {
+            Decision::NeedMore | Decision::Wait => {
                 conn.inbuf = inbuf;
                 return;
             }
@@ -76,6 +76,11 @@ fn route(st: &mut State, key: usize, conn: &mut Conn, req: &Request, buf: &[u8])
         return respond_error(404, "not found");
     };
     let rel = if rel.is_empty() { "/" } else { rel };
+    if let Some(what) = app_sync::missing(st, rel)
+        && app_sync::look_up(st, conn, key, what)
+    {
+        return Decision::Wait;
+    }
     if http::wants_upgrade(req) {
         return upgrade::check(st, conn, req, rel);
     }

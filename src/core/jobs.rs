@@ -35,6 +35,8 @@ pub enum JobFor {
     Webhook(Delivery),
     /// A read of the app store's table.
     AppSync,
+    /// An app asked for by key or id, not read yet; connections wait for it.
+    AppLookup(super::store_sync::Lookup),
 }
 
 /// Jobs in flight, by id.

@@ -140,7 +140,7 @@ fn traffic(server: &State) -> [Family; 15] {
 }
 
 /// Counters of workers, webhooks, the cache and the read budgets.
-fn work(server: &State) -> [Family; 12] {
+fn work(server: &State) -> [Family; 14] {
     let s = &server.stats;
     let w = &server.webhooks;
     [
@@ -194,6 +194,16 @@ fn work(server: &State) -> [Family; 12] {
             "history_evicted_total",
             "Publications dropped from channel history to stay within max_history_bytes.",
             server.history.evicted,
+        ),
+        (
+            "app_store_reads_total",
+            "Reads of the app store's whole table.",
+            server.store_sync.reads(),
+        ),
+        (
+            "app_store_lookups_total",
+            "Lookups of one app not read yet (by key to connect, by id for REST).",
+            server.store_sync.lookups(),
         ),
         (
             "history_replayed_total",

@@ -31,6 +31,7 @@ pub fn done(conns: &mut Conns, st: &mut State, id: JobId, outcome: Outcome) -> O
         JobFor::Webhook(delivery) => notify::finished(st, delivery, outcome),
         JobFor::UserRoute { user } => routing::user_replied(st, &user, &outcome),
         JobFor::AppSync => app_sync::done(conns, st, Some(&outcome)),
+        JobFor::AppLookup(what) => app_sync::looked_up(conns, st, what, Some(&outcome)),
     }
     None
 }
@@ -59,5 +60,6 @@ pub fn refused(conns: &mut Conns, st: &mut State, id: JobId) {
         JobFor::UserRoute { user } => warn!("dropped a line for {user}: worker queue full"),
         JobFor::Webhook(d) => notify::failed(st, d, "worker queue full"),
         JobFor::AppSync => app_sync::done(conns, st, None),
+        JobFor::AppLookup(what) => app_sync::looked_up(conns, st, what, None),
     }
 }
