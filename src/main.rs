@@ -48,10 +48,11 @@ enum Command {
     #[command(hide = true)]
     Resolve { host: String, port: u16 },
     /// Read apps from the app store's table (FERROCAST_APP_STORE_DRIVER, _URL, _TABLE): `key K`,
-    /// `id I` or `all`. Prints each app as a JSON line; none for an unknown key or id. Used by
-    /// worker processes, and to check a table by hand.
+    /// `id I` or `all`. Prints each app as a JSON line; none for an unknown key or id. `changes
+    /// [SECS]` waits for PostgreSQL's NOTIFY and prints the ids changed. Used by worker
+    /// processes, and to check a table by hand.
     AppStore {
-        /// `key`, `id` or `all`.
+        /// `key`, `id`, `all` or `changes`.
         by: String,
         value: Option<String>,
     },
@@ -455,7 +456,13 @@ fn app_store(by: &str, value: Option<&str>) -> ExitCode {
         ("key", Some(k)) => By::Key(k),
         ("id", Some(i)) => By::Id(i),
         ("all", None) => By::All,
-        _ => return fail("usage: ferrocast app-store key KEY | id ID | all", 2),
+        ("changes", secs) => return app_store_changes(secs),
+        _ => {
+            return fail(
+                "usage: ferrocast app-store key KEY | id ID | all | changes [SECS]",
+                2,
+            );
+        }
     };
     let mut skipped = Vec::new();
     match Store::from_env().fetch(by, &mut skipped) {
@@ -468,6 +475,26 @@ fn app_store(by: &str, value: Option<&str>) -> ExitCode {
                     Ok(line) => println!("{line}"),
                     Err(e) => return fail(&format!("cannot print app {}: {e}", app.id), 1),
                 }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string(), 1),
+    }
+}
+
+/// Waits for the table to change (PostgreSQL's NOTIFY) for SECS (default 50), then prints the
+/// ids changed, one per line (none: nothing changed).
+fn app_store_changes(secs: Option<&str>) -> ExitCode {
+    let secs = match secs.map(str::parse::<u64>) {
+        None => 50,
+        Some(Ok(s)) => s,
+        Some(Err(_)) => return fail("ferrocast app-store changes [SECS]: SECS is a number", 2),
+    };
+    let wait = std::time::Duration::from_secs(secs);
+    match ferrocast::app_store::Store::from_env().changes(wait) {
+        Ok(ids) => {
+            for id in ids {
+                println!("{id}");
             }
             ExitCode::SUCCESS
         }

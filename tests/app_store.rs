@@ -309,3 +309,39 @@ fn serves_and_follows(db: &mut dyn Table) {
     s.signal(nix::sys::signal::Signal::SIGHUP);
     assert!(wait_until(T, || up(&s) == "ok"), "{}", s.logs_text());
 }
+
+#[test]
+fn postgresql_changes_take_effect_at_once_through_notify() {
+    let db = Postgres::start();
+    db.sql(MIGRATION_PG);
+    db.sql("INSERT INTO ferrocast_apps (id, app_key, secret) VALUES ('1', 'key-1', 'secret-1')");
+    let url = db.url();
+    let env = [
+        ("FERROCAST_APP_STORE_DRIVER", "postgres"),
+        ("FERROCAST_APP_STORE_URL", url.as_str()),
+        ("FERROCAST_APP_STORE_CACHE_TTL_SECS", "3600"),
+    ];
+    let s = Server::start(&[], &env);
+    let served = wait_until(T, || {
+        connect(&s, "key-1").1["event"] == "pusher:connection_established"
+    });
+    assert!(served, "{}", s.logs_text());
+    let (mut client, _) = connect(&s, "key-1");
+    // The worker that waits for NOTIFY is listening once the table has been read twice at most;
+    // an update made now reaches the server without SIGHUP and long before cache_ttl_secs.
+    let reads = s.metric("app_store_reads_total");
+    let listening = wait_until(T, || {
+        db.sql("UPDATE ferrocast_apps SET name = 'poke' WHERE id = '1'");
+        wait_until(std::time::Duration::from_secs(2), || {
+            s.metric("app_store_reads_total") > reads
+        })
+    });
+    assert!(
+        listening,
+        "a change to the table was never noticed:\n{}",
+        s.logs_text()
+    );
+    db.sql("UPDATE ferrocast_apps SET enabled = FALSE WHERE id = '1'");
+    let notice = client.recv_json(T);
+    assert_eq!(notice["data"]["code"], 4003, "{notice}");
+}

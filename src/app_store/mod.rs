@@ -79,6 +79,16 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Waits up to `wait` for changes to the table (PostgreSQL's `NOTIFY`); the ids changed.
+    pub fn changes(&self, wait: std::time::Duration) -> Result<Vec<String>, StoreError> {
+        match self.driver.as_str() {
+            "postgres" => postgres::changes(&self.url, wait),
+            other => Err(StoreError::Driver(other.into())),
+        }
+    }
+}
+
 /// The WHERE clause for `by`, with the driver's placeholder.
 fn filter(by: By<'_>, placeholder: &str) -> (String, Option<String>) {
     match by {

@@ -1,6 +1,7 @@
 //! Rows from PostgreSQL, each as the JSON object PostgreSQL itself makes of it (`row_to_json`:
 //! booleans, numbers and JSON columns keep their types).
 
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 use serde_json::{Map, Value};
 
@@ -27,4 +28,25 @@ pub fn rows(url: &str, table: &str, by: By<'_>) -> Result<Vec<Map<String, Value>
         }
     }
     Ok(out)
+}
+
+/// Waits up to `wait` for `NOTIFY ferrocast_apps` (the table's trigger sends it on every change)
+/// and returns the ids announced: none when nothing changed meanwhile.
+pub fn changes(url: &str, wait: std::time::Duration) -> Result<Vec<String>, StoreError> {
+    let mut client = Client::connect(url, NoTls).map_err(|e| StoreError::Connect(e.to_string()))?;
+    client
+        .batch_execute("LISTEN ferrocast_apps")
+        .map_err(|e| StoreError::Query(e.to_string()))?;
+    let mut notifications = client.notifications();
+    let mut ids = Vec::new();
+    let first = notifications.timeout_iter(wait).next();
+    if let Some(n) = first.map_err(|e| StoreError::Query(e.to_string()))? {
+        ids.push(n.payload().to_string());
+        // Whatever else came with it (one transaction may change many rows).
+        let mut rest = notifications.iter();
+        while let Some(n) = rest.next().map_err(|e| StoreError::Query(e.to_string()))? {
+            ids.push(n.payload().to_string());
+        }
+    }
+    Ok(ids)
 }

@@ -22,6 +22,10 @@ use crate::pusher::protocol as pp;
 
 /// How long one read of the table may take.
 const DEADLINE: Duration = Duration::from_secs(20);
+/// How long one worker waits for the table's NOTIFY before it ends (and another starts).
+const WATCH: Duration = Duration::from_secs(50);
+/// After waiting for changes failed, how long before trying again.
+const WATCH_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a connection waits for the store to say whether its app exists.
 const LOOKUP_DEADLINE: Duration = Duration::from_secs(5);
 /// The most a read of the table may print (hundreds of apps are a few hundred KiB).
@@ -33,9 +37,37 @@ pub fn tick(st: &mut State) {
         return;
     }
     let ttl = Duration::from_secs(st.cfg.app_store.cache_ttl_secs.max(1));
-    if st.store_sync.due(st.clock.now(), ttl) == Due::Now {
+    let now = st.clock.now();
+    if st.store_sync.due(now, ttl) == Due::Now {
         let job = read_job(&st.cfg.app_store);
         st.start_job(job, JobFor::AppSync);
+    }
+    // PostgreSQL tells of changes (the table's trigger): a worker waits for them, so a change
+    // takes effect at once rather than within cache_ttl_secs.
+    if st.cfg.app_store.driver == "postgres" && st.store_sync.watch(now) {
+        let secs = WATCH.as_secs().to_string();
+        let job = store_job(&st.cfg.app_store, &["changes", &secs], WATCH + DEADLINE);
+        st.start_job(job, JobFor::AppChanges);
+    }
+}
+
+/// The worker that waited for the table's changes ended: what changed is read at once.
+pub fn watched(st: &mut State, outcome: Option<&Outcome>) {
+    let now = st.clock.now();
+    match outcome {
+        Some(Outcome::Exited {
+            code: 0, stdout, ..
+        }) => {
+            let changed = stdout.iter().any(|b| !b.is_ascii_whitespace());
+            if changed {
+                debug!("app store: the table changed; reading it again");
+            }
+            st.store_sync.watched(true, changed, now, WATCH_BACKOFF);
+        }
+        other => {
+            debug!("app store: waiting for changes failed ({})", why(other));
+            st.store_sync.watched(false, false, now, WATCH_BACKOFF);
+        }
     }
 }
 

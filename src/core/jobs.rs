@@ -37,6 +37,8 @@ pub enum JobFor {
     AppSync,
     /// An app asked for by key or id, not read yet; connections wait for it.
     AppLookup(super::store_sync::Lookup),
+    /// A worker waiting for the app store's table to change (PostgreSQL's NOTIFY).
+    AppChanges,
 }
 
 /// Jobs in flight, by id.

@@ -32,6 +32,7 @@ pub fn done(conns: &mut Conns, st: &mut State, id: JobId, outcome: Outcome) -> O
         JobFor::UserRoute { user } => routing::user_replied(st, &user, &outcome),
         JobFor::AppSync => app_sync::done(conns, st, Some(&outcome)),
         JobFor::AppLookup(what) => app_sync::looked_up(conns, st, what, Some(&outcome)),
+        JobFor::AppChanges => app_sync::watched(st, Some(&outcome)),
     }
     None
 }
@@ -61,5 +62,6 @@ pub fn refused(conns: &mut Conns, st: &mut State, id: JobId) {
         JobFor::Webhook(d) => notify::failed(st, d, "worker queue full"),
         JobFor::AppSync => app_sync::done(conns, st, None),
         JobFor::AppLookup(what) => app_sync::looked_up(conns, st, what, None),
+        JobFor::AppChanges => app_sync::watched(st, None),
     }
 }

@@ -40,6 +40,9 @@ pub struct StoreSync {
     unknown: HashMap<Lookup, Instant>,
     /// The second lookups are counted in, and how many started in it.
     window: Option<(Instant, u32)>,
+    /// A worker waits for the table's NOTIFY; or, after one failed, when to try again.
+    watching: bool,
+    watch_again: Option<Instant>,
     reads: u64,
     started: u64,
 }
@@ -118,6 +121,26 @@ impl StoreSync {
         let ok = window.1 < LOOKUPS_PER_SECOND;
         self.window = Some((window.0, window.1 + u32::from(ok)));
         ok
+    }
+
+    /// Whether to start a worker that waits for the table's changes now (then it counts as
+    /// running).
+    pub fn watch(&mut self, now: Instant) -> bool {
+        if self.watching || self.watch_again.is_some_and(|at| now < at) {
+            return false;
+        }
+        self.watching = true;
+        true
+    }
+
+    /// The worker waiting for changes ended: `changed` ids were announced (the table is read
+    /// again at once), or it failed (`ok` false: tried again in `backoff`).
+    pub fn watched(&mut self, ok: bool, changed: bool, now: Instant, backoff: Duration) {
+        self.watching = false;
+        self.watch_again = (!ok).then_some(now + backoff);
+        if changed {
+            self.asked = true;
+        }
     }
 
     /// Reads of the whole table started.
