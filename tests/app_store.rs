@@ -345,3 +345,62 @@ fn postgresql_changes_take_effect_at_once_through_notify() {
     let notice = client.recv_json(T);
     assert_eq!(notice["data"]["code"], 4003, "{notice}");
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it: (CA PEM, certificate PEM, key PEM).
+fn certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "test database CA");
+    let ca_pem = params.self_signed(&ca_key).expect("CA").pem();
+    let issuer = Issuer::new(params, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    let cert = leaf.signed_by(&key, &issuer).expect("certificate");
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_to_postgresql_checks_the_servers_certificate() {
+    let (ca, cert, key) = certificates();
+    let db = Postgres::start_tls(&cert, &key);
+    db.sql(MIGRATION_PG);
+    tls_checks_the_certificate(&db, "sslmode=require", &ca);
+}
+
+#[test]
+fn tls_to_mariadb_checks_the_servers_certificate() {
+    let (ca, cert, key) = certificates();
+    let db = Mariadb::start_tls(&cert, &key);
+    db.sql(MIGRATION_MYSQL);
+    tls_checks_the_certificate(&db, "ssl-mode=REQUIRED", &ca);
+}
+
+/// Over TLS (asked for by `ask` in the URL) the table is read when the server's CA is trusted
+/// (`app_store.ca_file`), and refused (never read in the clear) when it is not.
+fn tls_checks_the_certificate(db: &dyn Table, ask: &str, ca: &str) {
+    db.sql("INSERT INTO ferrocast_apps (id, app_key, secret) VALUES ('1', 'key-1', 'secret-1')");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).expect("ca");
+    let url = format!("{}?{ask}", db.url());
+    let with_ca = Command::new(bin())
+        .args(["app-store", "key", "key-1"])
+        .env("FERROCAST_APP_STORE_DRIVER", db.driver())
+        .env("FERROCAST_APP_STORE_URL", &url)
+        .env("FERROCAST_APP_STORE_CA_FILE", &ca_file)
+        .output()
+        .expect("ferrocast app-store");
+    assert_eq!(
+        apps(&with_ca)[0]["id"],
+        "1",
+        "read over TLS, the CA trusted"
+    );
+    let out = app_store(db.driver(), &url, &["key", "key-1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the CA not trusted: {stderr}");
+    assert!(stderr.contains("cannot reach the app store"), "{stderr}");
+}

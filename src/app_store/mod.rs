@@ -89,6 +89,14 @@ impl Store {
     }
 }
 
+/// CA certificates (PEM) to trust for TLS to the database, besides the system's
+/// (FERROCAST_APP_STORE_CA_FILE, from `app_store.ca_file`).
+fn ca_file() -> Option<std::path::PathBuf> {
+    std::env::var_os("FERROCAST_APP_STORE_CA_FILE")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+}
+
 /// The WHERE clause for `by`, with the driver's placeholder.
 fn filter(by: By<'_>, placeholder: &str) -> (String, Option<String>) {
     match by {

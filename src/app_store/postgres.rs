@@ -7,8 +7,27 @@ use serde_json::{Map, Value};
 
 use super::{By, StoreError, filter};
 
+/// A connection: over TLS (rustls, the system's CAs and `app_store.ca_file`) when the URL asks
+/// for it with `sslmode=require`, `verify-ca` or `verify-full`; plain otherwise.
+fn connect(url: &str) -> Result<Client, StoreError> {
+    let tls = [
+        "sslmode=require",
+        "sslmode=verify-ca",
+        "sslmode=verify-full",
+    ];
+    let result = if tls.iter().any(|m| url.contains(m)) {
+        let config =
+            crate::tls::client_config(super::ca_file().as_deref()).map_err(StoreError::Connect)?;
+        let connector = tokio_postgres_rustls::MakeRustlsConnect::new((*config).clone());
+        Client::connect(url, connector)
+    } else {
+        Client::connect(url, NoTls)
+    };
+    result.map_err(|e| StoreError::Connect(e.to_string()))
+}
+
 pub fn rows(url: &str, table: &str, by: By<'_>) -> Result<Vec<Map<String, Value>>, StoreError> {
-    let mut client = Client::connect(url, NoTls).map_err(|e| StoreError::Connect(e.to_string()))?;
+    let mut client = connect(url)?;
     let (clause, arg) = filter(by, "$1");
     // `table` was checked to be a plain name (AppStoreConfig::validate).
     let sql = format!("SELECT row_to_json(t)::text FROM {table} t{clause}");
@@ -33,7 +52,7 @@ pub fn rows(url: &str, table: &str, by: By<'_>) -> Result<Vec<Map<String, Value>
 /// Waits up to `wait` for `NOTIFY ferrocast_apps` (the table's trigger sends it on every change)
 /// and returns the ids announced: none when nothing changed meanwhile.
 pub fn changes(url: &str, wait: std::time::Duration) -> Result<Vec<String>, StoreError> {
-    let mut client = Client::connect(url, NoTls).map_err(|e| StoreError::Connect(e.to_string()))?;
+    let mut client = connect(url)?;
     client
         .batch_execute("LISTEN ferrocast_apps")
         .map_err(|e| StoreError::Query(e.to_string()))?;

@@ -340,6 +340,9 @@ pub struct AppStoreConfig {
     /// How long "no such key or id" is remembered, so a flood of unknown keys is not a flood of
     /// queries.
     pub negative_ttl_secs: u64,
+    /// TLS to the database (asked for in the URL: `sslmode=require` for PostgreSQL,
+    /// `ssl-mode=REQUIRED` for MySQL): CA certificates (PEM) to trust besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for AppStoreConfig {
@@ -350,6 +353,7 @@ impl Default for AppStoreConfig {
             table: "ferrocast_apps".into(),
             cache_ttl_secs: 60,
             negative_ttl_secs: 10,
+            ca_file: None,
         }
     }
 }

@@ -155,6 +155,10 @@ fn store_job(cfg: &crate::config::AppStoreConfig, args: &[&str], deadline: Durat
             ("FERROCAST_APP_STORE_DRIVER".into(), cfg.driver.clone()),
             ("FERROCAST_APP_STORE_URL".into(), cfg.url.clone()),
             ("FERROCAST_APP_STORE_TABLE".into(), cfg.table.clone()),
+            (
+                "FERROCAST_APP_STORE_CA_FILE".into(),
+                (cfg.ca_file.as_ref()).map_or(String::new(), |p| p.display().to_string()),
+            ),
         ],
         stdin: Vec::new(),
         deadline,

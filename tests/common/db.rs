@@ -68,6 +68,8 @@ pub struct Postgres {
     child: Option<Child>,
     data: PathBuf,
     who: Option<(u32, u32)>,
+    /// `-c name=value` settings beyond the defaults (TLS).
+    settings: Vec<String>,
 }
 
 /// The newest installed PostgreSQL's programs (Debian keeps them out of PATH, per version).
@@ -82,6 +84,15 @@ fn pg_bin() -> PathBuf {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// With TLS: the server's certificate chain and key (PEM).
+    pub fn start_tls(cert: &str, key: &str) -> Postgres {
+        Postgres::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Postgres {
         let dir = tempfile::tempdir().expect("tempdir");
         let who = run_as("postgres");
         chown_all(dir.path(), who);
@@ -104,12 +115,30 @@ impl Postgres {
             ])
             .output();
         ran(out, "initdb");
+        let mut settings = vec!["fsync=off".to_string()];
+        if let Some((cert, key)) = tls {
+            let (cert_file, key_file) =
+                (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::write(&cert_file, cert).expect("cert");
+            std::fs::write(&key_file, key).expect("key");
+            std::fs::set_permissions(
+                &key_file,
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .expect("key mode");
+            chown_all(&cert_file, who);
+            chown_all(&key_file, who);
+            settings.push("ssl=on".into());
+            settings.push(format!("ssl_cert_file={}", cert_file.display()));
+            settings.push(format!("ssl_key_file={}", key_file.display()));
+        }
         let mut pg = Postgres {
             port: free_port(),
             _dir: dir,
             child: None,
             data,
             who,
+            settings,
         };
         pg.run();
         pg
@@ -119,14 +148,8 @@ impl Postgres {
         let socket_dir = self.data.parent().expect("dir").display().to_string();
         let child = command(&pg_bin().join("postgres").display().to_string(), self.who)
             .args(["-D", &self.data.display().to_string(), "-k", &socket_dir])
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-c",
-                "fsync=off",
-            ])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -195,6 +218,15 @@ pub struct Mariadb {
 
 impl Mariadb {
     pub fn start() -> Mariadb {
+        Mariadb::start_with(None)
+    }
+
+    /// With TLS: the server's certificate chain and key (PEM).
+    pub fn start_tls(cert: &str, key: &str) -> Mariadb {
+        Mariadb::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Mariadb {
         let dir = tempfile::tempdir().expect("tempdir");
         let who = run_as("mysql");
         chown_all(dir.path(), who);
@@ -234,6 +266,16 @@ impl Mariadb {
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some((cert, key)) = tls {
+            let (cert_file, key_file) =
+                (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::write(&cert_file, cert).expect("cert");
+            std::fs::write(&key_file, key).expect("key");
+            chown_all(&cert_file, who);
+            chown_all(&key_file, who);
+            server.arg(format!("--ssl-cert={}", cert_file.display()));
+            server.arg(format!("--ssl-key={}", key_file.display()));
+        }
         let mut db = Mariadb {
             _dir: dir,
             port,
