@@ -81,8 +81,9 @@ count_cargo() {
 suite_js() {
     command -v node >/dev/null 2>&1 || apt_install nodejs npm
     # The debug console's end-to-end tests drive Debian's Chromium (playwright-core) and
-    # Firefox ESR (puppeteer-core over WebDriver BiDi).
-    apt_install chromium firefox-esr || { log "cannot install chromium and firefox-esr"; return 1; }
+    # Firefox ESR (puppeteer-core over WebDriver BiDi); tests/js/app-store.test.mjs starts a
+    # private PostgreSQL.
+    apt_install chromium firefox-esr postgresql || { log "cannot install chromium, firefox-esr and postgresql"; return 1; }
     local out="$LOGDIR/js.log"
     FERROCAST_BIN="$ROOT/target/debug/ferrocast" bash tests/js/run.sh 2>&1 | tee "$out"
     local rc=${PIPESTATUS[0]}

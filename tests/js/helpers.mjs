@@ -381,7 +381,7 @@ export function uniq(prefix) {
 }
 
 /** A free loopback TCP port (released before use: good enough for one test process). */
-function freePort() {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);
