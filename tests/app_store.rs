@@ -303,6 +303,11 @@ fn serves_and_follows(db: &mut dyn Table) {
         "{lookups} lookups for 10 000 unknown keys in {secs} s"
     );
 
+    // A key no row can hold (over 64 bytes) is unknown without asking the database.
+    let before = s.metric("app_store_lookups_total");
+    assert_eq!(connect(&s, &"k".repeat(65)).1["data"]["code"], 4001);
+    assert_eq!(s.metric("app_store_lookups_total"), before);
+
     // The database stops: the apps read keep working, /up says degraded, unknown keys 4001.
     db.stop();
     s.signal(nix::sys::signal::Signal::SIGHUP);

@@ -77,13 +77,19 @@ pub fn missing(st: &State, rel: &str) -> Option<Lookup> {
     if st.cfg.app_store.driver == "file" {
         return None;
     }
-    let segment = |rest: &str| rest.split(['/', '?']).next().unwrap_or("").to_string();
+    // A key or id the table could hold (its columns are VARCHAR(64)): anything else is unknown
+    // without asking the database.
+    let segment = |rest: &str| {
+        let s = rest.split(['/', '?']).next().unwrap_or("");
+        let plausible = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic());
+        plausible.then(|| s.to_string())
+    };
     if let Some(rest) = rel.strip_prefix("/app/") {
-        let key = segment(rest);
-        return (!key.is_empty() && st.apps.by_key(&key).is_none()).then_some(Lookup::Key(key));
+        let key = segment(rest)?;
+        return st.apps.by_key(&key).is_none().then_some(Lookup::Key(key));
     }
-    let id = segment(rel.strip_prefix("/apps/")?);
-    (!id.is_empty() && st.apps.by_id(&id).is_none()).then_some(Lookup::Id(id))
+    let id = segment(rel.strip_prefix("/apps/")?)?;
+    st.apps.by_id(&id).is_none().then_some(Lookup::Id(id))
 }
 
 /// A request for an app not read yet waits for the store's answer (its connection reads
