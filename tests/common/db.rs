@@ -40,6 +40,19 @@ fn chown_all(dir: &Path, who: Option<(u32, u32)>) {
     }
 }
 
+/// A server's certificate and key (PEM) written in `dir` for the user it runs as, the key
+/// readable by it alone (PostgreSQL refuses it otherwise).
+fn tls_files(dir: &Path, who: Option<(u32, u32)>, cert: &str, key: &str) -> (PathBuf, PathBuf) {
+    let (cert_file, key_file) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&cert_file, cert).expect("cert");
+    std::fs::write(&key_file, key).expect("key");
+    let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&key_file, private).expect("key mode");
+    chown_all(&cert_file, who);
+    chown_all(&key_file, who);
+    (cert_file, key_file)
+}
+
 fn ran(out: std::io::Result<Output>, what: &str) -> Output {
     let out = out.unwrap_or_else(|e| panic!("{what}: {e} (tests/run.sh installs it)"));
     assert!(
@@ -117,17 +130,7 @@ impl Postgres {
         ran(out, "initdb");
         let mut settings = vec!["fsync=off".to_string()];
         if let Some((cert, key)) = tls {
-            let (cert_file, key_file) =
-                (dir.path().join("server.crt"), dir.path().join("server.key"));
-            std::fs::write(&cert_file, cert).expect("cert");
-            std::fs::write(&key_file, key).expect("key");
-            std::fs::set_permissions(
-                &key_file,
-                std::os::unix::fs::PermissionsExt::from_mode(0o600),
-            )
-            .expect("key mode");
-            chown_all(&cert_file, who);
-            chown_all(&key_file, who);
+            let (cert_file, key_file) = tls_files(dir.path(), who, cert, key);
             settings.push("ssl=on".into());
             settings.push(format!("ssl_cert_file={}", cert_file.display()));
             settings.push(format!("ssl_key_file={}", key_file.display()));
@@ -267,12 +270,7 @@ impl Mariadb {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Some((cert, key)) = tls {
-            let (cert_file, key_file) =
-                (dir.path().join("server.crt"), dir.path().join("server.key"));
-            std::fs::write(&cert_file, cert).expect("cert");
-            std::fs::write(&key_file, key).expect("key");
-            chown_all(&cert_file, who);
-            chown_all(&key_file, who);
+            let (cert_file, key_file) = tls_files(dir.path(), who, cert, key);
             server.arg(format!("--ssl-cert={}", cert_file.display()));
             server.arg(format!("--ssl-key={}", key_file.display()));
         }
