@@ -133,10 +133,7 @@ pub fn looked_up(conns: &mut Conns, st: &mut State, what: Lookup, outcome: Optio
         .looked_up(&what, found.is_some(), now, negative);
     if let Some(cfg) = found {
         let disabled = st.apps.upsert(cfg, now);
-        st.hub.ensure_apps(st.apps.len());
-        for app in disabled {
-            close_app(conns, st, app);
-        }
+        taken(conns, st, disabled);
     }
     for (key, id) in waiters {
         if conns.get(key).is_some_and(|c| c.id == id) {
@@ -197,6 +194,11 @@ pub fn done(conns: &mut Conns, st: &mut State, outcome: Option<&Outcome>) {
         .collect();
     let now = st.clock.now();
     let disabled = st.apps.sync(apps, now);
+    taken(conns, st, disabled);
+}
+
+/// After apps were read from the store: room for the new ones, and the disabled ones closed.
+fn taken(conns: &Conns, st: &mut State, disabled: Vec<usize>) {
     st.hub.ensure_apps(st.apps.len());
     for app in disabled {
         close_app(conns, st, app);
