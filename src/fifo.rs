@@ -41,7 +41,7 @@ pub enum FifoError {
 /// A FIFO this server reads, with the line it is in the middle of.
 pub struct Fifo {
     path: PathBuf,
-    file: Flock<File>,
+    file: Handle,
     dev_ino: (u64, u64),
     mode: u32,
     /// Bytes of a line whose newline has not arrived yet.
@@ -61,7 +61,50 @@ pub struct ReadStats {
     pub more: bool,
 }
 
+/// The open FIFO: locked by this process (the server lock `ferrocast restart` and
+/// `server_pid` look for), or opened beside a supervisor that holds the lock.
+enum Handle {
+    Locked(Flock<File>),
+    Shared(File),
+}
+
+impl Handle {
+    fn get(&self) -> &File {
+        match self {
+            Handle::Locked(lock) => lock,
+            Handle::Shared(file) => file,
+        }
+    }
+}
+
 impl Fifo {
+    /// Opens the FIFO a supervisor created and locked (it re-created it after someone removed
+    /// it), for the loop that reads it.
+    pub fn open_shared(path: &Path, mode: u32) -> Result<Fifo, FifoError> {
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path);
+        let err = |source| FifoError::Open {
+            path: path.into(),
+            source,
+        };
+        let file = opened.map_err(err)?;
+        let meta = file.metadata().map_err(err)?;
+        if !meta.file_type().is_fifo() {
+            return Err(FifoError::NotAFifo { path: path.into() });
+        }
+        Ok(Fifo {
+            path: path.into(),
+            dev_ino: (meta.dev(), meta.ino()),
+            file: Handle::Shared(file),
+            mode,
+            partial: Vec::new(),
+            discarding: false,
+        })
+    }
+
     /// Creates the FIFO if absent (with `mode`), opens it and takes the server lock.
     pub fn open(path: &Path, mode: u32) -> Result<Fifo, FifoError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
@@ -122,7 +165,7 @@ impl Fifo {
         Ok(Fifo {
             path: path.into(),
             dev_ino: (meta.dev(), meta.ino()),
-            file,
+            file: Handle::Locked(file),
             mode,
             partial: Vec::new(),
             discarding: false,
@@ -180,7 +223,7 @@ impl Fifo {
         Ok(Fifo {
             path: path.into(),
             dev_ino: (meta.dev(), meta.ino()),
-            file,
+            file: Handle::Locked(file),
             mode,
             partial: Vec::new(),
             discarding: false,
@@ -190,10 +233,12 @@ impl Fifo {
     /// Gives up the FIFO without removing it, for a restart handoff. The lock belongs to the
     /// open file description, so the successor holds it from the first instant.
     pub fn into_fd(self) -> io::Result<std::os::fd::OwnedFd> {
-        let dup = (*self.file).try_clone()?;
+        let dup = self.file.get().try_clone()?;
         // Dropping the Flock would unlock the shared description; the original descriptor is
         // close-on-exec and goes away with the exec that follows.
-        std::mem::forget(self.file);
+        if let Handle::Locked(lock) = self.file {
+            std::mem::forget(lock);
+        }
         Ok(dup.into())
     }
 
@@ -201,8 +246,18 @@ impl Fifo {
         &self.path
     }
 
+    pub fn mode(&self) -> u32 {
+        self.mode
+    }
+
+    /// Another descriptor of the same open FIFO (and so of the same lock), for a loop of a
+    /// supervisor to read while the supervisor keeps this one.
+    pub fn dup_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        Ok(self.file.get().try_clone()?.into())
+    }
+
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
-        self.file.as_raw_fd()
+        self.file.get().as_raw_fd()
     }
 
     /// True when the path no longer names the FIFO we hold (deleted or replaced).
@@ -244,7 +299,7 @@ impl Fifo {
                 stats.more = true;
                 return Ok(stats);
             }
-            let n = match (&*self.file).read(scratch) {
+            let n = match self.file.get().read(scratch) {
                 Ok(0) => return Ok(stats),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(stats),

@@ -12,6 +12,7 @@ pub mod httpclient;
 pub mod identity;
 pub mod link;
 pub mod listener;
+pub mod loops;
 pub mod scaling;
 pub mod server;
 pub mod socket;
@@ -28,6 +29,8 @@ pub mod config;
 pub mod core;
 
 // Codecs and small shared helpers.
+pub mod board;
+pub mod broadcast_fifo;
 pub mod channel_protocol;
 pub mod channels;
 pub mod deflate;

@@ -11,7 +11,7 @@ use mio::{Poll, Registry, Token};
 use crate::config::Config;
 use crate::core::{Core, LinkOp, LinkStatus};
 use crate::job::{Handler, Job, Outcome};
-use crate::scaling::redis::{LinkError, LinkEvent, LinkOptions, RedisLink};
+use crate::scaling::redis::{BusEnds, LinkError, LinkEvent, LinkOptions, RedisLink};
 
 /// How long a resolver child may take (the link's own connect timeout also applies).
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,28 +22,44 @@ pub struct Link {
     channel: Vec<u8>,
     events: Vec<LinkEvent>,
     published: u64,
+    /// The link is to the supervisor's local bus (`loops/bus.rs`), not to Redis.
+    bus: bool,
+    /// The bus connection broke: the supervisor is gone or cut this loop off.
+    bus_lost: bool,
 }
 
 impl Link {
-    /// The link, created and connecting, when scaling through Redis.
+    /// The link, created and connecting, when scaling through Redis or, for one of several
+    /// loops, through the supervisor's bus (`bus`: this loop's ends of its socketpairs).
     pub fn start(
         cfg: &Config,
         poll: &Poll,
         tokens: (Token, Token),
+        bus: Option<BusEnds>,
     ) -> Result<Option<Link>, LinkError> {
-        if cfg.scaling.driver != "redis" {
-            return Ok(None);
-        }
+        let (url, bus) = match (cfg.scaling.driver.as_str(), bus) {
+            // The address is never dialled: the socketpairs are already connected.
+            ("bus", Some(ends)) => ("redis://127.0.0.1:1/0", Some(ends)),
+            ("redis", _) => (cfg.scaling.redis_url.as_str(), None),
+            _ => return Ok(None),
+        };
         let opts = LinkOptions {
             tls_ca_file: cfg.scaling.redis_ca_file.clone(),
+            bus,
             ..Default::default()
         };
-        let mut redis = RedisLink::with_options(&cfg.scaling.redis_url, tokens.0, tokens.1, opts)?;
-        info!(
-            "scaling through Redis at {} as node {}",
-            redis.url().redacted(),
-            cfg.scaling.node_id
-        );
+        let mut redis = RedisLink::with_options(url, tokens.0, tokens.1, opts)?;
+        match bus {
+            Some(_) => info!(
+                "sharing channels with the other loops as {}",
+                cfg.scaling.node_id
+            ),
+            None => info!(
+                "scaling through Redis at {} as node {}",
+                redis.url().redacted(),
+                cfg.scaling.node_id
+            ),
+        }
         let channel = format!("{}#broadcast", cfg.scaling.prefix).into_bytes();
         redis.subscribe(&channel);
         redis.start(poll.registry(), Instant::now());
@@ -52,7 +68,15 @@ impl Link {
             channel,
             events: Vec::new(),
             published: 0,
+            bus: bus.is_some(),
+            bus_lost: false,
         }))
+    }
+
+    /// Whether the bus to the other loops broke: this loop cannot share channels any more and
+    /// must end (the supervisor starts another).
+    pub fn bus_lost(&self) -> bool {
+        self.bus_lost
     }
 
     pub fn owns(&self, token: Token) -> bool {
@@ -86,6 +110,10 @@ impl Link {
             match event {
                 LinkEvent::Message { channel, payload } if channel == self.channel => {
                     core.on_node_message(&payload);
+                }
+                LinkEvent::Down { reason } if self.bus => {
+                    log::error!("lost the local bus to the other loops: {reason}");
+                    self.bus_lost = true;
                 }
                 LinkEvent::Down { .. } => core.on_link_down(),
                 LinkEvent::Message { .. } => {}

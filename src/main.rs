@@ -87,6 +87,10 @@ struct ConfigArgs {
     /// If the port is taken, try the next ones (up to +1000) and log the one chosen.
     #[arg(long)]
     auto_port: bool,
+    /// Event loops to run, sharing the port and every channel: a number, or auto for one per
+    /// core [default: 1].
+    #[arg(long, value_name = "N|auto")]
+    loops: Option<String>,
     /// URL prefix for every endpoint, e.g. /realtime.
     #[arg(long, value_name = "PREFIX")]
     path: Option<String>,
@@ -127,6 +131,7 @@ impl ConfigArgs {
         flag("host", self.host.clone());
         flag("port", self.port.map(|p| p.to_string()));
         flag("path", self.path.clone());
+        flag("loops", self.loops.clone());
         flag("fifo", self.fifo.as_ref().map(|p| p.display().to_string()));
         flag("auto_port", self.auto_port.then(|| "true".to_string()));
         flag("console.enabled", self.console.then(|| "true".to_string()));
@@ -195,12 +200,17 @@ fn websocket(args: ConfigArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string(), 2),
     };
-    let server = match Server::bind(sources, cfg) {
-        Ok(s) => s,
+    let ran = if cfg.loops.resolve() > 1 {
+        ferrocast::loops::Supervisor::bind(sources, cfg).map(|s| s.run())
+    } else {
+        Server::bind(sources, cfg).map(|s| s.run())
+    };
+    let ran = match ran {
+        Ok(ran) => ran,
         Err(e) => return fail(&e.to_string(), 1),
     };
-    match server.run() {
-        Ok(Exit::Stopped) => ExitCode::SUCCESS,
+    match ran {
+        Ok(Exit::Stopped | Exit::LoopRestart(_)) => ExitCode::SUCCESS,
         Ok(Exit::Restart(handoff)) => reexec(handoff),
         Err(e) => fail(&format!("event loop failed: {e}"), 1),
     }

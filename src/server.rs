@@ -13,21 +13,24 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use mio::event::Event;
 use mio::net::TcpListener;
-use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::broadcast_fifo::Reader;
 use crate::config::{Config, Sources};
-use crate::core::{self, Core, Effects, Stop, UserFifo};
+use crate::core::{self, Core, Effects, UserFifo};
 use crate::fifo::Fifo;
 use crate::job::Outcome;
 use crate::link::Link;
+use crate::loops::Place;
 use crate::socket::{Flushed, Socket};
 use crate::user_fifos::UserFifos;
 use crate::worker::{self, Workers};
 use crate::{identity, listener, time};
+
+mod lifecycle;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const FIFO: Token = Token(usize::MAX - 2);
@@ -45,15 +48,28 @@ const READ_BUDGET: usize = 16;
 const ACCEPT_BUDGET: usize = 256;
 /// Pause after EMFILE/ENFILE before accepting again.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
+/// How often a supervisor's loop pins its numbers for the others: how old a sibling's part of
+/// `/metrics` may be.
+const BOARD_EVERY: Duration = Duration::from_millis(100);
 const SCRATCH_BYTES: usize = 64 * 1024;
 /// FIFO bytes read per turn before the loop serves its clients again.
 const FIFO_READ_BUDGET: usize = 2 * SCRATCH_BYTES;
+
+/// What a server starts with besides its configuration.
+pub struct Prepared {
+    pub listener: TcpListener,
+    pub fifo: Reader,
+    pub place: Option<Place>,
+}
 
 /// How the loop ended.
 pub enum Exit {
     Stopped,
     /// SIGUSR2: exec a fresh copy of ourselves that takes over these descriptors.
     Restart(Handoff),
+    /// One of a supervisor's loops stopped for a restart, with the channel history when it is
+    /// the loop that hands it on (the supervisor keeps the listener and the FIFO).
+    LoopRestart(Option<Vec<u8>>),
 }
 
 /// What a restarting server passes to its successor: the listening socket (queued connections
@@ -116,7 +132,9 @@ pub struct Server {
     local_addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     sockets: Slab<Socket>,
-    fifo: Fifo,
+    fifo: Reader,
+    /// Set when a supervisor forked this loop (`loops`).
+    place: Option<Place>,
     user_fifos: UserFifos,
     signals: Signals,
     workers: Workers,
@@ -130,40 +148,60 @@ pub struct Server {
     shutdown_deadline: Option<Instant>,
     /// The listener kept across a SIGUSR2 restart.
     restart_listener: Option<TcpListener>,
+    /// When this loop last pinned its numbers on the board of a supervisor's loops.
+    pinned_at: Instant,
     /// Half of systemd's `WatchdogSec`, when it is set, and when it was last told.
     watchdog: Option<(Duration, Instant)>,
 }
 
 impl Server {
+    /// A server of its own: binds (or takes over) the listener and opens the FIFO.
     pub fn bind(sources: Sources, mut cfg: Config) -> Result<Server, StartError> {
-        let poll = Poll::new().map_err(StartError::Poll)?;
         if cfg.scaling.driver == "redis" && cfg.scaling.node_id.is_empty() {
             cfg.scaling.node_id = identity::node_id();
         }
-        let link = Link::start(&cfg, &poll, (REDIS_SUB, REDIS_CMD))?;
+        let listener = match listener::activated()? {
+            Some(l) => l,
+            None => listener::bind(&cfg)?,
+        };
+        let fifo = Fifo::open_or_adopt(&cfg.fifo, cfg.fifo_mode_bits().unwrap_or(0o660))?;
+        let prepared = Prepared {
+            listener,
+            fifo: Reader::Own(fifo),
+            place: None,
+        };
+        Server::start(sources, cfg, prepared)
+    }
+
+    /// A server on a listener and FIFO made for it: by [`Server::bind`], or by a supervisor
+    /// for one of its loops.
+    pub fn start(sources: Sources, mut cfg: Config, p: Prepared) -> Result<Server, StartError> {
+        if let Some(place) = &p.place {
+            place.adjust(&mut cfg);
+        }
+        let poll = Poll::new().map_err(StartError::Poll)?;
+        let bus = p.place.as_ref().and_then(|place| place.bus);
+        let link = Link::start(&cfg, &poll, (REDIS_SUB, REDIS_CMD), bus)?;
         let tls = match (&cfg.tls.cert, &cfg.tls.key) {
             (Some(cert), Some(key)) => Some(crate::tls::load(cert, key)?),
             _ => None,
         };
-        let mut listener = match listener::activated()? {
-            Some(l) => l,
-            None => listener::bind(&cfg)?,
-        };
+        let mut listener = p.listener;
         let local_addr = listener.local_addr().map_err(StartError::Poll)?;
-        let fifo = Fifo::open_or_adopt(&cfg.fifo, cfg.fifo_mode_bits().unwrap_or(0o660))?;
         let mut signals =
             Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR2, SIGCHLD]).map_err(StartError::Poll)?;
         let registry = poll.registry();
         registry
             .register(&mut listener, LISTENER, Interest::READABLE)
-            .and_then(|()| {
-                registry.register(&mut SourceFd(&fifo.raw_fd()), FIFO, Interest::READABLE)
-            })
+            .and_then(|()| p.fifo.register(registry, FIFO))
             .and_then(|()| registry.register(&mut signals, SIGNALS, Interest::READABLE))
             .map_err(StartError::Poll)?;
         let workers = Workers::new(cfg.max_workers, cfg.max_queued_jobs, WORKER_TOKENS);
         let mut core = Core::new(cfg, identity::process_id(), Instant::now(), time::unix_ms());
         core.set_local_port(local_addr.port());
+        if let Some(place) = &p.place {
+            core.set_board(place.board.clone());
+        }
         crate::handoff::adopt_history(&mut core);
         Ok(Server {
             poll,
@@ -173,7 +211,8 @@ impl Server {
             local_addr,
             tls,
             sockets: Slab::new(),
-            fifo,
+            fifo: p.fifo,
+            place: p.place,
             user_fifos: UserFifos::new(USER_FIFO_TOKENS),
             signals,
             workers,
@@ -186,6 +225,7 @@ impl Server {
             emfile_logged: false,
             shutdown_deadline: None,
             restart_listener: None,
+            pinned_at: Instant::now(),
             watchdog: crate::systemd::watchdog_interval().map(|d| (d / 2, Instant::now())),
         })
     }
@@ -227,8 +267,17 @@ impl Server {
             env!("CARGO_PKG_VERSION"),
             self.local_addr,
             self.core.cfg().prefix(),
-            self.fifo.path().display()
+            self.fifo.describe()
         );
+        if let Some(place) = &self.place {
+            info!(
+                "loop {} (pid {}) gives socket ids {}.N",
+                place.index,
+                std::process::id(),
+                self.core.state().process_id
+            );
+            return; // the supervisor speaks to systemd
+        }
         if let Err(e) = crate::systemd::ready(&format!("serving on {}", self.local_addr)) {
             warn!("cannot notify systemd: {e}");
         }
@@ -305,6 +354,9 @@ impl Server {
             wake = wake.min(deadline);
         }
         let mut timeout = wake.saturating_duration_since(now);
+        if self.place.is_some() {
+            timeout = timeout.min(BOARD_EVERY); // the board stays fresh while idle
+        }
         if let Some(t) = self.link.as_ref().and_then(|l| l.poll_timeout(now)) {
             timeout = timeout.min(t);
         }
@@ -558,30 +610,11 @@ impl Server {
     /// so a flood of lines delays a client's reply by one budget's worth of work at most.
     fn read_fifo(&mut self, budget: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
-        let max_line = self.core.cfg().max_fifo_line_bytes;
-        let core = &mut self.core;
-        let result = self
-            .fifo
-            .read_lines_within(&mut scratch, max_line, budget, |line| {
-                core.on_fifo_line(line)
-            });
+        let read = self.fifo.read(&mut self.core, &mut scratch, budget);
         self.scratch = scratch;
-        self.turn.fifo_again = false;
-        match result {
-            Ok(stats) => {
-                for len in &stats.dropped {
-                    warn!(
-                        "dropped a FIFO line of {len} bytes: over max_fifo_line_bytes ({max_line})"
-                    );
-                }
-                self.turn.fifo_dropped += stats.dropped.len() as u64;
-                if stats.more {
-                    self.turn.fifo_again = true;
-                    self.turn.fifo_yields += 1;
-                }
-            }
-            Err(e) => error!("reading FIFO {}: {e}", self.fifo.path().display()),
-        }
+        self.turn.fifo_dropped += read.dropped;
+        self.turn.fifo_again = read.more;
+        self.turn.fifo_yields += u64::from(read.more);
     }
 
     fn read_user_fifo(&mut self, token: Token) {
@@ -606,36 +639,21 @@ impl Server {
 
     /// Re-creates the FIFO if someone deleted or replaced it.
     fn check_fifo(&mut self) {
-        if !self.fifo.is_detached() {
-            return;
-        }
-        match self.fifo.reopen() {
-            Ok(new) => {
-                // Deliver what the old one still holds, then switch.
-                self.read_fifo(usize::MAX);
-                let registry = self.poll.registry();
-                let _ = registry.deregister(&mut SourceFd(&self.fifo.raw_fd()));
-                if let Err(e) =
-                    registry.register(&mut SourceFd(&new.raw_fd()), FIFO, Interest::READABLE)
-                {
-                    error!("cannot watch the re-created FIFO: {e}");
-                }
-                self.fifo = new;
-                warn!(
-                    "FIFO {} was removed or replaced; re-created it",
-                    self.fifo.path().display()
-                );
-            }
-            Err(e) => error!(
-                "FIFO {} is gone and cannot be re-created: {e}",
-                self.fifo.path().display()
-            ),
-        }
+        let (core, scratch) = (&mut self.core, &mut self.scratch);
+        self.fifo.check(self.poll.registry(), FIFO, |old| {
+            old.read(core, scratch, usize::MAX);
+        });
     }
 
     // ---- time ------------------------------------------------------------------------------
 
     fn once_a_second(&mut self) {
+        if let Some(place) = &self.place
+            && self.pinned_at.elapsed() >= BOARD_EVERY
+        {
+            place.board.pin(self.core.local_metrics().as_bytes());
+            self.pinned_at = Instant::now();
+        }
         if let Some((every, last)) = self.watchdog
             && last.elapsed() >= every
         {
@@ -668,7 +686,12 @@ impl Server {
             return;
         };
         let registry = self.poll.registry();
-        let Some((host, port)) = link.serve(registry, &mut self.core) else {
+        let resolve = link.serve(registry, &mut self.core);
+        if link.bus_lost() {
+            // Its clients reconnect to the other loops (or to the loop that replaces this one).
+            std::process::exit(1);
+        }
+        let Some((host, port)) = resolve else {
             return;
         };
         let job = crate::link::resolve_job(&host, port);
@@ -689,108 +712,5 @@ impl Server {
                 crate::link::resolved_addresses(outcome).map_err(|why| format!("resolving: {why}"));
             link.resolved(self.poll.registry(), result);
         }
-    }
-
-    // ---- signals ---------------------------------------------------------------------------
-
-    fn handle_signals(&mut self) {
-        let pending: Vec<i32> = self.signals.pending().collect();
-        for signal in pending {
-            match signal {
-                SIGTERM | SIGINT | SIGUSR2 => self.begin_shutdown(signal),
-                SIGHUP => self.reload(),
-                SIGCHLD => {
-                    let registry = self.poll.registry();
-                    self.workers.reap(registry, &mut self.finished);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn begin_shutdown(&mut self, signal: i32) {
-        if self.shutdown_deadline.is_some() {
-            return;
-        }
-        let (name, how) = match signal {
-            SIGINT => ("SIGINT", Stop::GoingAway),
-            // Restart: browsers reconnect at once on 1012, and the new process is already
-            // listening on the same socket by then.
-            SIGUSR2 => ("SIGUSR2 (restart)", Stop::Restart),
-            _ => ("SIGTERM", Stop::GoingAway),
-        };
-        info!("received {name}");
-        // systemd shows "deactivating" from here, not after the drain.
-        let _ = crate::systemd::stopping();
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-            if signal == SIGUSR2 {
-                // Kept open: connections arriving meanwhile wait in its backlog for the new
-                // process.
-                self.restart_listener = Some(listener);
-            }
-        }
-        // Whatever scripts wrote before the signal is delivered before the goodbye.
-        self.read_fifo(usize::MAX);
-        self.core.shutdown(how);
-        let draining = format!("draining {} connection(s)", self.core.connections());
-        let _ = crate::systemd::status(&draining);
-        let timeout = self.core.cfg().shutdown_timeout_secs;
-        self.shutdown_deadline = Some(Instant::now() + Duration::from_secs(timeout));
-    }
-
-    fn reload(&mut self) {
-        let _ = crate::systemd::reloading();
-        match self.sources.load() {
-            Ok(new) => {
-                self.reload_tls(&new);
-                self.core.reload(new);
-            }
-            Err(e) => {
-                error!("configuration reload failed, keeping the running configuration: {e}")
-            }
-        }
-        let _ = crate::systemd::ready("configuration reloaded");
-    }
-
-    fn reload_tls(&mut self, new: &Config) {
-        match (&new.tls.cert, &new.tls.key, self.tls.is_some()) {
-            (Some(cert), Some(key), true) => match crate::tls::load(cert, key) {
-                Ok(config) => {
-                    self.tls = Some(config);
-                    info!("TLS certificate reloaded from {}", cert.display());
-                }
-                Err(e) => error!("TLS reload failed, keeping the current certificate: {e}"),
-            },
-            (_, _, had) if had != new.tls.cert.is_some() => {
-                warn!("configuration reload: turning TLS on or off needs a restart");
-            }
-            _ => {}
-        }
-    }
-
-    /// After the loop: what is left closes, and the FIFO is removed or handed on.
-    fn finish(mut self) -> io::Result<Exit> {
-        let left = self.sockets.len();
-        if left > 0 {
-            warn!(
-                "shutdown timeout reached with {left} connection(s) still flushing; closing them"
-            );
-        }
-        self.workers.kill_all();
-        self.user_fifos.remove_all();
-        if let Some(listener) = self.restart_listener.take() {
-            info!("restarting in place");
-            let fifo = self.fifo.into_fd()?;
-            let std_listener: std::net::TcpListener = listener.into();
-            return Ok(Exit::Restart(Handoff {
-                listener: std_listener.into(),
-                fifo,
-                history: self.core.history_snapshot(),
-            }));
-        }
-        self.fifo.remove();
-        info!("ferrocast stopped");
-        Ok(Exit::Stopped)
     }
 }

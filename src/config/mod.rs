@@ -104,7 +104,11 @@ pub struct Config {
     pub route: HandlerConfig,
     pub validate_timeout_secs: u64,
     pub route_timeout_secs: u64,
-    /// Handler processes running at once; more jobs wait in a queue of `max_queued_jobs`.
+    /// Event loops: single-threaded processes forked at start that share the listener and,
+    /// through a local bus, every channel (`loops/`). A number, or `auto` for one per core.
+    pub loops: Loops,
+    /// Handler processes running at once, for the whole process (divided between the loops);
+    /// more jobs wait in a queue of `max_queued_jobs`.
     pub max_workers: usize,
     pub max_queued_jobs: usize,
     /// Output a handler may return; the rest is cut (and the client told).
@@ -162,6 +166,7 @@ impl Default for Config {
             route: HandlerConfig::default(),
             validate_timeout_secs: 5,
             route_timeout_secs: 30,
+            loops: Loops::Count(1),
             max_workers: 64,
             max_queued_jobs: 256,
             max_worker_output_bytes: 1024 * 1024,
@@ -269,6 +274,7 @@ impl Config {
                 self.user_fifo
             ));
         }
+        self.loops.validate()?;
         if self.max_workers == 0 || self.max_inflight_per_connection == 0 {
             return Err("max_workers and max_inflight_per_connection must be at least 1".into());
         }
@@ -391,6 +397,7 @@ impl Config {
         self.fifo_mode = running.fifo_mode.clone();
         self.max_workers = running.max_workers;
         self.max_queued_jobs = running.max_queued_jobs;
+        self.loops = running.loops;
         self.scaling = running.scaling.clone();
     }
 
@@ -412,9 +419,15 @@ impl Config {
         if self.scaling != new.scaling {
             changed.push("scaling");
         }
+        if self.loops != new.loops {
+            changed.push("loops");
+        }
         changed
     }
 }
+
+mod loops;
+pub use loops::Loops;
 
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@
 use serde_json::{Value, json};
 
 use super::conns::Conns;
+use super::metrics_merge::others_sum;
 use super::state::State;
 use crate::ws::{self, Frame};
 
@@ -58,11 +59,19 @@ pub fn stats(st: &mut State) {
         }
     }
     let s = &st.stats;
+    // With several loops, the counts are the whole process's (the other loops' from the board).
+    let others = st.board.as_ref().map(|b| b.others()).unwrap_or_default();
+    let all = |mine: u64, key: &str| mine.saturating_add(others_sum(&others, key));
     let text = json!({
-        "type": "stats", "t": st.clock.wall_ms(), "connections": st.sessions.open(),
-        "connections_opened": s.connections_opened, "connections_closed": s.connections_closed,
-        "messages_in": s.messages_in, "frames_out": s.frames_out,
-        "api_publishes": s.api_publishes, "fifo_lines": s.fifo_lines,
+        "type": "stats", "t": st.clock.wall_ms(),
+        "connections": all(st.sessions.open() as u64, "ferrocast_connections"),
+        "loops": 1 + others.len(),
+        "connections_opened": all(s.connections_opened, "ferrocast_connections_opened_total"),
+        "connections_closed": all(s.connections_closed, "ferrocast_connections_closed_total"),
+        "messages_in": all(s.messages_in, "ferrocast_messages_in_total"),
+        "frames_out": all(s.frames_out, "ferrocast_frames_out_total"),
+        "api_publishes": all(s.api_publishes, "ferrocast_api_publishes_total"),
+        "fifo_lines": all(s.fifo_lines, "ferrocast_fifo_lines_total"),
         "workers": workers(st),
         "channels": channels,
     })

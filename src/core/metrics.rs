@@ -27,7 +27,17 @@ impl Exposition {
     }
 }
 
+/// The whole process's exposition: this loop's, with the other loops' added when there are.
 pub fn render(server: &State) -> String {
+    let own = render_local(server);
+    match &server.board {
+        Some(board) => super::metrics_merge::merge(&own, &board.others()),
+        None => own,
+    }
+}
+
+/// This loop's own samples (what it pins on the board for the others).
+pub fn render_local(server: &State) -> String {
     let mut out = Exposition(String::with_capacity(4096));
     for (name, help, value) in traffic(server).into_iter().chain(work(server)) {
         out.one(name, "counter", help, value);
@@ -268,14 +278,26 @@ pub fn health(st: &State) -> String {
     } else {
         "ok"
     };
+    let others = st.board.as_ref().map(|b| b.others()).unwrap_or_default();
+    let theirs = |key| super::metrics_merge::others_sum(&others, key);
+    let connections = (st.sessions.open() as u64).saturating_add(theirs("ferrocast_connections"));
+    let frames_out = st
+        .stats
+        .frames_out
+        .saturating_add(theirs("ferrocast_frames_out_total"));
+    let write_calls = st
+        .io
+        .write_calls
+        .saturating_add(theirs("ferrocast_write_calls_total"));
     json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
-        "connections": st.sessions.open(),
-        "channels": st.hub.len(),
+        "connections": connections,
+        "channels": st.hub.len().max(theirs("ferrocast_channels") as usize),
+        "loops": 1 + others.len(),
         "uptime_secs": st.clock.uptime().as_secs(),
-        "frames_out": st.stats.frames_out,
-        "write_calls": st.io.write_calls,
+        "frames_out": frames_out,
+        "write_calls": write_calls,
         "scaling": st.cluster.as_ref().zip(link).map(|(c, l)| json!({
             "driver": "redis",
             "node": c.node_id(),

@@ -41,6 +41,7 @@ mod input;
 pub mod jobs;
 mod membership;
 mod metrics;
+mod metrics_merge;
 mod notify;
 mod online;
 pub mod outbox;
@@ -319,6 +320,17 @@ impl Core {
     pub fn shutdown(&mut self, how: Stop) {
         close::shutdown(&mut self.conns, &mut self.st, how);
         self.settle();
+    }
+
+    /// The board of a process's loops: `/metrics`, `/up` and the console add the other loops'
+    /// numbers to this one's.
+    pub fn set_board(&mut self, board: crate::board::Board) {
+        self.st.board = Some(board);
+    }
+
+    /// This loop's own metrics, for the board.
+    pub fn local_metrics(&self) -> String {
+        metrics::render_local(&self.st)
     }
 
     /// Channel history for the next process (`ferrocast restart`).

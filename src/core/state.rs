@@ -276,6 +276,8 @@ pub struct State {
     pub history: History,
     /// When the app store's table is read.
     pub store_sync: super::store_sync::StoreSync,
+    /// The other loops' numbers, when this is one of several loops (`/metrics`, `/up`).
+    pub board: Option<crate::board::Board>,
 }
 
 /// The inflater of clients' compressed messages and its output buffer, kept between messages.
@@ -317,6 +319,7 @@ impl State {
             history: History::new(cfg.max_history_bytes, process_id),
             store_sync: Default::default(),
             cfg,
+            board: None,
         }
     }
 

@@ -18,6 +18,7 @@ pub fn tick(conns: &mut Conns, st: &mut State) {
     if st.webhooks.has_work() {
         notify::pump(st);
     }
+    cluster::prompt(st);
     let now = st.clock.secs();
     if now == st.last_second {
         return;

@@ -74,7 +74,18 @@ pub fn command_wrapped(runtime_dir: &Path, wrap: &[&str]) -> Command {
     cmd.env("RUNTIME_DIRECTORY", runtime_dir);
     cmd.env("XDG_RUNTIME_DIR", runtime_dir);
     cmd.env_remove("RUST_LOG");
+    // The suite runs once with one loop and once with two (`tests/run.sh`).
+    if let Some(loops) = loops() {
+        cmd.env("FERROCAST_LOOPS", loops);
+    }
     cmd
+}
+
+/// The loops every server of this run has: `FERROCAST_TEST_LOOPS`, else the default.
+pub fn loops() -> Option<String> {
+    std::env::var("FERROCAST_TEST_LOOPS")
+        .ok()
+        .filter(|l| !l.is_empty())
 }
 
 /// Collects the lines of a child's pipe in a background thread.

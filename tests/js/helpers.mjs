@@ -76,6 +76,8 @@ export async function startServer({ apps = [app()], config = {} } = {}) {
   env.RUNTIME_DIRECTORY = dir;
   env.XDG_RUNTIME_DIR = dir;
   env.RUST_LOG = 'ferrocast=debug';
+  // The suite runs once with one loop and once with two (tests/run.sh).
+  if (process.env.FERROCAST_TEST_LOOPS) env.FERROCAST_LOOPS = process.env.FERROCAST_TEST_LOOPS;
   const child = spawn(bin, ['websocket', '--port', '0', '--fifo', fifo, '--config', cfgPath], {
     env,
     stdio: ['ignore', 'ignore', 'pipe'],

@@ -388,6 +388,18 @@ fn share_rates(st: &mut State) {
     }
 }
 
+/// Every turn: on the local bus, this loop's changes go out at once (a REST call or a
+/// subscription on a sibling loop a moment later sees them).
+pub fn prompt(st: &mut State) {
+    let Some(c) = st.cluster.as_ref() else {
+        return;
+    };
+    let pending = !c.changed.is_empty() || !c.changed_users.is_empty();
+    if c.prompt && pending && st.io.link.is_some_and(|l| l.up) {
+        send_changes(st);
+    }
+}
+
 /// Once a second: send our changes when due, forget silent nodes.
 pub fn tick(st: &mut State) {
     let Some(c) = st.cluster.as_ref() else {

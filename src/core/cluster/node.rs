@@ -28,6 +28,9 @@ pub struct Cluster {
     /// When this node last sent its state, changes or a heartbeat.
     pub(super) last_sent: Instant,
     pub(super) node_timeout: Duration,
+    /// Changes go out every turn, not once a second: the loops of one process on their local
+    /// bus, which must answer like one loop.
+    pub(super) prompt: bool,
     /// Nodes the app rate limits are divided between.
     pub(super) rate_share: usize,
     pub received: u64,
@@ -39,7 +42,7 @@ impl Cluster {
     /// The cluster side of a node scaling through Redis; `None` for a single node.
     /// `cfg.node_id` must be set (the loop makes one up when the configuration has none).
     pub fn new(cfg: &ScalingConfig, now: Instant) -> Option<Cluster> {
-        if cfg.driver != "redis" {
+        if cfg.driver != "redis" && cfg.driver != "bus" {
             return None;
         }
         let node_timeout = Duration::from_secs(cfg.node_timeout_secs);
@@ -52,6 +55,7 @@ impl Cluster {
             changed_users: HashSet::new(),
             last_sent: now.checked_sub(replica::STATE_EVERY).unwrap_or(now),
             node_timeout,
+            prompt: cfg.driver == "bus",
             rate_share: 1,
             received: 0,
             sequencer: Sequencer::new(&cfg.prefix),
@@ -195,6 +199,10 @@ impl Cluster {
                 self.replica
                     .occupancy(node, app, &channel, occupied_at, vacated_at, now);
                 Vec::new()
+            }
+            Body::Gone => {
+                info!("node {node} is gone; removing its members");
+                self.replica.remove(node, local)
             }
             Body::Sync { to } => {
                 let asked = to.is_none() || to.as_deref() == Some(self.node_id.as_str());

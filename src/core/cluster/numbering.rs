@@ -12,7 +12,7 @@ use crate::core::publication::Publication;
 /// KEYS[1]: the counter of epochs; KEYS[2..]: one stream per channel with history (a hash of
 /// `epoch` and `offset`). ARGV[1]: the nodes' channel; ARGV[2]: the envelope (a JSON object);
 /// ARGV[3]: how long an idle stream is kept (ms).
-const NUMBER: &str = r#"
+pub const NUMBER: &str = r#"
 local at = {}
 for i = 2, #KEYS do
   local epoch = redis.call('HGET', KEYS[i], 'epoch')
@@ -31,7 +31,7 @@ return #at
 
 /// A stream's position, made when Redis holds none. KEYS as for [`NUMBER`] with one stream;
 /// ARGV[1]: how long an idle stream is kept (ms). Returns `{epoch, offset}`.
-const POSITION: &str = r#"
+pub const POSITION: &str = r#"
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then
   local t = redis.call('TIME')

@@ -439,25 +439,36 @@ impl Replica {
             .collect();
         let mut events = Vec::new();
         for id in &dead {
-            let Some(r) = self.nodes.remove(id) else {
-                continue;
-            };
-            for ((app, channel), c) in r.state {
-                self.counts_changed.push((app.clone(), channel.clone()));
-                for user in c.members.keys() {
-                    if !is_local(&app, &channel, user)
-                        && !self.member_elsewhere(&app, &channel, user, None)
-                    {
-                        events.push(MemberEvent::Removed {
-                            app: app.clone(),
-                            channel: channel.clone(),
-                            user_id: user.clone(),
-                        });
-                    }
+            events.extend(self.remove(id, &is_local));
+        }
+        (dead, events)
+    }
+
+    /// Forgets a node: its members that no node (this one included) still holds leave.
+    pub fn remove(
+        &mut self,
+        id: &str,
+        is_local: impl Fn(&str, &str, &str) -> bool,
+    ) -> Vec<MemberEvent> {
+        let mut events = Vec::new();
+        let Some(r) = self.nodes.remove(id) else {
+            return events;
+        };
+        for ((app, channel), c) in r.state {
+            self.counts_changed.push((app.clone(), channel.clone()));
+            for user in c.members.keys() {
+                if !is_local(&app, &channel, user)
+                    && !self.member_elsewhere(&app, &channel, user, None)
+                {
+                    events.push(MemberEvent::Removed {
+                        app: app.clone(),
+                        channel: channel.clone(),
+                        user_id: user.clone(),
+                    });
                 }
             }
         }
-        (dead, events)
+        events
     }
 }
 

@@ -86,6 +86,9 @@ pub enum Body {
     },
     /// REST terminate_connections: every node closes that user's signed-in connections.
     Terminate { user_id: String },
+    /// The origin is gone (a loop that died, said by its supervisor): its members leave now
+    /// rather than when it falls silent for `node_timeout_secs`.
+    Gone,
 }
 
 /// A channel list sent as an array, or as one name.

@@ -39,7 +39,7 @@ impl Which {
 
 pub(super) struct Conn {
     pub(super) token: Token,
-    pub(super) stream: Option<TcpStream>,
+    pub(super) stream: Option<Stream>,
     /// The TLS session over `stream` (`rediss://`).
     pub(super) tls: Option<Box<rustls::ClientConnection>>,
     pub(super) connected: bool,
@@ -120,13 +120,11 @@ impl Conn {
             Ok(Some(e)) | Err(e) => return Err(format!("connect failed: {e}")),
             Ok(None) => {}
         }
-        match s.peer_addr() {
-            Ok(_) => {
-                let _ = s.set_nodelay(true);
-                self.connected = true;
-                Ok(true)
+        match s.is_connected() {
+            Ok(connected) => {
+                self.connected = connected;
+                Ok(connected)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
             Err(e) => Err(format!("connect failed: {e}")),
         }
     }

@@ -38,6 +38,7 @@
 
 mod conn;
 mod replies;
+mod stream;
 mod types;
 mod url;
 
@@ -51,7 +52,8 @@ use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
-pub use types::{LinkError, LinkEvent, LinkOptions, LinkStats, LinkStatus};
+use stream::Stream;
+pub use types::{BusEnds, LinkError, LinkEvent, LinkOptions, LinkStats, LinkStatus};
 pub use url::RedisUrl;
 
 /// Error text of replies to commands that could not be sent or answered.
@@ -475,7 +477,12 @@ impl RedisLink {
         debug!("redis link: connecting to {addr} ({})", self.url.redacted());
         for which in [Which::Sub, Which::Cmd] {
             let token = self.conn_mut(which).token;
-            let mut stream = match TcpStream::connect(addr) {
+            let made = match self.opts.bus.as_mut().and_then(|b| b.take(which)) {
+                // SAFETY: the bus's descriptors were handed to this link alone (`LinkOptions`).
+                Some(fd) => unsafe { Stream::from_socketpair(fd) },
+                None => TcpStream::connect(addr).map(Stream::Tcp),
+            };
+            let mut stream = match made {
                 Ok(s) => s,
                 Err(e) => {
                     self.fail(registry, now, format!("connect to {addr} failed: {e}"));
@@ -631,6 +638,8 @@ impl RedisLink {
                 "redis link up again ({}) after {down_for:.1?} down; cluster delivery resumed",
                 self.url.redacted()
             );
+        } else if self.opts.bus.is_some() {
+            debug!("local bus link up");
         } else {
             info!("redis link up ({})", self.url.redacted());
         }

@@ -51,6 +51,25 @@ pub struct LinkOptions {
     /// `rediss://`: a PEM file of CA certificates to trust, besides the system's bundle (for a
     /// Redis with a private CA).
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// The local bus of a process with several loops instead of a Redis server: the loop's
+    /// ends of its two socketpairs, used once (`loops/bus.rs`).
+    pub bus: Option<BusEnds>,
+}
+
+/// A loop's ends of the two socketpairs to the local bus (subscriber, commands).
+#[derive(Debug, Clone, Copy)]
+pub struct BusEnds {
+    pub sub: Option<std::os::fd::RawFd>,
+    pub cmd: Option<std::os::fd::RawFd>,
+}
+
+impl BusEnds {
+    pub(super) fn take(&mut self, which: super::conn::Which) -> Option<std::os::fd::RawFd> {
+        match which {
+            super::conn::Which::Sub => self.sub.take(),
+            super::conn::Which::Cmd => self.cmd.take(),
+        }
+    }
 }
 
 impl Default for LinkOptions {
@@ -66,6 +85,7 @@ impl Default for LinkOptions {
             limits,
             max_reply_bytes: limits.max_bulk + (1 << 20),
             tls_ca_file: None,
+            bus: None,
         }
     }
 }

@@ -1,0 +1,322 @@
+//! The local bus of a process with several loops: what Redis is to the nodes of a cluster, the
+//! supervisor is to its loops. Each loop's Redis link talks to it over two socketpairs made
+//! before the fork (subscriber, commands), in the same protocol, so the cluster layer
+//! (channels, presence, counts, rate shares, numbered history) works unchanged between loops:
+//! a publication is written to each sibling once, whatever its number of subscribers.
+//!
+//! The bus owns the connections, the subscriptions and the keys (`store.rs`). It never blocks:
+//! a loop that stops reading is cut off past [`MAX_UNSENT`] (it then exits and is replaced).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use log::{debug, warn};
+use mio::net::UnixStream;
+use mio::{Interest, Registry, Token};
+use slab::Slab;
+
+use super::store::{Publish, Store};
+use crate::scaling::resp::{self, Decoder, Limits, Reply};
+
+/// Bytes waiting for one loop at most; past this the loop is taken for stuck.
+const MAX_UNSENT: usize = 256 << 20;
+/// Bytes read from one connection per readiness event before the others get a turn.
+const READ_BUDGET: usize = 256 << 10;
+const READ_CHUNK: usize = 64 << 10;
+
+struct BusConn {
+    stream: UnixStream,
+    /// The loop this connection belongs to.
+    owner: usize,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    decoder: Decoder,
+    subscribed: Vec<Vec<u8>>,
+}
+
+pub struct Bus {
+    token_base: usize,
+    conns: Slab<BusConn>,
+    /// Channel → subscribed connections.
+    channels: HashMap<Vec<u8>, Vec<usize>>,
+    store: Store,
+    /// Connections with bytes to write this turn.
+    dirty: Vec<usize>,
+}
+
+/// Why a connection closed, for the supervisor (which loop lost its bus).
+pub struct Closed {
+    pub owner: usize,
+}
+
+impl Bus {
+    pub fn new(token_base: usize) -> Bus {
+        Bus {
+            token_base,
+            conns: Slab::new(),
+            channels: HashMap::new(),
+            store: Store::default(),
+            dirty: Vec::new(),
+        }
+    }
+
+    /// Serves the supervisor's end of a socketpair for loop `owner`.
+    pub fn add(
+        &mut self,
+        registry: &Registry,
+        mut stream: UnixStream,
+        owner: usize,
+    ) -> io::Result<()> {
+        let entry = self.conns.vacant_entry();
+        let token = Token(self.token_base + entry.key());
+        registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        entry.insert(BusConn {
+            stream,
+            owner,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            decoder: Decoder::new(Limits::default()),
+            subscribed: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Closes every connection of loop `owner` (it died).
+    pub fn drop_owner(&mut self, registry: &Registry, owner: usize) {
+        let keys: Vec<usize> = (self.conns.iter())
+            .filter(|(_, c)| c.owner == owner)
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            self.close(registry, key);
+        }
+    }
+
+    /// The connections' descriptors: a freshly forked loop closes its copies of its siblings'.
+    pub fn raw_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.conns
+            .iter()
+            .map(|(_, c)| c.stream.as_raw_fd())
+            .collect()
+    }
+
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// A readiness event: reads and answers what the connection sent. Returns the loop whose
+    /// connection closed, if it did.
+    pub fn on_ready(&mut self, registry: &Registry, token: Token, now: Instant) -> Option<Closed> {
+        let key = token.0.checked_sub(self.token_base)?;
+        let result = self.read(key, now);
+        if let Err(why) = result {
+            let owner = self.conns.get(key)?.owner;
+            debug!("local bus: loop {owner}'s connection closed: {why}");
+            self.close(registry, key);
+            return Some(Closed { owner });
+        }
+        self.dirty.push(key);
+        None
+    }
+
+    fn read(&mut self, key: usize, now: Instant) -> Result<(), String> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut taken = 0;
+        while taken < READ_BUDGET {
+            let Some(c) = self.conns.get_mut(key) else {
+                return Ok(());
+            };
+            match c.stream.read(&mut chunk) {
+                Ok(0) => return Err("end of stream".into()),
+                Ok(n) => {
+                    taken += n;
+                    c.rbuf.extend_from_slice(&chunk[..n]);
+                    self.serve(key, now)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every complete command in the connection's buffer.
+    fn serve(&mut self, key: usize, now: Instant) -> Result<(), String> {
+        let unix_secs = crate::time::unix_ms() / 1000;
+        let mut start = 0;
+        loop {
+            let Some(c) = self.conns.get_mut(key) else {
+                return Ok(());
+            };
+            let (command, used) = match c.decoder.decode(&c.rbuf[start..]) {
+                Ok(Some(done)) => done,
+                Ok(None) => break,
+                Err(e) => return Err(format!("protocol error: {e}")),
+            };
+            start += used;
+            let Some(mut args) = arguments(command) else {
+                return Err("a command that is not an array of strings".into());
+            };
+            if let Some(name) = args.first_mut() {
+                name.make_ascii_uppercase();
+            }
+            self.command(key, &args, now, unix_secs);
+        }
+        if let Some(c) = self.conns.get_mut(key) {
+            c.rbuf.drain(..start);
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, key: usize, args: &[Vec<u8>], now: Instant, unix_secs: u64) {
+        let reply = match args.first().map(Vec::as_slice) {
+            Some(b"PING") => self.ping(key),
+            Some(b"SUBSCRIBE") => return self.subscribe(key, &args[1..]),
+            Some(b"PUBLISH") => match args {
+                [_, channel, payload] => Reply::Integer(self.publish(channel, payload)),
+                _ => Reply::Error("ERR wrong number of arguments for 'publish' command".into()),
+            },
+            _ => {
+                let mut published = Vec::new();
+                let reply = self.store.run(args, now, unix_secs, &mut published);
+                for Publish { channel, payload } in published {
+                    self.publish(&channel, &payload);
+                }
+                reply
+            }
+        };
+        self.reply(key, &reply);
+    }
+
+    fn ping(&self, key: usize) -> Reply {
+        match self.conns.get(key) {
+            // A subscribed connection answers as Redis does in that mode.
+            Some(c) if !c.subscribed.is_empty() => {
+                Reply::Array(vec![Reply::Bulk(b"pong".to_vec()), Reply::Bulk(Vec::new())])
+            }
+            _ => Reply::Status(b"PONG".to_vec()),
+        }
+    }
+
+    fn subscribe(&mut self, key: usize, channels: &[Vec<u8>]) {
+        for channel in channels {
+            let Some(c) = self.conns.get_mut(key) else {
+                return;
+            };
+            if !c.subscribed.contains(channel) {
+                c.subscribed.push(channel.clone());
+                self.channels.entry(channel.clone()).or_default().push(key);
+            }
+            let count = self.conns.get(key).map_or(0, |c| c.subscribed.len());
+            let confirm = Reply::Array(vec![
+                Reply::Bulk(b"subscribe".to_vec()),
+                Reply::Bulk(channel.clone()),
+                Reply::Integer(i64::try_from(count).unwrap_or(i64::MAX)),
+            ]);
+            self.reply(key, &confirm);
+        }
+    }
+
+    /// Writes a message to every subscriber of `channel` (the publishing loop's included, as
+    /// Redis does); returns how many.
+    pub fn publish(&mut self, channel: &[u8], payload: &[u8]) -> i64 {
+        let Some(subs) = self.channels.get(channel) else {
+            return 0;
+        };
+        let mut head = Vec::with_capacity(32 + channel.len());
+        head.extend_from_slice(b"*3\r\n$7\r\nmessage\r\n");
+        resp::encode_reply(&mut head, &Reply::Bulk(channel.to_vec()));
+        let len = format!("${}\r\n", payload.len());
+        for &key in subs {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.wbuf.extend_from_slice(&head);
+                c.wbuf.extend_from_slice(len.as_bytes());
+                c.wbuf.extend_from_slice(payload);
+                c.wbuf.extend_from_slice(b"\r\n");
+                self.dirty.push(key);
+            }
+        }
+        i64::try_from(subs.len()).unwrap_or(i64::MAX)
+    }
+
+    fn reply(&mut self, key: usize, reply: &Reply) {
+        if let Some(c) = self.conns.get_mut(key) {
+            resp::encode_reply(&mut c.wbuf, reply);
+        }
+    }
+
+    /// Writes what this turn queued; a loop that has let [`MAX_UNSENT`] pile up is cut off.
+    /// Returns the loops whose connection closed.
+    pub fn flush(&mut self, registry: &Registry) -> Vec<Closed> {
+        let mut closed = Vec::new();
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for key in dirty {
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let failed = match write_out(c) {
+                Ok(()) if c.wbuf.len() > MAX_UNSENT => {
+                    Some(format!("it left {} bytes unread", c.wbuf.len()))
+                }
+                Ok(()) => None,
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(why) = failed {
+                let owner = c.owner;
+                warn!("local bus: cutting off loop {owner}: {why}");
+                self.close(registry, key);
+                closed.push(Closed { owner });
+            }
+        }
+        closed
+    }
+
+    fn close(&mut self, registry: &Registry, key: usize) {
+        let Some(mut c) = self.conns.try_remove(key) else {
+            return;
+        };
+        let _ = registry.deregister(&mut c.stream);
+        for channel in c.subscribed {
+            if let Some(subs) = self.channels.get_mut(&channel) {
+                subs.retain(|&k| k != key);
+                if subs.is_empty() {
+                    self.channels.remove(&channel);
+                }
+            }
+        }
+    }
+}
+
+fn write_out(c: &mut BusConn) -> io::Result<()> {
+    let mut done = 0;
+    while done < c.wbuf.len() {
+        match c.stream.write(&c.wbuf[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    c.wbuf.drain(..done);
+    Ok(())
+}
+
+/// A command's arguments: an array of bulk strings.
+fn arguments(command: Reply) -> Option<Vec<Vec<u8>>> {
+    let Reply::Array(items) = command else {
+        return None;
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            Reply::Bulk(b) => Some(b),
+            _ => None,
+        })
+        .collect()
+}

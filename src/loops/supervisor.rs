@@ -1,0 +1,354 @@
+//! The supervisor's loop: the local bus, the signals, the loops' lives and deaths.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+use signal_hook_mio::v1_0::Signals;
+
+use super::bus::Bus;
+use crate::config::{Config, Sources};
+use crate::fifo::Fifo;
+use crate::server::{Exit, Handoff, StartError};
+
+const SIGNALS: Token = Token(0);
+const BUS_TOKENS: usize = 1;
+/// A loop that dies this soon after it started is restarted after a growing pause, so a loop
+/// that cannot start does not make the supervisor fork without end.
+const QUICK_DEATH: Duration = Duration::from_secs(5);
+const MAX_PAUSE: Duration = Duration::from_secs(10);
+
+/// One loop's process.
+pub(super) struct Slot {
+    pub(super) pid: Option<Pid>,
+    pub(super) started: Instant,
+    pub(super) start_at: Option<Instant>,
+    pub(super) quick_deaths: u32,
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Phase {
+    Serving,
+    Stopping,
+    Restarting,
+}
+
+pub struct Supervisor {
+    pub(super) poll: Poll,
+    /// `None` only in a freshly forked loop, which drops the supervisor's handlers.
+    pub(super) signals: Option<Signals>,
+    pub(super) bus: Bus,
+    pub(super) sources: Sources,
+    pub(super) cfg: Config,
+    pub(super) listener: std::net::TcpListener,
+    pub(super) fifo: Option<Fifo>,
+    /// A memory file the first loop writes the channel history into on a restart.
+    pub(super) history: File,
+    pub(super) slots: Vec<Slot>,
+    /// The configured (or generated) node id the loops' names are made from.
+    pub(super) node_base: String,
+    pub(super) board: crate::board::Board,
+    phase: Phase,
+    watchdog: Option<(Duration, Instant)>,
+}
+
+impl Supervisor {
+    /// Binds (or takes over) the listener and opens the FIFO, as a single loop would.
+    pub fn bind(sources: Sources, cfg: Config) -> Result<Supervisor, StartError> {
+        let listener = match crate::listener::activated()? {
+            Some(l) => l,
+            None => crate::listener::bind(&cfg)?,
+        };
+        // What would stop every loop from starting is said once, here, before any fork.
+        if let (Some(cert), Some(key)) = (&cfg.tls.cert, &cfg.tls.key) {
+            crate::tls::load(cert, key)?;
+        }
+        let fifo = Fifo::open_or_adopt(&cfg.fifo, cfg.fifo_mode_bits().unwrap_or(0o660))?;
+        let poll = Poll::new().map_err(StartError::Poll)?;
+        let mut signals =
+            Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR2, SIGCHLD]).map_err(StartError::Poll)?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(StartError::Poll)?;
+        let history = nix::sys::memfd::memfd_create(
+            c"ferrocast-loops-history",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        )
+        .map_err(|e| StartError::Poll(e.into()))?;
+        let node_base = match cfg.scaling.node_id.as_str() {
+            "" => crate::identity::node_id(),
+            id => id.to_string(),
+        };
+        let count = cfg.loops.resolve();
+        let board = crate::board::Board::new(count).map_err(StartError::Poll)?;
+        let now = Instant::now();
+        Ok(Supervisor {
+            poll,
+            signals: Some(signals),
+            bus: Bus::new(BUS_TOKENS),
+            sources,
+            cfg,
+            listener: std::net::TcpListener::from(listener),
+            fifo: Some(fifo),
+            history: File::from(history),
+            slots: (0..count)
+                .map(|_| Slot {
+                    pid: None,
+                    started: now,
+                    start_at: Some(now),
+                    quick_deaths: 0,
+                })
+                .collect(),
+            node_base,
+            board,
+            phase: Phase::Serving,
+            watchdog: crate::systemd::watchdog_interval().map(|d| (d / 2, now)),
+        })
+    }
+
+    /// Runs the loops until SIGTERM/SIGINT (or SIGUSR2) and their drains finish.
+    pub fn run(mut self) -> io::Result<Exit> {
+        self.start_due();
+        let addr = self.listener.local_addr()?;
+        let fifo = self.fifo.as_ref().map(|f| f.path().display().to_string());
+        info!(
+            "ferrocast {} supervising {} loops on {addr}{}, FIFO {}",
+            env!("CARGO_PKG_VERSION"),
+            self.slots.len(),
+            self.cfg.prefix(),
+            fifo.unwrap_or_default()
+        );
+        // The listener is bound: connections wait in its backlog until a loop accepts them.
+        if let Err(e) = crate::systemd::ready(&format!("serving on {addr}")) {
+            warn!("cannot notify systemd: {e}");
+        }
+        let mut events = Events::with_capacity(256);
+        let mut last_second = Instant::now();
+        while self.phase == Phase::Serving || self.slots.iter().any(|s| s.pid.is_some()) {
+            match self.poll.poll(&mut events, Some(self.timeout())) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for event in events.iter() {
+                self.dispatch(event.token());
+            }
+            for closed in self.bus.flush(self.poll.registry()) {
+                self.cut_off(closed.owner);
+            }
+            self.start_due();
+            if last_second.elapsed() >= Duration::from_secs(1) {
+                last_second = Instant::now();
+                self.once_a_second();
+            }
+        }
+        self.finish()
+    }
+
+    fn timeout(&self) -> Duration {
+        let now = Instant::now();
+        let next = self.slots.iter().filter_map(|s| s.start_at).min();
+        next.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
+            .min(Duration::from_secs(1))
+    }
+
+    fn dispatch(&mut self, token: Token) {
+        if token == SIGNALS {
+            return self.handle_signals();
+        }
+        let registry = self.poll.registry();
+        if let Some(closed) = self.bus.on_ready(registry, token, Instant::now()) {
+            self.cut_off(closed.owner);
+        }
+    }
+
+    /// A loop whose bus connection broke cannot share channels: it goes, and another comes.
+    fn cut_off(&mut self, index: usize) {
+        if let Some(pid) = self.slots.get(index).and_then(|s| s.pid) {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    }
+
+    fn once_a_second(&mut self) {
+        self.bus.store_mut().sweep(Instant::now());
+        self.check_fifo();
+        if let Some((every, last)) = self.watchdog
+            && last.elapsed() >= every
+        {
+            let _ = crate::systemd::watchdog();
+            self.watchdog = Some((every, Instant::now()));
+        }
+    }
+
+    /// Re-creates the FIFO if someone removed or replaced it; the loop that reads it follows.
+    fn check_fifo(&mut self) {
+        let Some(fifo) = self.fifo.as_ref().filter(|f| f.is_detached()) else {
+            return;
+        };
+        match fifo.reopen() {
+            Ok(new) => {
+                warn!(
+                    "FIFO {} was removed or replaced; re-created it",
+                    new.path().display()
+                );
+                self.fifo = Some(new);
+            }
+            Err(e) => error!(
+                "FIFO {} is gone and cannot be re-created: {e}",
+                fifo.path().display()
+            ),
+        }
+    }
+
+    fn handle_signals(&mut self) {
+        let pending: Vec<i32> = match self.signals.as_mut() {
+            Some(s) => s.pending().collect(),
+            None => Vec::new(),
+        };
+        for signal in pending {
+            match signal {
+                SIGCHLD => self.reap(),
+                SIGHUP => {
+                    info!("received SIGHUP: the loops reload the configuration");
+                    let _ = crate::systemd::reloading();
+                    self.forward(Signal::SIGHUP);
+                    let _ = crate::systemd::ready("configuration reloaded");
+                }
+                SIGTERM | SIGINT | SIGUSR2 => self.stop(signal),
+                _ => {}
+            }
+        }
+    }
+
+    fn stop(&mut self, signal: i32) {
+        if self.phase != Phase::Serving {
+            return;
+        }
+        let (phase, forward) = match signal {
+            SIGUSR2 => (Phase::Restarting, Signal::SIGUSR2),
+            SIGINT => (Phase::Stopping, Signal::SIGINT),
+            _ => (Phase::Stopping, Signal::SIGTERM),
+        };
+        info!("received {forward}: the loops drain their connections");
+        let _ = crate::systemd::stopping();
+        self.phase = phase;
+        for slot in &mut self.slots {
+            slot.start_at = None;
+        }
+        self.forward(forward);
+    }
+
+    fn forward(&self, signal: Signal) {
+        for pid in self.slots.iter().filter_map(|s| s.pid) {
+            let _ = kill(pid, signal);
+        }
+    }
+
+    /// Collects every loop that ended; one that died while serving is replaced.
+    fn reap(&mut self) {
+        loop {
+            let (pid, how) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, format!("exited with {code}")),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, format!("was killed by {sig}")),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            let Some(index) = self.slots.iter().position(|s| s.pid == Some(pid)) else {
+                continue;
+            };
+            self.slots[index].pid = None;
+            self.board.clear(index);
+            let registry = self.poll.registry();
+            self.bus.drop_owner(registry, index);
+            if self.phase == Phase::Serving {
+                warn!("loop {index} (pid {pid}) {how}; its clients reconnect to the others");
+                self.forget(index);
+                self.schedule(index);
+            }
+        }
+    }
+
+    /// The dead loop leaves the other loops' view at once: its members are announced as
+    /// removed (once, by the loops that hold their channels), its counts go.
+    fn forget(&mut self, index: usize) {
+        if self.cfg.scaling.driver == "redis" {
+            return; // the loop's state in Redis is replaced by its successor's (same node id)
+        }
+        let node = super::node_id(&self.cfg, &self.node_base, index);
+        let prefix = &self.cfg.scaling.prefix;
+        let store = self.bus.store_mut();
+        store.remove(format!("{prefix}:node:{node}").as_bytes());
+        store.remove_member(format!("{prefix}:nodes").as_bytes(), node.as_bytes());
+        let gone = serde_json::json!({ "node": node, "kind": "gone" }).to_string();
+        let channel = format!("{prefix}#broadcast");
+        self.bus.publish(channel.as_bytes(), gone.as_bytes());
+    }
+
+    fn schedule(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        let now = Instant::now();
+        if now.saturating_duration_since(slot.started) < QUICK_DEATH {
+            slot.quick_deaths = slot.quick_deaths.saturating_add(1);
+        } else {
+            slot.quick_deaths = 0;
+        }
+        let pause = Duration::from_millis(100)
+            .saturating_mul(1 << slot.quick_deaths.min(10))
+            .min(MAX_PAUSE);
+        let pause = if slot.quick_deaths == 0 {
+            Duration::ZERO
+        } else {
+            pause
+        };
+        slot.start_at = Some(now + pause);
+    }
+
+    /// Forks the loops whose time has come.
+    fn start_due(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.slots.len() {
+            if self.phase == Phase::Serving && self.slots[index].start_at.is_some_and(|t| t <= now)
+            {
+                self.slots[index].start_at = None;
+                self.slots[index].started = now;
+                if let Err(e) = self.spawn(index) {
+                    error!("cannot start loop {index}: {e}");
+                    self.schedule(index);
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> io::Result<Exit> {
+        let Some(fifo) = self.fifo.take() else {
+            return Ok(Exit::Stopped);
+        };
+        if self.phase == Phase::Restarting {
+            info!("restarting in place");
+            let history = read_history(&self.history)?;
+            return Ok(Exit::Restart(Handoff {
+                listener: self.listener.into(),
+                fifo: fifo.into_fd()?,
+                history,
+            }));
+        }
+        fifo.remove();
+        info!("ferrocast stopped");
+        Ok(Exit::Stopped)
+    }
+}
+
+/// The history the first loop wrote before a restart (empty when it wrote none).
+fn read_history(file: &File) -> io::Result<Vec<u8>> {
+    let len = usize::try_from(file.metadata()?.len()).map_err(io::Error::other)?;
+    let mut bytes = vec![0; len];
+    file.read_exact_at(&mut bytes, 0)?;
+    Ok(bytes)
+}

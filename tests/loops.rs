@@ -1,0 +1,218 @@
+//! Several loops in one service (`--loops 2`), black-box: the supervisor forks two loop
+//! processes sharing the port; clients land on either. Which loop a client is on shows in its
+//! socket id (each loop process has its own first half).
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{Client, Event, Server, Value, json, wait_until};
+use hmac::{Hmac, KeyInit, Mac};
+use nix::sys::signal::Signal;
+use sha2::Sha256;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn start() -> Server {
+    Server::start(&["--loops", "2"], &[])
+}
+
+/// A Pusher client of the default app: the client and its socket id.
+fn pusher(s: &Server) -> (Client, String) {
+    let mut c = s.ws("/app/app-key?protocol=7&client=rust-test&version=1.0");
+    let first = c.recv_json(WAIT);
+    assert_eq!(first["event"], "pusher:connection_established", "{first}");
+    let data: Value = serde_json::from_str(first["data"].as_str().unwrap()).unwrap();
+    (c, data["socket_id"].as_str().unwrap().to_string())
+}
+
+/// The loop a socket id belongs to.
+fn loop_of(socket_id: &str) -> String {
+    socket_id.split('.').next().unwrap().to_string()
+}
+
+/// Clients until both loops have at least `each`; every client is returned, with its socket id.
+fn on_both_loops(s: &Server, each: usize) -> Vec<(Client, String)> {
+    let mut clients = Vec::new();
+    for _ in 0..400 {
+        clients.push(pusher(s));
+        let loops: HashSet<String> = clients.iter().map(|(_, id)| loop_of(id)).collect();
+        let least = loops
+            .iter()
+            .map(|l| clients.iter().filter(|(_, id)| loop_of(id) == *l).count())
+            .min()
+            .unwrap_or(0);
+        if loops.len() == 2 && least >= each {
+            return clients;
+        }
+    }
+    panic!("400 connections all landed on one loop");
+}
+
+fn subscribe(c: &mut Client, channel: &str, auth: Option<(&str, &str)>) {
+    let mut data = json!({ "channel": channel });
+    if let Some((auth, channel_data)) = auth {
+        data["auth"] = json!(auth);
+        data["channel_data"] = json!(channel_data);
+    }
+    c.send_json(&json!({"event": "pusher:subscribe", "data": data}));
+    let got = next_event(c, "pusher_internal:subscription_succeeded");
+    assert_eq!(got["channel"], channel, "{got}");
+}
+
+/// The next frame with this event name (others, like member_added, are skipped).
+fn next_event(c: &mut Client, event: &str) -> Value {
+    for _ in 0..50 {
+        let v = c.recv_json(WAIT);
+        if v["event"] == event {
+            return v;
+        }
+    }
+    panic!("no {event}");
+}
+
+fn presence_auth(socket_id: &str, channel: &str, user: &str) -> (String, String) {
+    let channel_data = json!({ "user_id": user }).to_string();
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(b"app-secret").unwrap();
+    mac.update(format!("{socket_id}:{channel}:{channel_data}").as_bytes());
+    let sig = hex::encode(mac.finalize().into_bytes());
+    (format!("app-key:{sig}"), channel_data)
+}
+
+/// Every text frame that arrives within `quiet` of the last one.
+fn drain(c: &mut Client, quiet: Duration) -> Vec<Value> {
+    let mut got = Vec::new();
+    while let Event::Text(t) = c.next_event(quiet) {
+        got.push(serde_json::from_str(&t).unwrap());
+    }
+    got
+}
+
+#[test]
+fn every_publication_reaches_every_loop_once() {
+    let s = start();
+    let mut clients = on_both_loops(&s, 2);
+    for (c, _) in clients.iter_mut() {
+        subscribe(c, "news", None);
+    }
+    for i in 0..10 {
+        s.publish_json(&json!({"channel": "news", "event": "fifo", "data": {"i": i}}));
+        s.rest_event(&json!({"name": "rest", "channel": "news", "data": i.to_string()}));
+    }
+    for (c, l) in clients.iter_mut() {
+        let mut fifo = Vec::new();
+        let mut rest = Vec::new();
+        while fifo.len() < 10 || rest.len() < 10 {
+            let v = c.recv_json(WAIT);
+            match v["event"].as_str() {
+                Some("fifo") => fifo.push(v),
+                Some("rest") => rest.push(v),
+                _ => {}
+            }
+        }
+        let extra = drain(c, Duration::from_millis(500));
+        assert!(extra.is_empty(), "{l}: more than once: {extra:?}");
+    }
+}
+
+#[test]
+fn presence_spans_the_loops_and_a_killed_loop_is_replaced() {
+    let s = start();
+    let clients = on_both_loops(&s, 1);
+    let mut by_loop: Vec<(Client, String)> = Vec::new();
+    for (c, id) in clients {
+        if !by_loop.iter().any(|(_, m)| loop_of(m) == loop_of(&id)) {
+            by_loop.push((c, id));
+        }
+    }
+    let (mut b, b_id) = by_loop.pop().unwrap();
+    let (mut a, a_id) = by_loop.pop().unwrap();
+    let b_loop = loop_of(&b_id);
+    let ch = "presence-room";
+    let (auth, data) = presence_auth(&a_id, ch, "alice");
+    subscribe(&mut a, ch, Some((&auth, &data)));
+    let (auth, data) = presence_auth(&b_id, ch, "bob");
+    subscribe(&mut b, ch, Some((&auth, &data)));
+    let added = next_event(&mut a, "pusher_internal:member_added");
+    assert!(added["data"].as_str().unwrap().contains("bob"), "{added}");
+    // Kill -9 the loop that holds bob.
+    let pid = loop_pid(&s, &b_loop);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let removed = next_event(&mut a, "pusher_internal:member_removed");
+    assert!(
+        removed["data"].as_str().unwrap().contains("bob"),
+        "{removed}"
+    );
+    let again = drain(&mut a, Duration::from_millis(1500));
+    assert!(
+        !again
+            .iter()
+            .any(|v| v["event"] == "pusher_internal:member_removed"),
+        "removed once: {again:?}"
+    );
+    assert!(matches!(
+        b.next_event(WAIT),
+        Event::Close(_) | Event::Gone(_)
+    ));
+    // Another loop takes its place, and serves.
+    assert!(
+        wait_until(WAIT, || loop_pids(&s).len() == 2
+            && !loop_pids(&s).contains(&pid)),
+        "the dead loop was not replaced: {:?}",
+        loop_pids(&s)
+    );
+    let _ = on_both_loops(&s, 1);
+}
+
+fn loop_pids(s: &Server) -> Vec<i32> {
+    let path = format!("/proc/{0}/task/{0}/children", s.pid());
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The pid of the loop whose socket ids start with `prefix` (each loop logs both at start).
+fn loop_pid(s: &Server, prefix: &str) -> i32 {
+    for pid in loop_pids(s) {
+        let line = format!("(pid {pid}) gives socket ids {prefix}.");
+        if s.logs().iter().any(|l| l.contains(&line)) {
+            return pid;
+        }
+    }
+    panic!("no loop with socket ids {prefix}: {:?}", s.logs());
+}
+
+#[test]
+fn metrics_and_up_count_the_whole_process() {
+    let s = start();
+    let clients = on_both_loops(&s, 2);
+    let n = clients.len() as u64;
+    assert!(
+        wait_until(WAIT, || s.metric("connections") == n),
+        "metrics connections {} != {n}",
+        s.metric("connections")
+    );
+    let up: Value = serde_json::from_slice(&s.get("/up").body).unwrap();
+    assert_eq!(up["connections"], n, "{up}");
+    assert_eq!(up["loops"], 2, "{up}");
+}
+
+#[test]
+fn sigterm_stops_every_loop_and_removes_the_fifo() {
+    let mut s = start();
+    let _clients = on_both_loops(&s, 1);
+    let pids = loop_pids(&s);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    s.signal(Signal::SIGTERM);
+    assert!(s.wait_exit(WAIT).success());
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "loop {pid} left"
+        );
+    }
+    assert!(!s.fifo().exists());
+}
