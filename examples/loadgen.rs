@@ -30,7 +30,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::thread;
@@ -98,6 +98,11 @@ struct Common {
     /// Receiving threads, each with its own mio loop and share of the connections.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Take a message's arrival time from the kernel (SO_TIMESTAMPNS: when it reached the
+    /// subscriber's socket) instead of from when this process read it. One process reading a
+    /// thousand sockets in turn adds its own queueing to the latency; a thousand browsers do not.
+    #[arg(long)]
+    kernel_rx: bool,
     /// Handshakes in flight at once during setup (all threads together).
     #[arg(long, default_value_t = 256)]
     max_pending: usize,
@@ -221,6 +226,56 @@ enum Kind {
 // ------------------------------------------------------------------------------------------------
 // Small utilities
 // ------------------------------------------------------------------------------------------------
+
+/// `read` with the kernel's arrival time of the data (`SO_TIMESTAMPNS`), on the monotonic
+/// clock the payload timestamps use.
+fn read_stamped(fd: std::os::fd::RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 16];
+    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: as above.
+    let n = unsafe { libc::recvmsg(fd, &raw mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut stamp = None;
+    // SAFETY: walking the control messages the kernel wrote into `control`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let t: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                let real = t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
+                stamp = Some(real.saturating_sub(realtime_offset_ns()));
+            }
+            c = libc::CMSG_NXTHDR(&raw const msg, c);
+        }
+    }
+    Ok((n as usize, stamp))
+}
+
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC, measured once.
+fn realtime_offset_ns() -> u64 {
+    static OFFSET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid pointer to a timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+        let real = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        real.saturating_sub(now_ns())
+    })
+}
 
 fn now_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -569,6 +624,8 @@ struct WorkerCfg {
     connect_timeout_ns: u64,
     /// Offer permessage-deflate.
     deflate: bool,
+    /// Arrival times from the kernel (`--kernel-rx`).
+    kernel_rx: bool,
     shared: Arc<Shared>,
     counters: Arc<Counters>,
 }
@@ -1020,6 +1077,20 @@ impl Worker {
         self.r.opened += 1;
         let target = global % self.cfg.addrs.len();
         let mut stream = match open_socket(src, self.cfg.addrs[target]) {
+            Ok(s) if self.cfg.kernel_rx => {
+                let one: libc::c_int = 1;
+                // SAFETY: a valid socket and option value.
+                unsafe {
+                    libc::setsockopt(
+                        s.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_TIMESTAMPNS,
+                        (&raw const one).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    );
+                }
+                s
+            }
             Ok(s) => s,
             Err(e) => {
                 self.fail_note("socket/connect", e.to_string());
@@ -1539,11 +1610,16 @@ impl Worker {
 
     fn read_all(&mut self, conn: &mut Conn, scratch: &mut [u8]) -> Flow {
         loop {
-            match conn.stream.read(scratch) {
-                Ok(0) => return self.on_eof(conn),
-                Ok(n) => {
+            let read = if self.cfg.kernel_rx {
+                read_stamped(conn.stream.as_raw_fd(), scratch)
+            } else {
+                conn.stream.read(scratch).map(|n| (n, None))
+            };
+            match read {
+                Ok((0, _)) => return self.on_eof(conn),
+                Ok((n, stamp)) => {
                     self.r.wire_bytes += n as u64;
-                    let now = now_ns();
+                    let now = stamp.unwrap_or_else(now_ns);
                     let (used, flow) = if conn.inb.is_empty() {
                         let (used, flow) = self.process(conn, &scratch[..n], now);
                         if used < n && matches!(flow, Flow::Keep) {
@@ -1795,7 +1871,6 @@ impl FifoPublisher {
         // Blocking writes from here on: the publisher thread does nothing else.
         // SAFETY: fcntl on a descriptor we own.
         unsafe {
-            use std::os::fd::AsRawFd;
             let fd = file.as_raw_fd();
             let fl = libc::fcntl(fd, libc::F_GETFL);
             libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
@@ -2674,6 +2749,7 @@ impl Run {
                 bitmap,
                 connect_timeout_ns: (common.connect_timeout * 1e9) as u64,
                 deflate: common.deflate,
+                kernel_rx: common.kernel_rx,
                 shared: shared.clone(),
                 counters: c,
             };

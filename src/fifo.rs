@@ -77,6 +77,9 @@ impl Handle {
     }
 }
 
+/// Attempts to open a user's FIFO that loops share, while another removes it.
+const SHARED_OPEN_TRIES: usize = 50;
+
 impl Fifo {
     /// Opens the FIFO a supervisor created and locked (it re-created it after someone removed
     /// it), for the loop that reads it.
@@ -107,6 +110,53 @@ impl Fifo {
 
     /// Creates the FIFO if absent (with `mode`), opens it and takes the server lock.
     pub fn open(path: &Path, mode: u32) -> Result<Fifo, FifoError> {
+        Fifo::open_with(path, mode, FlockArg::LockExclusiveNonblock)
+    }
+
+    /// A user's FIFO that the loops of one process may read together (each line goes to one
+    /// of them): opened under a shared lock, so [`Fifo::remove_if_last`] can tell when no loop
+    /// reads it any more. One that another loop is removing is opened afresh.
+    pub fn open_shared_reader(path: &Path, mode: u32) -> Result<Fifo, FifoError> {
+        let mut last = None;
+        for _ in 0..SHARED_OPEN_TRIES {
+            match Fifo::open_with(path, mode, FlockArg::LockSharedNonblock) {
+                // Removed between our open and our lock: read the one that replaces it.
+                Ok(f) if f.is_detached() => {
+                    last = Some(FifoError::AlreadyServed { path: path.into() })
+                }
+                Ok(f) => return Ok(f),
+                // Being removed by the last loop that read it (it holds the lock a moment).
+                Err(e @ FifoError::AlreadyServed { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(FifoError::AlreadyServed { path: path.into() }))
+    }
+
+    /// Closes a FIFO opened with [`Fifo::open_shared_reader`], and removes it when no other
+    /// loop reads it (the lock says so).
+    pub fn remove_if_last(self) {
+        let (path, dev_ino) = (self.path.clone(), self.dev_ino);
+        drop(self);
+        let Ok(file) = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+        else {
+            return;
+        };
+        // Another loop's new FIFO is theirs.
+        if file.metadata().map(|m| (m.dev(), m.ino())).ok() != Some(dev_ino) {
+            return;
+        }
+        if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            let _ = std::fs::remove_file(&path);
+            drop(lock);
+        }
+    }
+
+    fn open_with(path: &Path, mode: u32, lock: FlockArg) -> Result<Fifo, FifoError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.exists()
         {
@@ -151,8 +201,8 @@ impl Fifo {
         if !meta.file_type().is_fifo() {
             return Err(FifoError::NotAFifo { path: path.into() });
         }
-        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map_err(|_| FifoError::AlreadyServed { path: path.into() })?;
+        let file =
+            Flock::lock(file, lock).map_err(|_| FifoError::AlreadyServed { path: path.into() })?;
         if created {
             // mkfifo applied the umask; the configured mode is what the operator asked for.
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));

@@ -38,11 +38,15 @@ pub fn adopt_history(core: &mut Core) {
     }
     // SAFETY: checked open above; nothing else in this process refers to it.
     let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    let mut bytes = Vec::new();
-    let read = std::io::Read::read_to_end(&mut &file, &mut bytes);
+    // Read from the start, whatever the descriptor's offset: the loops of a supervisor share
+    // this one open file, and each reads it whole.
+    let read = file.metadata().and_then(|m| {
+        let mut bytes = vec![0; usize::try_from(m.len()).map_err(std::io::Error::other)?];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, 0).map(|()| bytes)
+    });
     match read
         .map_err(|e| e.to_string())
-        .and_then(|_| core.restore_history(&bytes))
+        .and_then(|bytes| core.restore_history(&bytes))
     {
         Ok(n) => info!("took over the history of {n} channel(s) from the previous process"),
         Err(e) => warn!("channel history from the previous process dropped: {e}"),

@@ -73,6 +73,11 @@ impl Link {
         }))
     }
 
+    /// Whether this is the bus to the other loops of a process (not Redis).
+    pub fn is_bus(&self) -> bool {
+        self.bus
+    }
+
     /// Whether the bus to the other loops broke: this loop cannot share channels any more and
     /// must end (the supervisor starts another).
     pub fn bus_lost(&self) -> bool {

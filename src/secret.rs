@@ -33,6 +33,13 @@ pub fn random_token() -> String {
     hex::encode(bytes)
 }
 
+/// A key made once per process (and shared by the loops a supervisor forks after making it):
+/// signs what must be checked later by any loop, such as console logins.
+pub fn process_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(random_token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,8 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
 /// How often a supervisor's loop pins its numbers for the others: how old a sibling's part of
 /// `/metrics` may be.
 const BOARD_EVERY: Duration = Duration::from_millis(100);
+/// The shortest time between two pins of a busy loop.
+const BOARD_MIN: Duration = Duration::from_millis(2);
 const SCRATCH_BYTES: usize = 64 * 1024;
 /// FIFO bytes read per turn before the loop serves its clients again.
 const FIFO_READ_BUDGET: usize = 2 * SCRATCH_BYTES;
@@ -150,6 +152,8 @@ pub struct Server {
     restart_listener: Option<TcpListener>,
     /// When this loop last pinned its numbers on the board of a supervisor's loops.
     pinned_at: Instant,
+    /// Connections and FIFO lines are taken (at once, or for a loop once it is on the bus).
+    serving: bool,
     /// Half of systemd's `WatchdogSec`, when it is set, and when it was last told.
     watchdog: Option<(Duration, Instant)>,
 }
@@ -191,12 +195,23 @@ impl Server {
         let mut signals =
             Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR2, SIGCHLD]).map_err(StartError::Poll)?;
         let registry = poll.registry();
+        // A loop on the bus serves once it is on it: until then, connections wait in the
+        // listener's backlog and lines in the FIFO (`serve`).
+        let on_bus = link.as_ref().is_some_and(Link::is_bus);
+        if !on_bus {
+            registry
+                .register(&mut listener, LISTENER, Interest::READABLE)
+                .and_then(|()| p.fifo.register(registry, FIFO))
+                .map_err(StartError::Poll)?;
+        }
         registry
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .and_then(|()| p.fifo.register(registry, FIFO))
-            .and_then(|()| registry.register(&mut signals, SIGNALS, Interest::READABLE))
+            .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(StartError::Poll)?;
-        let workers = Workers::new(cfg.max_workers, cfg.max_queued_jobs, WORKER_TOKENS);
+        let mut workers = Workers::new(cfg.max_workers, cfg.max_queued_jobs, WORKER_TOKENS);
+        if let Some(place) = &p.place {
+            workers.share_with(place.board.clone());
+        }
+        let shared = p.place.is_some();
         let mut core = Core::new(cfg, identity::process_id(), Instant::now(), time::unix_ms());
         core.set_local_port(local_addr.port());
         if let Some(place) = &p.place {
@@ -213,7 +228,7 @@ impl Server {
             sockets: Slab::new(),
             fifo: p.fifo,
             place: p.place,
-            user_fifos: UserFifos::new(USER_FIFO_TOKENS),
+            user_fifos: UserFifos::new(USER_FIFO_TOKENS, shared),
             signals,
             workers,
             purposes: HashMap::new(),
@@ -226,6 +241,7 @@ impl Server {
             shutdown_deadline: None,
             restart_listener: None,
             pinned_at: Instant::now(),
+            serving: false,
             watchdog: crate::systemd::watchdog_interval().map(|d| (d / 2, Instant::now())),
         })
     }
@@ -236,7 +252,10 @@ impl Server {
 
     /// Runs until SIGTERM/SIGINT (or SIGUSR2) and the shutdown drain finish.
     pub fn run(mut self) -> io::Result<Exit> {
-        self.announce();
+        if !self.link.as_ref().is_some_and(Link::is_bus) {
+            self.serving = true;
+            self.announce();
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout();
@@ -258,6 +277,22 @@ impl Server {
             }
         }
         self.finish()
+    }
+
+    /// A loop on the bus is on it: it takes connections and FIFO lines from now on.
+    fn serve(&mut self) {
+        self.serving = true;
+        if let Some(listener) = self.listener.as_mut() {
+            let registry = self.poll.registry();
+            let registered = registry
+                .register(listener, LISTENER, Interest::READABLE)
+                .and_then(|()| self.fifo.register(registry, FIFO));
+            if let Err(e) = registered {
+                error!("cannot serve: {e}");
+                std::process::exit(1);
+            }
+        }
+        self.announce();
     }
 
     fn announce(&self) {
@@ -314,6 +349,8 @@ impl Server {
     /// effects, and the writes.
     fn end_turn(&mut self) {
         self.retry_deferred();
+        self.workers
+            .retry_queued(self.poll.registry(), &mut self.finished);
         if self.workers.running() > 0 {
             let registry = self.poll.registry();
             self.workers
@@ -648,8 +685,10 @@ impl Server {
     // ---- time ------------------------------------------------------------------------------
 
     fn once_a_second(&mut self) {
+        // Every turn, at most every BOARD_MIN: a sibling's `/metrics` a moment later counts
+        // what this loop just did. (Rendering costs some 20 µs; idle loops turn every BOARD_EVERY.)
         if let Some(place) = &self.place
-            && self.pinned_at.elapsed() >= BOARD_EVERY
+            && self.pinned_at.elapsed() >= BOARD_MIN
         {
             place.board.pin(self.core.local_metrics().as_bytes());
             self.pinned_at = Instant::now();
@@ -692,6 +731,9 @@ impl Server {
             std::process::exit(1);
         }
         let Some((host, port)) = resolve else {
+            if !self.serving && link.status().up {
+                self.serve();
+            }
             return;
         };
         let job = crate::link::resolve_job(&host, port);

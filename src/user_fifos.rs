@@ -14,15 +14,18 @@ use crate::fifo::{Fifo, FifoError};
 
 pub struct UserFifos {
     token_base: usize,
+    /// The loops of one process read users' FIFOs together (`Fifo::open_shared_reader`).
+    shared: bool,
     by_user: HashMap<String, (Fifo, usize)>,
     /// Slot → user, for tokens.
     slots: Slab<String>,
 }
 
 impl UserFifos {
-    pub fn new(token_base: usize) -> UserFifos {
+    pub fn new(token_base: usize, shared: bool) -> UserFifos {
         UserFifos {
             token_base,
+            shared,
             by_user: HashMap::new(),
             slots: Slab::new(),
         }
@@ -37,7 +40,12 @@ impl UserFifos {
         if self.by_user.contains_key(user) {
             return;
         }
-        let fifo = match Fifo::open(path, mode) {
+        let open = if self.shared {
+            Fifo::open_shared_reader
+        } else {
+            Fifo::open
+        };
+        let fifo = match open(path, mode) {
             Ok(f) => f,
             // `users/` is ours: a plain file there is what a script writing to an absent user's
             // FIFO leaves behind. Replace it.
@@ -47,7 +55,7 @@ impl UserFifos {
                     path.display()
                 );
                 let _ = std::fs::remove_file(path);
-                match Fifo::open(path, mode) {
+                match open(path, mode) {
                     Ok(f) => f,
                     Err(e) => return warn!("per-user FIFO for {user}: {e}"),
                 }
@@ -71,7 +79,10 @@ impl UserFifos {
         if let Some((fifo, slot)) = self.by_user.remove(user) {
             let _ = registry.deregister(&mut SourceFd(&fifo.raw_fd()));
             self.slots.try_remove(slot);
-            fifo.remove();
+            match self.shared {
+                true => fifo.remove_if_last(),
+                false => fifo.remove(),
+            }
         }
     }
 
@@ -85,7 +96,10 @@ impl UserFifos {
     /// Removes every FIFO from the file system (shutdown).
     pub fn remove_all(&mut self) {
         for (_, (fifo, _)) in self.by_user.drain() {
-            fifo.remove();
+            match self.shared {
+                true => fifo.remove_if_last(),
+                false => fifo.remove(),
+            }
         }
     }
 }

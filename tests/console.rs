@@ -58,7 +58,7 @@ fn console_at_a_configured_path_with_its_feed() {
         .and_then(|r| r.split('"').next())
         .expect("the page carries its session")
         .to_string();
-    assert_eq!(session.len(), 32);
+    assert!(session.len() >= 32, "{session}");
     // The feed lives under the configured path and needs that session.
     assert!(s.try_ws("/debug/feed?session=nope", &[]).is_err());
     let mut feed = s.ws(&format!("/debug/feed?session={session}"));

@@ -476,9 +476,7 @@ fn sighup_reloads_rotated_certificate_for_new_connections_old_ones_keep_working(
     let mark = server.log_mark();
     server.signal(Signal::SIGHUP);
     assert!(
-        server
-            .wait_for_log_since(mark, "configuration reloaded", T)
-            .is_some(),
+        server.wait_for_reload(mark, T).is_some(),
         "no `configuration reloaded` after SIGHUP; logs:\n{}",
         server.logs_text()
     );

@@ -90,8 +90,7 @@ fn sighup_reloads_allowed_origins() {
     let mark = s.log_mark();
     s.signal(Signal::SIGHUP);
     assert!(
-        s.wait_for_log_since(mark, "configuration reloaded", T)
-            .is_some(),
+        s.wait_for_reload(mark, T).is_some(),
         "no `configuration reloaded` log line:\n{}",
         s.logs_text()
     );
@@ -142,12 +141,7 @@ fn limit_drops_on_reload(s: &Server, lower: impl FnOnce()) {
     lower();
     let mark = s.log_mark();
     s.signal(Signal::SIGHUP);
-    assert!(
-        s.wait_for_log_since(mark, "configuration reloaded", T)
-            .is_some(),
-        "{}",
-        s.logs_text()
-    );
+    assert!(s.wait_for_reload(mark, T).is_some(), "{}", s.logs_text());
     let mut after = s.channel_client();
     after.send_text(&"a".repeat(3000));
     assert_eq!(

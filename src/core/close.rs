@@ -166,10 +166,12 @@ fn release(conns: &mut Conns, st: &mut State, key: usize, code: Option<u16>, why
         super::console::event(st, "connection_closed", Some(&socket_id), None, None, None);
     }
     st.sessions.closed(peer.ip());
+    super::shared_counts::sync_sessions(st, peer.ip());
     if let Some(p) = pusher {
         let app = p.app as usize;
         let counts = st.apps.get_mut(app);
         counts.connections = counts.connections.saturating_sub(1);
+        super::shared_counts::sync_app(st, app);
         if let Some(user) = p.user_id {
             if st.sessions.user_detached(app, &user, key, Via::Signin) {
                 online::went_offline(st, app, &user);

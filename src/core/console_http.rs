@@ -22,7 +22,7 @@ pub fn route<'r>(st: &State, rel: &'r str) -> Option<&'r str> {
 /// Whether a feed upgrade carries a valid login (`?session=`).
 pub fn feed_allowed(st: &State, req: &Request) -> bool {
     let session = crate::query::param(req.query(), "session").unwrap_or_default();
-    st.consoles.valid(&session, st.clock.now())
+    st.consoles.valid(&session, st.clock.wall_ms())
 }
 
 pub fn http(st: &mut State, req: &Request, sub: &str, body: &[u8]) -> Decision {
@@ -44,7 +44,7 @@ fn page(st: &mut State, req: &Request) -> Decision {
             &http::error_body("log in with an app's key and secret"),
         ));
     }
-    let session = st.consoles.login(st.clock.now());
+    let session = st.consoles.login(st.clock.wall_ms());
     let base = format!(
         "{}{}",
         st.cfg.prefix(),
@@ -67,7 +67,7 @@ fn page(st: &mut State, req: &Request) -> Decision {
 /// The console's publish form.
 fn publish(st: &mut State, req: &Request, body: &[u8]) -> Decision {
     let session = req.header("x-console-session").unwrap_or("");
-    if !st.consoles.valid(session, st.clock.now()) {
+    if !st.consoles.valid(session, st.clock.wall_ms()) {
         return respond_error(401, "console session expired: log in again");
     }
     #[derive(serde::Deserialize)]

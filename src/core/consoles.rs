@@ -1,16 +1,13 @@
 //! The debug consoles: their feed connections and the logins handed out.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+/// How long a login lasts (ms).
+const SESSION_TTL_MS: u64 = 12 * 3600 * 1000;
 
-/// How long a login lasts.
-const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-
-/// The consoles: their feed connections and the logins handed out.
+/// The consoles: their feed connections. Logins are signed tokens, so that any loop of a
+/// process checks the ones another handed out.
 #[derive(Default)]
 pub struct Consoles {
     feeds: Vec<usize>,
-    logins: HashMap<String, Instant>,
 }
 
 impl Consoles {
@@ -31,16 +28,19 @@ impl Consoles {
         self.feeds.retain(|&k| k != key);
     }
 
-    pub fn login(&mut self, now: Instant) -> String {
-        self.logins.retain(|_, until| *until > now);
-        let token = crate::secret::random_token();
-        self.logins.insert(token.clone(), now + SESSION_TTL);
-        token
+    /// A login until `SESSION_TTL_MS` from `now_ms` (wall clock): `<expiry>.<signature>`.
+    pub fn login(&mut self, now_ms: u64) -> String {
+        let until = now_ms.saturating_add(SESSION_TTL_MS).to_string();
+        let sig = crate::pusher::auth::sign(crate::secret::process_key(), &until);
+        format!("{until}.{sig}")
     }
 
-    pub fn valid(&self, token: &str, now: Instant) -> bool {
-        self.logins.iter().any(|(t, until)| {
-            *until > now && crate::pusher::auth::secret_eq(t.as_bytes(), token.as_bytes())
-        })
+    pub fn valid(&self, token: &str, now_ms: u64) -> bool {
+        let Some((until, sig)) = token.split_once('.') else {
+            return false;
+        };
+        let live = until.parse::<u64>().is_ok_and(|u| u > now_ms);
+        let want = crate::pusher::auth::sign(crate::secret::process_key(), until);
+        crate::secret::equal(want.as_bytes(), sig.as_bytes()) && live
     }
 }

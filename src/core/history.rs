@@ -416,6 +416,18 @@ impl History {
     }
 
     /// Entries kept and the bytes they hold (for `/metrics`).
+    /// Every stream's app, channel, position and time to live (to seed the loops' bus with
+    /// the streams a restart handed on).
+    pub fn positions(&self) -> impl Iterator<Item = (u16, &str, Position, Duration)> + '_ {
+        self.streams.iter().map(|((app, channel), s)| {
+            let at = Position {
+                epoch: s.epoch.to_string(),
+                offset: s.last,
+            };
+            (*app, &**channel, at, s.ttl)
+        })
+    }
+
     pub fn sizes(&self) -> (usize, usize) {
         let entries = self.streams.values().map(|s| s.entries.len()).sum();
         (entries, self.bytes)

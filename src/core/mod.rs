@@ -54,6 +54,7 @@ mod pusher;
 mod rest;
 mod resume;
 mod routing;
+mod shared_counts;
 mod state;
 mod store_sync;
 mod sub_counts;
@@ -325,6 +326,7 @@ impl Core {
     /// The board of a process's loops: `/metrics`, `/up` and the console add the other loops'
     /// numbers to this one's.
     pub fn set_board(&mut self, board: crate::board::Board) {
+        self.st.store_sync.share(board.loops());
         self.st.board = Some(board);
     }
 

@@ -90,6 +90,9 @@ pub fn vacated(st: &mut State, app: usize, channel: &str, occupied_at: u64) {
 }
 
 pub fn count(st: &mut State, app: usize, channel: &str, count: usize) {
+    if st.webhooks.hold_count(app, channel, count) {
+        return;
+    }
     emit(
         st,
         app,
@@ -107,6 +110,9 @@ pub fn pump(st: &mut State) {
                 app,
                 json!({"name": "channel_occupied", "channel": channel}),
             );
+        }
+        if let Some(n) = st.webhooks.take_held_count(app, &channel) {
+            count(st, app, &channel, n);
         }
     }
     for (app, channel, at_ms) in st.webhooks.due_vacated(now) {

@@ -52,8 +52,13 @@ pub enum Publication {
     },
     /// A line for every raw-mode and channel-mode client (CarbonPHP's global pipe).
     Global { line: Vec<u8>, origin: Origin },
-    /// A message for every connection of a validated user (per-user FIFOs).
-    User { user: String, frame: Frame },
+    /// A message for every connection of a validated user (per-user FIFOs). One read here goes
+    /// to the other nodes and loops too (`Origin::Here`); theirs arrive as `Origin::Node`.
+    User {
+        user: String,
+        frame: Frame,
+        origin: Origin,
+    },
     /// `user` of `app` came online (or went offline) in the cluster: for the connections
     /// watching them.
     Watch {

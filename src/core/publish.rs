@@ -108,7 +108,14 @@ pub fn deliver(conns: &mut Conns, st: &mut State, p: Publication) {
             let keys: Vec<usize> = st.watchers.of(app, &user).collect();
             st.stats.frames_out += fan_out(conns, keys.into_iter(), &frame);
         }
-        Publication::User { user, frame } => {
+        Publication::User {
+            user,
+            frame,
+            origin,
+        } => {
+            if matches!(origin, Origin::Here(_)) {
+                cluster::user(st, &user, &frame);
+            }
             let sent = fan_out(
                 conns,
                 st.sessions

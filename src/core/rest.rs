@@ -98,8 +98,7 @@ fn admit(
     if !cfg.enabled {
         return Err(error(403, "application is disabled".into()));
     }
-    let now = st.clock.now();
-    if endpoint.is_read() && !st.apps.get_mut(app).read_requests.try_take(1, now) {
+    if endpoint.is_read() && !super::shared_counts::take_rate(st, app, true, 1) {
         st.stats.rate_limited += 1;
         return Err(error(429, "over max_read_requests_per_second".into()));
     }
@@ -120,8 +119,7 @@ fn trigger(
         .iter()
         .map(|e| u32::try_from(e.channels.len()).unwrap_or(u32::MAX))
         .fold(0u32, u32::saturating_add);
-    let now = st.clock.now();
-    if !st.apps.get_mut(app).backend_events.try_take(count, now) {
+    if !super::shared_counts::take_rate(st, app, false, count) {
         st.stats.rate_limited += 1;
         return Err(error(429, "over max_backend_events_per_second".into()));
     }

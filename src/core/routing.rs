@@ -5,7 +5,7 @@
 use super::conns::Conns;
 use super::jobs::{JobFor, job, route_replies, set_var};
 use super::peer::Peer;
-use super::publication::Publication;
+use super::publication::{Origin, Publication};
 use super::state::State;
 use crate::job::Outcome;
 use crate::ws;
@@ -80,6 +80,7 @@ pub fn user_line(st: &mut State, user: &str, line: &[u8]) {
         st.publish(Publication::User {
             user: user.to_string(),
             frame: ws::text_lossy(line),
+            origin: Origin::Here("user_fifo"),
         });
     }
 }
@@ -101,6 +102,7 @@ pub fn user_replied(st: &mut State, user: &str, outcome: &Outcome) {
         st.publish(Publication::User {
             user: user.to_string(),
             frame: ws::text(text.as_bytes()),
+            origin: Origin::Here("route"),
         });
     }
 }

@@ -45,7 +45,15 @@ pub struct StoreSync {
     watch_again: Option<Instant>,
     reads: u64,
     started: u64,
+    /// Loops of the process sharing the database's bounds (each takes this part of them).
+    loops: u32,
+    /// A read once the watcher that replaced one that saw a change surely listens: a change
+    /// made between the two watchers is read then, not a `cache_ttl_secs` later.
+    again_at: Option<Instant>,
 }
+
+/// How long after a change the table is read once more (a new watcher listens well before).
+const READ_AGAIN_AFTER: Duration = Duration::from_secs(3);
 
 /// What a connection asking for an app not read yet does.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,14 +78,18 @@ impl StoreSync {
         if self.running {
             return Due::Later;
         }
+        let again = self.again_at.is_some_and(|t| now >= t);
         let due = match self.last {
             None => true,
-            Some(at) => self.asked || now.saturating_duration_since(at) >= ttl,
+            Some(at) => self.asked || again || now.saturating_duration_since(at) >= ttl,
         };
         if !due {
             return Due::Later;
         }
         (self.running, self.asked, self.last) = (true, false, Some(now));
+        if again {
+            self.again_at = None;
+        }
         self.reads += 1;
         Due::Now
     }
@@ -92,6 +104,11 @@ impl StoreSync {
     }
 
     /// Whether the last read of the table failed (for `/up`).
+    /// One of `loops` loops of a process: the lookup bounds are the machine's, divided.
+    pub fn share(&mut self, loops: usize) {
+        self.loops = u32::try_from(loops).unwrap_or(u32::MAX);
+    }
+
     pub fn failing(&self) -> bool {
         self.failing
     }
@@ -105,7 +122,8 @@ impl StoreSync {
             waiters.push(waiter);
             return Wait::Joined;
         }
-        if self.lookups.len() >= MAX_LOOKUPS || !self.within_rate(now) {
+        let most = (MAX_LOOKUPS / self.loops.max(1) as usize).max(1);
+        if self.lookups.len() >= most || !self.within_rate(now) {
             return Wait::No;
         }
         self.started += 1;
@@ -118,7 +136,7 @@ impl StoreSync {
             Some((at, n)) if now.saturating_duration_since(at) < Duration::from_secs(1) => (at, n),
             _ => (now, 0),
         };
-        let ok = window.1 < LOOKUPS_PER_SECOND;
+        let ok = window.1 < (LOOKUPS_PER_SECOND / self.loops.max(1)).max(1);
         self.window = Some((window.0, window.1 + u32::from(ok)));
         ok
     }
@@ -140,6 +158,7 @@ impl StoreSync {
         self.watch_again = (!ok).then_some(now + backoff);
         if changed {
             self.asked = true;
+            self.again_at = Some(now + READ_AGAIN_AFTER);
         }
     }
 

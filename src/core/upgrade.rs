@@ -12,7 +12,7 @@ use super::conns::{Conn, Conns, Mode, Phase, PusherConn, RouteState};
 use super::effects::UserFifo;
 use super::jobs::{self, JobFor};
 use super::state::{State, Via};
-use super::{close, console, console_http, hooks, membership};
+use super::{close, console, console_http, hooks, membership, shared_counts};
 use crate::http::{self, Request};
 use crate::job::Outcome;
 use crate::pusher::protocol as pp;
@@ -67,7 +67,8 @@ pub fn check(st: &State, conn: &Conn, req: &Request, rel: &str) -> Decision {
 
 /// `max_connections` (503) and `max_connections_per_ip` (429).
 fn over_limits(st: &State, conn: &Conn) -> Option<Decision> {
-    if st.cfg.max_connections > 0 && st.sessions.open() >= st.cfg.max_connections {
+    let open = st.sessions.open() + shared_counts::others_total(st);
+    if st.cfg.max_connections > 0 && open >= st.cfg.max_connections {
         return Some(Decision::Respond(http::response(
             503,
             &[("Retry-After", "5")],
@@ -75,7 +76,8 @@ fn over_limits(st: &State, conn: &Conn) -> Option<Decision> {
         )));
     }
     let limit = st.cfg.max_connections_per_ip;
-    if limit > 0 && st.sessions.at_ip(conn.peer.ip()) >= limit {
+    let ip = conn.peer.ip();
+    if limit > 0 && st.sessions.at_ip(ip) + shared_counts::others_at_ip(st, ip) >= limit {
         return Some(Decision::Respond(http::response(
             429,
             &[("Retry-After", "5")],
@@ -118,7 +120,8 @@ fn pusher_admission(st: &State, req: &Request, app_key: &str) -> Result<usize, (
         }
         Some(_) => {}
     }
-    if cfg.max_connections > 0 && st.apps.get(app).connections >= cfg.max_connections {
+    let connections = st.apps.get(app).connections + shared_counts::others_of_app(st, app);
+    if cfg.max_connections > 0 && connections >= cfg.max_connections {
         return Err((
             pp::code::OVER_QUOTA,
             "Application is over connection quota".into(),
@@ -200,6 +203,7 @@ pub fn open(
     }
     st.sessions
         .opened(peer.ip(), st.cfg.max_connections_per_ip > 0);
+    shared_counts::sync_sessions(st, peer.ip());
     st.hub.attach(key, 0);
     if matches!(mode, Mode::Raw | Mode::Channel) {
         st.hub.listen_global(key);
@@ -237,6 +241,7 @@ fn start_pusher(conns: &mut Conns, st: &mut State, key: usize, app: usize, socke
         .require_user_authentication
         .then_some(cfg.user_authentication_timeout_secs as u32);
     st.apps.get_mut(app).connections += 1;
+    shared_counts::sync_app(st, app);
     st.hub.attach(key, app);
     let now = st.clock.secs();
     let Some(conn) = conns.get_mut(key) else {

@@ -79,6 +79,9 @@ pub struct Webhooks {
     /// Channels occupied here awaiting the cluster's word: (app, channel, at ms, due), in due
     /// order (the window is the same for all).
     occupying: VecDeque<(usize, String, u64, Instant)>,
+    /// The latest subscriber count of a channel whose occupation is being decided: sent after
+    /// `channel_occupied`, as a single node sends them.
+    held_counts: HashMap<(usize, String), usize>,
     pub sent: u64,
     pub failed_attempts: u64,
     pub dropped: u64,
@@ -162,6 +165,21 @@ impl Webhooks {
     pub fn occupy_later(&mut self, app: usize, channel: &str, at_ms: u64, due: Instant) {
         self.occupying
             .push_back((app, channel.to_string(), at_ms, due));
+    }
+
+    /// Holds a `subscription_count` event back while the channel's occupation is decided;
+    /// false when none is.
+    pub fn hold_count(&mut self, app: usize, channel: &str, count: usize) -> bool {
+        let deciding = self.occupying.iter().any(|o| o.0 == app && o.1 == channel);
+        if deciding {
+            self.held_counts.insert((app, channel.to_string()), count);
+        }
+        deciding
+    }
+
+    /// The count held back for a channel whose occupation was just decided.
+    pub fn take_held_count(&mut self, app: usize, channel: &str) -> Option<usize> {
+        self.held_counts.remove(&(app, channel.to_string()))
     }
 
     /// Occupations whose decision window is over: (app, channel, occupied at).

@@ -35,11 +35,7 @@ const SUPERVISOR_ONLY: [&str; 6] = [
 impl Supervisor {
     /// Forks loop `index`.
     pub(super) fn spawn(&mut self, index: usize) -> io::Result<()> {
-        let pairs = if self.cfg.scaling.driver == "redis" {
-            None
-        } else {
-            Some((UnixStream::pair()?, UnixStream::pair()?))
-        };
+        let pairs = Some((UnixStream::pair()?, UnixStream::pair()?));
         // Signals wait until the new process has its own handlers: the supervisor's, which
         // it inherits, would tell the supervisor.
         let mut old = SigSet::empty();
@@ -96,7 +92,7 @@ impl Supervisor {
             index,
             count: self.slots.len(),
             bus,
-            node_id: super::node_id(&self.cfg, &self.node_base, index),
+            node_id: super::node_id(index),
             board: self.board.for_loop(index),
         };
         let server = self.loop_server(place);

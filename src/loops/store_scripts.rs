@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Entry, Publish, Store, Value, arity};
-use crate::core::cluster::numbering::{NUMBER, POSITION};
+use crate::core::cluster::numbering::{NUMBER, POSITION, SEED};
 use crate::scaling::resp::Reply;
 
 impl Store {
@@ -34,6 +34,8 @@ impl Store {
             self.number(keys, argv, now, unix_secs, published)
         } else if script.as_slice() == POSITION.as_bytes() {
             self.position(keys, argv, now, unix_secs)
+        } else if script.as_slice() == SEED.as_bytes() {
+            self.seed(keys, argv, now)
         } else {
             Reply::Error("ERR ferrocast's local bus runs only the cluster's own scripts".into())
         }
@@ -161,5 +163,22 @@ impl Store {
             Reply::Bulk(epoch.into_bytes()),
             Reply::Integer(offset),
         ])
+    }
+
+    /// [`SEED`]: a stream's position, set only when the stream is unknown.
+    fn seed(&mut self, keys: &[Vec<u8>], argv: &[Vec<u8>], now: Instant) -> Reply {
+        let ([stream, ..], [epoch, offset, ms, ..]) = (keys, argv) else {
+            return arity("eval");
+        };
+        if self.live(stream, now).is_some() {
+            return Reply::Integer(0);
+        }
+        let entry = self.stream(stream, now);
+        if let Value::Hash(h) = &mut entry.value {
+            h.insert(b"epoch".to_vec(), epoch.clone());
+            h.insert(b"offset".to_vec(), offset.clone());
+        }
+        Self::keep(entry, ms, now);
+        Reply::Integer(1)
     }
 }

@@ -1,7 +1,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::core::cluster::numbering::{NUMBER, POSITION};
+use crate::core::cluster::numbering::{NUMBER, POSITION, SEED};
 
 fn run(store: &mut Store, now: Instant, args: &[&str]) -> (Reply, Vec<Publish>) {
     let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
@@ -88,4 +88,12 @@ fn the_numbering_scripts_run_natively_with_the_lua_ones_output() {
         run(&mut s, t0, &["EVAL", "return 1", "0"]).0.is_error(),
         "foreign script"
     );
+    // A seed sets an unknown stream only; numbering goes on from it.
+    let seed =
+        |s: &mut Store, key: &str| run(s, t0, &["EVAL", SEED, "1", key, "old.7", "41", "60000"]).0;
+    assert_eq!(seed(&mut s, "st:1"), Reply::Integer(0));
+    assert_eq!(seed(&mut s, "st:5"), Reply::Integer(1));
+    let position = run(&mut s, t0, &["EVAL", POSITION, "2", "ep", "st:5", "60000"]).0;
+    let want = Reply::Array(vec![Reply::Bulk(b"old.7".to_vec()), Reply::Integer(41)]);
+    assert_eq!(position, want);
 }

@@ -52,8 +52,6 @@ pub struct Supervisor {
     /// A memory file the first loop writes the channel history into on a restart.
     pub(super) history: File,
     pub(super) slots: Vec<Slot>,
-    /// The configured (or generated) node id the loops' names are made from.
-    pub(super) node_base: String,
     pub(super) board: crate::board::Board,
     phase: Phase,
     watchdog: Option<(Duration, Instant)>,
@@ -71,6 +69,8 @@ impl Supervisor {
             crate::tls::load(cert, key)?;
         }
         let fifo = Fifo::open_or_adopt(&cfg.fifo, cfg.fifo_mode_bits().unwrap_or(0o660))?;
+        // Made before the forks, so every loop signs and checks console logins alike.
+        crate::secret::process_key();
         let poll = Poll::new().map_err(StartError::Poll)?;
         let mut signals =
             Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR2, SIGCHLD]).map_err(StartError::Poll)?;
@@ -82,10 +82,6 @@ impl Supervisor {
             nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
         )
         .map_err(|e| StartError::Poll(e.into()))?;
-        let node_base = match cfg.scaling.node_id.as_str() {
-            "" => crate::identity::node_id(),
-            id => id.to_string(),
-        };
         let count = cfg.loops.resolve();
         let board = crate::board::Board::new(count).map_err(StartError::Poll)?;
         let now = Instant::now();
@@ -106,7 +102,6 @@ impl Supervisor {
                     quick_deaths: 0,
                 })
                 .collect(),
-            node_base,
             board,
             phase: Phase::Serving,
             watchdog: crate::systemd::watchdog_interval().map(|d| (d / 2, now)),
@@ -278,10 +273,7 @@ impl Supervisor {
     /// The dead loop leaves the other loops' view at once: its members are announced as
     /// removed (once, by the loops that hold their channels), its counts go.
     fn forget(&mut self, index: usize) {
-        if self.cfg.scaling.driver == "redis" {
-            return; // the loop's state in Redis is replaced by its successor's (same node id)
-        }
-        let node = super::node_id(&self.cfg, &self.node_base, index);
+        let node = super::node_id(index);
         let prefix = &self.cfg.scaling.prefix;
         let store = self.bus.store_mut();
         store.remove(format!("{prefix}:node:{node}").as_bytes());

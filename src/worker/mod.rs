@@ -111,6 +111,8 @@ pub const TOKEN_SPAN: usize = 1 << 32;
 const FASTCGI_TOKENS: usize = TOKEN_SPAN / 2;
 /// Bytes read from one child in one `on_ready` call before yielding back to the loop.
 const READ_BUDGET: usize = 1 << 20;
+/// The board's count of running workers (`Workers::share_with`).
+const WORKERS_KEY: &str = "workers";
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 struct StdinFeed {
@@ -150,6 +152,9 @@ pub struct Workers {
     dying: HashSet<Pid>,
     /// Requests to FastCGI applications (counted in `running` too).
     fastcgi: FastCgi,
+    /// With several loops: `max_workers` is the process's, so each loop counts the others'
+    /// running workers (pinned on the board) with its own.
+    board: Option<crate::board::Board>,
 }
 
 impl Workers {
@@ -171,6 +176,36 @@ impl Workers {
             queue: VecDeque::new(),
             dying: HashSet::new(),
             fastcgi: FastCgi::new(token_base.saturating_add(FASTCGI_TOKENS), max_workers),
+            board: None,
+        }
+    }
+
+    /// One of several loops: `max_workers` bounds the workers of every loop together.
+    pub fn share_with(&mut self, board: crate::board::Board) {
+        self.board = Some(board);
+    }
+
+    /// Whether one more job may start: fewer than `max_workers` run here and in the other
+    /// loops. (Two loops that start one at the same instant may go one over, each.)
+    fn room(&self) -> bool {
+        let others = self
+            .board
+            .as_ref()
+            .map_or(0, |b| b.others_count(WORKERS_KEY));
+        self.running.saturating_add(others) < self.max_workers
+    }
+
+    /// Tells the other loops how many run here.
+    fn pin_running(&self) {
+        if let Some(b) = &self.board {
+            b.set_count(WORKERS_KEY, self.running);
+        }
+    }
+
+    /// Jobs wait in the queue for another loop's worker to end: tried again every turn.
+    pub fn retry_queued(&mut self, registry: &Registry, out: &mut Vec<(JobId, Outcome)>) {
+        if self.board.is_some() && !self.queue.is_empty() {
+            self.fill(registry, out);
         }
     }
 
@@ -193,7 +228,7 @@ impl Workers {
         job: Job,
         out: &mut Vec<(JobId, Outcome)>,
     ) -> Result<JobId, QueueFull> {
-        let can_run = self.running < self.max_workers && self.queue.is_empty();
+        let can_run = self.room() && self.queue.is_empty();
         if !can_run && self.queue.len() >= self.max_queued {
             return Err(QueueFull);
         }
@@ -201,6 +236,7 @@ impl Workers {
         self.next_id += 1;
         if can_run {
             self.start(registry, id, job, out);
+            self.pin_running();
         } else {
             self.queue.push_back((id, job));
         }
@@ -221,6 +257,7 @@ impl Workers {
         if self.fastcgi.owns(token) {
             if let Some(done) = self.fastcgi.on_ready(registry, token) {
                 self.running -= 1;
+                self.pin_running();
                 out.push(done);
                 self.fill(registry, out);
             }
@@ -296,6 +333,7 @@ impl Workers {
             out.push(self.finish(registry, slot, true));
         }
         self.running -= self.fastcgi.expire(registry, now, out);
+        self.pin_running();
         self.fill(registry, out);
     }
 
@@ -328,6 +366,7 @@ impl Workers {
         }
         self.free = (0..self.slots.len()).rev().collect();
         self.running = 0;
+        self.pin_running();
         self.by_pid.clear();
         for pid in self.dying.drain() {
             while let Err(Errno::EINTR) = waitpid(pid, None) {}
@@ -337,11 +376,12 @@ impl Workers {
     // ---- internals -----------------------------------------------------------------------------
 
     fn fill(&mut self, registry: &Registry, out: &mut Vec<(JobId, Outcome)>) {
-        while self.running < self.max_workers {
+        while self.room() {
             let Some((id, job)) = self.queue.pop_front() else {
                 break;
             };
             self.start(registry, id, job, out);
+            self.pin_running();
         }
     }
 
@@ -455,6 +495,7 @@ impl Workers {
         };
         self.free.push(slot);
         self.running -= 1;
+        self.pin_running();
         self.by_pid.remove(&run.pid);
         if let Some(mut s) = run.out.take() {
             let _ = registry.deregister(&mut s);

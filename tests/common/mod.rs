@@ -81,6 +81,16 @@ pub fn command_wrapped(runtime_dir: &Path, wrap: &[&str]) -> Command {
     cmd
 }
 
+/// How many loops each server of this run has (some observations, such as a process's
+/// children or a log line per loop, depend on it).
+pub fn loop_count() -> usize {
+    match loops().as_deref() {
+        None => 1,
+        Some("auto") => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(n) => n.parse().unwrap_or(1),
+    }
+}
+
 /// The loops every server of this run has: `FERROCAST_TEST_LOOPS`, else the default.
 pub fn loops() -> Option<String> {
     std::env::var("FERROCAST_TEST_LOOPS")
@@ -421,6 +431,21 @@ impl Server {
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
         self.logs.wait_for(0, timeout, |l| l.contains(needle))
     }
+    /// Waits until every loop of the server logged `configuration reloaded` after `mark`
+    /// (one line with one loop).
+    pub fn wait_for_reload(&self, mark: usize, timeout: Duration) -> Option<String> {
+        let want = loop_count();
+        let done = wait_until(timeout, || {
+            let logs = self.logs();
+            logs.iter()
+                .skip(mark)
+                .filter(|l| l.contains("configuration reloaded"))
+                .count()
+                >= want
+        });
+        done.then(|| "configuration reloaded".to_string())
+    }
+
     pub fn wait_for_log_since(
         &self,
         mark: usize,

@@ -57,6 +57,8 @@ async function startServer() {
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FERROCAST_')) env[k] = v;
   env.RUNTIME_DIRECTORY = dir;
   env.XDG_RUNTIME_DIR = dir;
+  // The suite runs once with one loop and once with two (tests/run.sh).
+  if (process.env.FERROCAST_TEST_LOOPS) env.FERROCAST_LOOPS = process.env.FERROCAST_TEST_LOOPS;
   // `orders` keeps a history, which the channel table shows.
   const apps = JSON.stringify([{ id: 'app-id', key: KEY, secret: SECRET, history: [{ prefix: 'orders', size: 10, ttl_secs: 300 }] }]);
   const child = spawn(bin, ['websocket', '--console', '--port', '0', '--fifo', fifo, '--set', `apps=${apps}`], {

@@ -48,6 +48,9 @@ class Server:
         cfg.write_text(json.dumps({"apps": apps}))
         env = {k: v for k, v in os.environ.items() if not k.startswith("FERROCAST_")}
         env.update(RUNTIME_DIRECTORY=str(d), XDG_RUNTIME_DIR=str(d), RUST_LOG="ferrocast=debug")
+        # The suite runs once with one loop and once with two (tests/run.sh).
+        if os.environ.get("FERROCAST_TEST_LOOPS"):
+            env["FERROCAST_LOOPS"] = os.environ["FERROCAST_TEST_LOOPS"]
         binary = bin_path()
         if not binary.exists():
             raise RuntimeError(f"ferrocast binary not found at {binary} (cargo build or FERROCAST_BIN)")

@@ -77,6 +77,15 @@ pub fn global(st: &mut State, line: &[u8]) {
     }
 }
 
+/// A user's FIFO line (or a routed reply), for the user's connections on the other nodes.
+pub fn user(st: &mut State, user: &str, frame: &Frame) {
+    if st.cluster.is_some() {
+        let text = String::from_utf8_lossy(ws::payload(frame)).into_owned();
+        let user_id = user.to_string();
+        send(st, None, Body::User { user_id, text });
+    }
+}
+
 /// REST terminate_connections: every node closes that user's signed-in connections.
 pub fn terminate(st: &mut State, app: usize, user: &str) {
     if st.cluster.is_some() {
@@ -377,7 +386,8 @@ fn announce(st: &mut State, events: Vec<MemberEvent>) {
 
 /// Re-divides the app rate limits when nodes come or go.
 fn share_rates(st: &mut State) {
-    let Some(c) = st.cluster.as_mut() else {
+    // The loops of one process take from shared buckets instead (`shared_counts.rs`).
+    let Some(c) = st.cluster.as_mut().filter(|c| !c.prompt) else {
         return;
     };
     let nodes = 1 + c.replica.node_count();
@@ -455,6 +465,28 @@ pub fn on_link_up(st: &mut State) {
         c.send(None, Body::Sync { to: None }, ops);
         c.heartbeat.load_nodes(ops);
     }
+    seed_streams(st);
+}
+
+/// On the loops' bus, the streams this loop took over from a restarted process seed their
+/// positions there first (each loop took over the same), so numbering goes on in their epochs
+/// rather than starting new ones. Redis keeps its own across a node's restart.
+fn seed_streams(st: &mut State) {
+    let Some(c) = st.cluster.as_ref().filter(|c| c.prompt) else {
+        return;
+    };
+    let mut ops = Vec::new();
+    for (app, channel, at, ttl) in st.history.positions() {
+        if (app as usize) < st.apps.len() {
+            let app_id = &st.apps.get(app as usize).cfg.id;
+            let ms = (ttl.as_millis() as u64).saturating_add(numbering::STREAM_GRACE_MS);
+            ops.push(
+                c.sequencer
+                    .seed(app_id, channel, (&at.epoch, at.offset), ms),
+            );
+        }
+    }
+    st.effects.link.extend(ops);
 }
 
 /// A reply to a heartbeat-key command.
@@ -563,6 +595,11 @@ pub fn on_message(st: &mut State, payload: &[u8]) {
             st.publish(Publication::frame(app, &channel, frame, None, false));
         }
         Body::Terminate { user_id } => st.terminate_user(app, &user_id),
+        Body::User { user_id, text } => st.publish(Publication::User {
+            user: user_id,
+            frame: ws::text(text.as_bytes()),
+            origin: Origin::Node,
+        }),
         body => replicate(st, &env.node, app, body),
     }
 }

@@ -42,6 +42,18 @@ redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return {epoch, tonumber(redis.call('HGET', KEYS[2], 'offset') or '0')}
 "#;
 
+/// Sets a stream's position when Redis holds none: the streams a restarted process took over
+/// go on where they were. KEYS[1]: the stream; ARGV: epoch, offset, how long an idle stream is
+/// kept (ms).
+pub const SEED: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'offset', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+return 0
+"#;
+
 /// Reply tags of this module: above those of the heartbeat key's commands.
 const FIRST_TAG: u64 = 1 << 62;
 /// How long a publication or a parked subscription waits for Redis before the node goes on
@@ -137,6 +149,21 @@ impl Sequencer {
         args.extend(sequenced.iter().map(|ch| self.stream_key(app_id, ch)));
         args.extend([self.channel.clone(), envelope, ms.to_string().into_bytes()]);
         LinkOp::Command { tag, args }
+    }
+
+    /// The command that seeds a stream's position (fire and forget: tag 0, the tag whose
+    /// errors are only logged).
+    pub fn seed(&self, app_id: &str, channel: &str, at: (&str, u64), ms: u64) -> LinkOp {
+        let args = vec![
+            b"EVAL".to_vec(),
+            SEED.into(),
+            b"1".to_vec(),
+            self.stream_key(app_id, channel),
+            at.0.as_bytes().to_vec(),
+            at.1.to_string().into_bytes(),
+            ms.to_string().into_bytes(),
+        ];
+        LinkOp::Command { tag: 0, args }
     }
 
     /// The publication sent under `tag` waits for Redis to hand it back.

@@ -86,6 +86,9 @@ pub enum Body {
     },
     /// REST terminate_connections: every node closes that user's signed-in connections.
     Terminate { user_id: String },
+    /// A line for every connection of a validated user, read from the user's FIFO (or a
+    /// routed reply to one) on the origin.
+    User { user_id: String, text: String },
     /// The origin is gone (a loop that died, said by its supervisor): its members leave now
     /// rather than when it falls silent for `node_timeout_secs`.
     Gone,
