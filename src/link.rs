@@ -26,6 +26,10 @@ pub struct Link {
     bus: bool,
     /// The bus connection broke: the supervisor is gone or cut this loop off.
     bus_lost: bool,
+    /// On the bus: the channel the supervisor tells whether Redis answers on, and what it
+    /// last said (a loop behind a bus without Redis hears nothing and stays up).
+    notices: Vec<u8>,
+    upstream_up: bool,
 }
 
 impl Link {
@@ -62,6 +66,10 @@ impl Link {
         }
         let channel = format!("{}#broadcast", cfg.scaling.prefix).into_bytes();
         redis.subscribe(&channel);
+        let notices = format!("{}#bus", cfg.scaling.prefix).into_bytes();
+        if bus.is_some() {
+            redis.subscribe(&notices);
+        }
         redis.start(poll.registry(), Instant::now());
         Ok(Some(Link {
             redis,
@@ -70,7 +78,14 @@ impl Link {
             published: 0,
             bus: bus.is_some(),
             bus_lost: false,
+            notices,
+            upstream_up: true,
         }))
+    }
+
+    /// Whether the link itself is up (to the bus: whatever Redis behind it does).
+    pub fn connected(&self) -> bool {
+        self.redis.is_up()
     }
 
     /// Whether this is the bus to the other loops of a process (not Redis).
@@ -98,7 +113,7 @@ impl Link {
 
     pub fn status(&self) -> LinkStatus {
         LinkStatus {
-            up: self.redis.is_up(),
+            up: self.redis.is_up() && self.upstream_up,
             published: self.published,
             dropped_publishes: self.redis.dropped_publishes(),
             read_yields: self.redis.stats().read_yields,
@@ -115,6 +130,25 @@ impl Link {
             match event {
                 LinkEvent::Message { channel, payload } if channel == self.channel => {
                     core.on_node_message(&payload);
+                }
+                // The supervisor's word on Redis: to this loop, its own link went up or down.
+                LinkEvent::Message { channel, payload }
+                    if self.bus
+                        && channel == self.notices
+                        && payload != b"up"
+                        && payload != b"down" =>
+                {
+                    core.on_loops_message(&payload);
+                }
+                LinkEvent::Message { channel, payload } if self.bus && channel == self.notices => {
+                    let up = payload == b"up";
+                    if up != self.upstream_up {
+                        self.upstream_up = up;
+                        match up {
+                            true => core.on_link_up(),
+                            false => core.on_link_down(),
+                        }
+                    }
                 }
                 LinkEvent::Down { reason } if self.bus => {
                     log::error!("lost the local bus to the other loops: {reason}");
@@ -141,6 +175,10 @@ impl Link {
                         self.published += 1;
                     }
                 }
+                LinkOp::Loops(payload) if self.bus => {
+                    self.redis.publish(&self.notices, &payload);
+                }
+                LinkOp::Loops(_) => {}
                 LinkOp::Command { tag, args } => {
                     let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
                     self.redis.command(tag, &args);

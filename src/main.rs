@@ -200,13 +200,7 @@ fn websocket(args: ConfigArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string(), 2),
     };
-    let loops = cfg.loops.resolve();
-    if loops > 1 && cfg.scaling.driver == "redis" {
-        log::warn!(
-            "loops: {loops} is not supported with scaling through Redis yet; running one loop"
-        );
-    }
-    let ran = if loops > 1 && cfg.scaling.driver != "redis" {
+    let ran = if cfg.loops.resolve() > 1 {
         ferrocast::loops::Supervisor::bind(sources, cfg).map(|s| s.run())
     } else {
         Server::bind(sources, cfg).map(|s| s.run())

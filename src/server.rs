@@ -51,6 +51,11 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
 /// How often a supervisor's loop pins its numbers for the others: how old a sibling's part of
 /// `/metrics` may be.
 const BOARD_EVERY: Duration = Duration::from_millis(100);
+/// The board's count of loops on the bus (`siblings_on_bus`).
+const ON_BUS_KEY: &str = "on_bus";
+/// How long a loop waits for its siblings to be on the bus before it serves anyway (one died
+/// and is not back).
+const JOIN_PATIENCE: Duration = Duration::from_secs(5);
 /// The shortest time between two pins of a busy loop.
 const BOARD_MIN: Duration = Duration::from_millis(2);
 const SCRATCH_BYTES: usize = 64 * 1024;
@@ -152,6 +157,10 @@ pub struct Server {
     restart_listener: Option<TcpListener>,
     /// When this loop last pinned its numbers on the board of a supervisor's loops.
     pinned_at: Instant,
+    /// When this server was made (a loop's patience for its siblings).
+    started: Instant,
+    /// A turn did something since the last pin.
+    unpinned: bool,
     /// Connections and FIFO lines are taken (at once, or for a loop once it is on the bus).
     serving: bool,
     /// Half of systemd's `WatchdogSec`, when it is set, and when it was last told.
@@ -241,6 +250,8 @@ impl Server {
             shutdown_deadline: None,
             restart_listener: None,
             pinned_at: Instant::now(),
+            started: Instant::now(),
+            unpinned: true,
             serving: false,
             watchdog: crate::systemd::watchdog_interval().map(|d| (d / 2, Instant::now())),
         })
@@ -269,14 +280,29 @@ impl Server {
             for event in events.iter() {
                 self.dispatch(event);
             }
+            self.unpinned |= !events.is_empty();
             self.end_turn();
+            // Drained: no connection left, and no publication still out to be numbered (it
+            // must reach the history handed on).
             if let Some(deadline) = self.shutdown_deadline
-                && (self.sockets.is_empty() || Instant::now() >= deadline)
+                && ((self.sockets.is_empty() && !self.core.numbering())
+                    || Instant::now() >= deadline)
             {
                 break;
             }
         }
         self.finish()
+    }
+
+    /// Whether every loop is on the bus (or this one waited long enough for a dead one): what
+    /// one loop publishes must reach each sibling, so none serves before all listen.
+    fn siblings_on_bus(&self) -> bool {
+        let Some(place) = &self.place else {
+            return true;
+        };
+        place.board.set_count(ON_BUS_KEY, 1);
+        let on = place.board.others_count(ON_BUS_KEY) + 1;
+        on >= place.count || self.started.elapsed() >= JOIN_PATIENCE
     }
 
     /// A loop on the bus is on it: it takes connections and FIFO lines from now on.
@@ -368,6 +394,21 @@ impl Server {
         // Slow consumers' close frames (and anything they caused) go out this turn too.
         self.apply_effects();
         self.flush();
+        self.pin_board();
+    }
+
+    /// After a turn that did something (at most every BOARD_MIN), and every BOARD_EVERY: this
+    /// loop's numbers for its siblings, so a sibling's `/metrics` a moment later counts what
+    /// this loop just did, frames it compressed while flushing included. (Some 20 µs.)
+    fn pin_board(&mut self) {
+        let due = self.pinned_at.elapsed();
+        if let Some(place) = &self.place
+            && ((self.unpinned && due >= BOARD_MIN) || due >= BOARD_EVERY)
+        {
+            place.board.pin(self.core.local_metrics().as_bytes());
+            self.pinned_at = Instant::now();
+            self.unpinned = false;
+        }
     }
 
     fn poll_timeout(&self) -> Duration {
@@ -392,7 +433,12 @@ impl Server {
         }
         let mut timeout = wake.saturating_duration_since(now);
         if self.place.is_some() {
-            timeout = timeout.min(BOARD_EVERY); // the board stays fresh while idle
+            // The board stays fresh while idle, and soon after a busy turn.
+            timeout = timeout.min(if self.unpinned {
+                BOARD_MIN
+            } else {
+                BOARD_EVERY
+            });
         }
         if let Some(t) = self.link.as_ref().and_then(|l| l.poll_timeout(now)) {
             timeout = timeout.min(t);
@@ -685,14 +731,6 @@ impl Server {
     // ---- time ------------------------------------------------------------------------------
 
     fn once_a_second(&mut self) {
-        // Every turn, at most every BOARD_MIN: a sibling's `/metrics` a moment later counts
-        // what this loop just did. (Rendering costs some 20 µs; idle loops turn every BOARD_EVERY.)
-        if let Some(place) = &self.place
-            && self.pinned_at.elapsed() >= BOARD_MIN
-        {
-            place.board.pin(self.core.local_metrics().as_bytes());
-            self.pinned_at = Instant::now();
-        }
         if let Some((every, last)) = self.watchdog
             && last.elapsed() >= every
         {
@@ -731,7 +769,7 @@ impl Server {
             std::process::exit(1);
         }
         let Some((host, port)) = resolve else {
-            if !self.serving && link.status().up {
+            if !self.serving && link.connected() && self.siblings_on_bus() {
                 self.serve();
             }
             return;

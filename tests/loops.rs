@@ -151,10 +151,15 @@ fn presence_spans_the_loops_and_a_killed_loop_is_replaced() {
             .any(|v| v["event"] == "pusher_internal:member_removed"),
         "removed once: {again:?}"
     );
-    assert!(matches!(
-        b.next_event(WAIT),
-        Event::Close(_) | Event::Gone(_)
-    ));
+    // Bob's connection ends with its loop (frames already on the wire may come first).
+    let ended = loop {
+        match b.next_event(WAIT) {
+            Event::Close(_) | Event::Gone(_) => break true,
+            Event::Timeout => break false,
+            _ => {}
+        }
+    };
+    assert!(ended, "bob's connection outlived its loop");
     // Another loop takes its place, and serves.
     assert!(
         wait_until(WAIT, || loop_pids(&s).len() == 2
@@ -215,4 +220,137 @@ fn sigterm_stops_every_loop_and_removes_the_fifo() {
         );
     }
     assert!(!s.fifo().exists());
+}
+
+/// A process of `loops` loops scaling through `redis`, named `id`.
+fn redis_node(redis: &common::Redis, id: &str, loops: &str) -> Server {
+    let url = format!("scaling.redis_url=redis://127.0.0.1:{}/0", redis.port);
+    let node = format!("scaling.node_id={id}");
+    let args = [
+        "--loops",
+        loops,
+        "--set",
+        "scaling.driver=redis",
+        "--set",
+        &url,
+        "--set",
+        &node,
+        // Long, so that a dead loop leaving at once is told apart from a silent one timing out.
+        "--set",
+        "scaling.node_timeout_secs=120",
+    ];
+    let s = Server::start(&args, &[]);
+    assert!(
+        s.wait_for_log("redis link up", WAIT).is_some(),
+        "never connected to Redis:\n{}",
+        s.logs_text()
+    );
+    s
+}
+
+#[test]
+fn through_redis_each_loop_is_a_node_and_the_machines_share_everything() {
+    let mut redis = common::Redis::start();
+    let a = redis_node(&redis, "a", "2");
+    let b = redis_node(&redis, "b", "1");
+    // Each of A's loops is a node (`a-0`, `a-1`); B, one loop, is `b`.
+    let member = |n: &str| redis.cli(&["SISMEMBER", "ferrocast:nodes", n]) == "1";
+    assert!(
+        wait_until(WAIT, || ["a-0", "a-1", "b"].iter().all(|n| member(n))),
+        "nodes in Redis: {}",
+        redis.cli(&["SMEMBERS", "ferrocast:nodes"])
+    );
+    // Clients on both loops of A and on B; publications through A's FIFO and B's REST.
+    let mut clients = on_both_loops(&a, 1);
+    clients.push(pusher(&b));
+    for (c, _) in clients.iter_mut() {
+        subscribe(c, "news", None);
+    }
+    // B hears of A's subscribers before it publishes (the count is replicated).
+    let count = || {
+        let path = "/apps/app-id/channels/news?info=subscription_count";
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer app-secret\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let v = common::http_raw(&b.addr(), req.as_bytes()).map(|r| r.json());
+        v.map_or(0, |v| v["subscription_count"].as_u64().unwrap_or(0))
+    };
+    let want = clients.len() as u64;
+    assert!(wait_until(WAIT, || count() == want), "B counts {}", count());
+    a.publish_json(&json!({"channel": "news", "event": "fifo", "data": "1"}));
+    b.rest_event(&json!({"name": "rest", "channel": "news", "data": "2"}));
+    for (c, id) in clients.iter_mut() {
+        let got: Vec<String> = (0..2)
+            .map(|_| {
+                c.recv_json(WAIT)["event"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        assert!(
+            got.contains(&"fifo".into()) && got.contains(&"rest".into()),
+            "{id}: {got:?}"
+        );
+        let extra = drain(c, Duration::from_millis(500));
+        assert!(extra.is_empty(), "{id}: more than once: {extra:?}");
+    }
+    // Redis stops: A says so, and its loops still share what A publishes.
+    redis.stop();
+    let degraded = || {
+        let v: Value = serde_json::from_slice(&a.get("/up").body).unwrap_or_default();
+        v["status"] == "degraded"
+    };
+    assert!(wait_until(WAIT, degraded), "A's /up never said degraded");
+    a.publish_json(&json!({"channel": "news", "event": "alone", "data": "3"}));
+    for (c, id) in clients
+        .iter_mut()
+        .filter(|(_, id)| !id.starts_with(&loop_of_b(&b)))
+    {
+        assert_eq!(next_event(c, "alone")["event"], "alone", "{id}");
+    }
+}
+
+/// The socket-id prefix of B's one loop (its clients miss what A publishes without Redis).
+fn loop_of_b(b: &Server) -> String {
+    let (_c, id) = pusher(b);
+    loop_of(&id)
+}
+
+#[test]
+fn through_redis_a_killed_loop_leaves_the_other_machines_at_once() {
+    let redis = common::Redis::start();
+    let a = redis_node(&redis, "a", "2");
+    let b = redis_node(&redis, "b", "1");
+    let ch = "presence-room";
+    let (mut bob, bob_id) = pusher(&a);
+    let (mut alice, alice_id) = pusher(&b);
+    let (auth, data) = presence_auth(&alice_id, ch, "alice");
+    subscribe(&mut alice, ch, Some((&auth, &data)));
+    let (auth, data) = presence_auth(&bob_id, ch, "bob");
+    subscribe(&mut bob, ch, Some((&auth, &data)));
+    let added = next_event(&mut alice, "pusher_internal:member_added");
+    assert!(added["data"].as_str().unwrap().contains("bob"), "{added}");
+    // Long before node_timeout_secs (120): the supervisor says the loop is gone.
+    let pid = loop_pid(&a, &loop_of(&bob_id));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let started = std::time::Instant::now();
+    let removed = next_event(&mut alice, "pusher_internal:member_removed");
+    assert!(
+        removed["data"].as_str().unwrap().contains("bob"),
+        "{removed}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let again = drain(&mut alice, Duration::from_millis(1500));
+    assert!(
+        !again
+            .iter()
+            .any(|v| v["event"] == "pusher_internal:member_removed"),
+        "removed once: {again:?}"
+    );
 }

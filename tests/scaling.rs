@@ -350,8 +350,13 @@ fn a_dead_nodes_members_are_removed_by_the_others() {
 #[test]
 fn heartbeat_keys_in_redis_expire_and_teach_new_nodes() {
     let redis = Redis::start();
+    // One loop per node: this test reads a node's key by its configured name and freezes the
+    // node's one process (with loops, each loop has a key, `{node_id}-N`, and freezing the
+    // supervisor stops the loops' link only: `tests/loops.rs` covers loops through Redis).
     let opts = |id: &'static str| {
         [
+            "--loops",
+            "1",
             "--set",
             "scaling.node_timeout_secs=4",
             "--set",

@@ -159,6 +159,7 @@ fn release(conns: &mut Conns, st: &mut State, key: usize, code: Option<u16>, why
     let (peer, mode, id) = (conn.peer, conn.mode, conn.id);
     if mode == Mode::Console {
         st.consoles.remove(key);
+        super::shared_counts::sync_consoles(st);
         return;
     }
     if st.consoles.listening() {

@@ -7,7 +7,9 @@
 
 use serde_json::{Value, json};
 
+use super::cluster;
 use super::conns::Conns;
+use super::effects::LinkOp;
 use super::metrics_merge::others_sum;
 use super::state::State;
 use crate::ws::{self, Frame};
@@ -29,7 +31,21 @@ pub fn event(
         "channel": channel, "event": event, "detail": detail,
     })
     .to_string();
-    st.pending.console.push(ws::text(text.as_bytes()));
+    if st.consoles.elsewhere() {
+        st.effects
+            .link
+            .push(LinkOp::Loops(text.clone().into_bytes()));
+    }
+    if st.consoles.here() {
+        st.pending.console.push(ws::text(text.as_bytes()));
+    }
+}
+
+/// An event another loop recorded, for this loop's consoles.
+pub fn relayed(st: &mut State, text: &[u8]) {
+    if st.consoles.here() {
+        st.pending.console.push(ws::text(text));
+    }
 }
 
 /// Queues recorded events to the consoles (dropped for a console past its pause mark).
@@ -43,7 +59,7 @@ pub fn deliver(conns: &mut Conns, st: &mut State, frames: &mut Vec<Frame>) {
 
 /// The once-a-second snapshot for the consoles' counters, chart and channel table.
 pub fn stats(st: &mut State) {
-    if !st.consoles.listening() {
+    if !st.consoles.here() {
         return;
     }
     let mut channels = Vec::new();
@@ -51,9 +67,25 @@ pub fn stats(st: &mut State) {
         let app_id = &st.apps.get(app).cfg.id;
         for ch in st.hub.channels(app).take(500) {
             let history = st.history.summary(app as u16, ch.name());
+            let (remote, members) = cluster::remote_channel(st, app, ch.name());
             channels.push(json!({
-                "app": app_id, "name": ch.name(), "subscribers": ch.count(),
-                "members": ch.member_count(),
+                "app": app_id, "name": ch.name(), "subscribers": ch.count() + remote,
+                "members": ch.member_count().map(|n| {
+                    n + members.keys().filter(|u| !ch.has_member(u)).count()
+                }),
+                "history": history.map(|(offset, kept)| json!({"offset": offset, "kept": kept})),
+            }));
+        }
+        // The other loops' (and nodes') channels this loop has no subscriber of.
+        for name in cluster::remote_channels(st, app).into_iter().take(500) {
+            if st.hub.channel_named(app, &name).is_some() || name.starts_with('#') {
+                continue;
+            }
+            let (remote, members) = cluster::remote_channel(st, app, &name);
+            let history = st.history.summary(app as u16, &name);
+            channels.push(json!({
+                "app": app_id, "name": name, "subscribers": remote,
+                "members": (!members.is_empty()).then_some(members.len()),
                 "history": history.map(|(offset, kept)| json!({"offset": offset, "kept": kept})),
             }));
         }

@@ -8,11 +8,27 @@ const SESSION_TTL_MS: u64 = 12 * 3600 * 1000;
 #[derive(Default)]
 pub struct Consoles {
     feeds: Vec<usize>,
+    /// Another loop of this process has a console: events are formatted for it too.
+    elsewhere: bool,
 }
 
 impl Consoles {
+    /// Whether a console anywhere in the process listens (events are formatted then).
     pub fn listening(&self) -> bool {
+        !self.feeds.is_empty() || self.elsewhere
+    }
+
+    /// Whether a console of this loop listens.
+    pub fn here(&self) -> bool {
         !self.feeds.is_empty()
+    }
+
+    pub fn elsewhere(&self) -> bool {
+        self.elsewhere
+    }
+
+    pub fn set_elsewhere(&mut self, on: bool) {
+        self.elsewhere = on;
     }
 
     pub fn add(&mut self, key: usize) {

@@ -49,4 +49,6 @@ pub enum LinkOp {
     Publish(Vec<u8>),
     /// A command; its reply comes back to `Core::on_link_reply` with `tag`.
     Command { tag: u64, args: Vec<Vec<u8>> },
+    /// For the other loops of this process only (console events), on the bus's own channel.
+    Loops(Vec<u8>),
 }

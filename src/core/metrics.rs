@@ -299,7 +299,7 @@ pub fn health(st: &State) -> String {
         "frames_out": frames_out,
         "write_calls": write_calls,
         "scaling": st.cluster.as_ref().zip(link).map(|(c, l)| json!({
-            "driver": "redis",
+            "driver": st.cfg.scaling.driver,
             "node": c.node_id(),
             "redis": if l.up { "up" } else { "down" },
             "published": l.published,

@@ -106,6 +106,11 @@ impl Core {
         self.conns.len()
     }
 
+    /// Whether a publication made here waits for Redis (or the loops' bus) to number it.
+    pub fn numbering(&self) -> bool {
+        self.st.cluster.as_ref().is_some_and(|c| c.numbering())
+    }
+
     /// Open WebSocket sessions.
     pub fn sessions(&self) -> usize {
         self.st.sessions.open()
@@ -272,6 +277,12 @@ impl Core {
     /// A message another node published.
     pub fn on_node_message(&mut self, payload: &[u8]) {
         cluster::on_message(&mut self.st, payload);
+        self.settle();
+    }
+
+    /// A message another loop of this process sent to its siblings only (console events).
+    pub fn on_loops_message(&mut self, payload: &[u8]) {
+        console::relayed(&mut self.st, payload);
         self.settle();
     }
 

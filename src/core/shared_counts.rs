@@ -62,9 +62,11 @@ pub fn take_rate(st: &mut State, app: usize, read: bool, n: u32) -> bool {
     } else {
         (cfg.max_backend_events_per_second, "events")
     };
+    // Through Redis, the machines divide the rate, as nodes do.
+    let share = rate.div_ceil(u32::try_from(super::cluster::machines(st)).unwrap_or(1));
     if rate > 0
         && let Some(board) = &st.board
-        && let Some(ok) = board.take_tokens(&format!("rate:{kind}:{}", cfg.id), rate, n)
+        && let Some(ok) = board.take_tokens(&format!("rate:{kind}:{}", cfg.id), share, n)
     {
         return ok;
     }
@@ -75,4 +77,14 @@ pub fn take_rate(st: &mut State, app: usize, read: bool, n: u32) -> bool {
         &mut app.backend_events
     };
     bucket.try_take(n, now)
+}
+
+/// Writes how many consoles this loop has, and learns whether another loop has one.
+pub fn sync_consoles(st: &mut State) {
+    let Some(board) = &st.board else {
+        return;
+    };
+    board.set_count("consoles", st.consoles.feeds().len());
+    let elsewhere = board.others_count("consoles") > 0;
+    st.consoles.set_elsewhere(elsewhere);
 }

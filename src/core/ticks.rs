@@ -19,6 +19,7 @@ pub fn tick(conns: &mut Conns, st: &mut State) {
         notify::pump(st);
     }
     cluster::prompt(st);
+    super::shared_counts::sync_consoles(st);
     let now = st.clock.secs();
     if now == st.last_second {
         return;

@@ -186,6 +186,7 @@ pub fn open(
     if mode == Mode::Console {
         // Not a client: no session count, no channels.
         st.consoles.add(key);
+        shared_counts::sync_consoles(st);
         return console::hello(conns, st, key);
     }
     if st.consoles.listening() {

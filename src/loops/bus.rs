@@ -7,7 +7,7 @@
 //! The bus owns the connections, the subscriptions and the keys (`store.rs`). It never blocks:
 //! a loop that stops reading is cut off past [`MAX_UNSENT`] (it then exits and is replaced).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
@@ -17,6 +17,7 @@ use mio::{Interest, Registry, Token};
 use slab::Slab;
 
 use super::store::{Publish, Store};
+use super::upstream::{News, Upstream};
 use crate::scaling::resp::{self, Decoder, Limits, Reply};
 
 /// Bytes waiting for one loop at most; past this the loop is taken for stuck.
@@ -33,6 +34,10 @@ struct BusConn {
     wbuf: Vec<u8>,
     decoder: Decoder,
     subscribed: Vec<Vec<u8>>,
+    /// Replies in the order the commands came (one sent to Redis may still be awaited):
+    /// `first_slot` numbers the front one.
+    replies: VecDeque<Option<Reply>>,
+    first_slot: u64,
 }
 
 pub struct Bus {
@@ -43,6 +48,13 @@ pub struct Bus {
     store: Store,
     /// Connections with bytes to write this turn.
     dirty: Vec<usize>,
+    /// Redis, when the process scales through it: the loops' commands go there instead.
+    upstream: Option<Upstream>,
+    /// The channel the loops hear on whether Redis answers (`up` / `down`), and the one
+    /// messages from other machines go to.
+    notices: Vec<u8>,
+    broadcast: Vec<u8>,
+    upstream_up: bool,
 }
 
 /// Why a connection closed, for the supervisor (which loop lost its bus).
@@ -51,14 +63,59 @@ pub struct Closed {
 }
 
 impl Bus {
-    pub fn new(token_base: usize) -> Bus {
+    /// A bus whose loops use the channels `{prefix}#broadcast` and `{prefix}#bus` (notices).
+    pub fn new(token_base: usize, prefix: &str) -> Bus {
         Bus {
             token_base,
             conns: Slab::new(),
             channels: HashMap::new(),
             store: Store::default(),
             dirty: Vec::new(),
+            upstream: None,
+            notices: format!("{prefix}#bus").into_bytes(),
+            broadcast: format!("{prefix}#broadcast").into_bytes(),
+            upstream_up: true,
         }
+    }
+
+    /// Scales through Redis: the loops' commands and publications go there too.
+    pub fn set_upstream(&mut self, upstream: Upstream) {
+        self.upstream = Some(upstream);
+    }
+
+    pub fn upstream_mut(&mut self) -> Option<&mut Upstream> {
+        self.upstream.as_mut()
+    }
+
+    pub fn upstream(&self) -> Option<&Upstream> {
+        self.upstream.as_ref()
+    }
+
+    /// Redis's timers and news: replies to the loops, other machines' messages, its status.
+    /// Returns a host name to resolve, when the link asks for one.
+    pub fn pump(&mut self, registry: &Registry) -> Option<(String, u16)> {
+        let news = match self.upstream.as_mut() {
+            Some(u) => u.pump(registry),
+            None => return None,
+        };
+        let mut resolve = None;
+        for n in news {
+            match n {
+                News::Reply { conn, slot, reply } => self.fill(conn, slot, reply),
+                News::Deliver(payload) => {
+                    let channel = self.broadcast.clone();
+                    self.fan_out(&channel, &payload);
+                }
+                News::Status(up) if up != self.upstream_up => {
+                    self.upstream_up = up;
+                    let notices = self.notices.clone();
+                    self.fan_out(&notices, status(up));
+                }
+                News::Status(_) => {}
+                News::Resolve(host, port) => resolve = Some((host, port)),
+            }
+        }
+        resolve
     }
 
     /// Serves the supervisor's end of a socketpair for loop `owner`.
@@ -78,6 +135,8 @@ impl Bus {
             wbuf: Vec::new(),
             decoder: Decoder::new(Limits::default()),
             subscribed: Vec::new(),
+            replies: VecDeque::new(),
+            first_slot: 0,
         });
         Ok(())
     }
@@ -179,6 +238,7 @@ impl Bus {
                 [_, channel, payload] => Reply::Integer(self.publish(channel, payload)),
                 _ => Reply::Error("ERR wrong number of arguments for 'publish' command".into()),
             },
+            _ if self.upstream.is_some() => return self.forward(key, args),
             _ => {
                 let mut published = Vec::new();
                 let reply = self.store.run(args, now, unix_secs, &mut published);
@@ -217,12 +277,67 @@ impl Bus {
                 Reply::Integer(i64::try_from(count).unwrap_or(i64::MAX)),
             ]);
             self.reply(key, &confirm);
+            if *channel == self.notices && self.upstream.is_some() {
+                // A loop that joins hears where Redis stands.
+                let notice = message(channel, status(self.upstream_up));
+                self.reply(key, &notice);
+            }
         }
     }
 
+    /// A command for Redis: its reply takes the connection's next slot, filled when it comes.
+    fn forward(&mut self, key: usize, args: &[Vec<u8>]) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let slot = c.first_slot + c.replies.len() as u64;
+        c.replies.push_back(None);
+        if let Some(u) = self.upstream.as_mut() {
+            u.forward(key, slot, args);
+        }
+    }
+
+    /// Redis answered a forwarded command.
+    fn fill(&mut self, key: usize, slot: u64, reply: Reply) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(at) = slot
+            .checked_sub(c.first_slot)
+            .and_then(|i| c.replies.get_mut(i as usize))
+        else {
+            return;
+        };
+        *at = Some(reply);
+        self.release(key);
+    }
+
+    /// Writes the replies that are ready, in order.
+    fn release(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        while let Some(Some(_)) = c.replies.front() {
+            if let Some(Some(reply)) = c.replies.pop_front() {
+                resp::encode_reply(&mut c.wbuf, &reply);
+            }
+            c.first_slot += 1;
+        }
+        self.dirty.push(key);
+    }
+
     /// Writes a message to every subscriber of `channel` (the publishing loop's included, as
-    /// Redis does); returns how many.
+    /// Redis does), and to Redis when the process scales through it; returns how many loops.
     pub fn publish(&mut self, channel: &[u8], payload: &[u8]) -> i64 {
+        // The loops' own channel (notices, console events) stays on this machine.
+        if let Some(u) = self.upstream.as_mut().filter(|_| channel == self.broadcast) {
+            u.publish(channel, payload);
+        }
+        self.fan_out(channel, payload)
+    }
+
+    /// Writes a message to every loop subscribed to `channel`.
+    fn fan_out(&mut self, channel: &[u8], payload: &[u8]) -> i64 {
         let Some(subs) = self.channels.get(channel) else {
             return 0;
         };
@@ -244,8 +359,9 @@ impl Bus {
 
     fn reply(&mut self, key: usize, reply: &Reply) {
         if let Some(c) = self.conns.get_mut(key) {
-            resp::encode_reply(&mut c.wbuf, reply);
+            c.replies.push_back(Some(reply.clone()));
         }
+        self.release(key);
     }
 
     /// Writes what this turn queued; a loop that has let [`MAX_UNSENT`] pile up is cut off.
@@ -280,6 +396,9 @@ impl Bus {
         let Some(mut c) = self.conns.try_remove(key) else {
             return;
         };
+        if let Some(u) = self.upstream.as_mut() {
+            u.forget(key);
+        }
         let _ = registry.deregister(&mut c.stream);
         for channel in c.subscribed {
             if let Some(subs) = self.channels.get_mut(&channel) {
@@ -305,6 +424,20 @@ fn write_out(c: &mut BusConn) -> io::Result<()> {
     }
     c.wbuf.drain(..done);
     Ok(())
+}
+
+/// A notice's text: whether Redis answers.
+fn status(up: bool) -> &'static [u8] {
+    if up { b"up" } else { b"down" }
+}
+
+/// A pushed message, as Redis sends one to a subscriber.
+fn message(channel: &[u8], payload: &[u8]) -> Reply {
+    Reply::Array(vec![
+        Reply::Bulk(b"message".to_vec()),
+        Reply::Bulk(channel.to_vec()),
+        Reply::Bulk(payload.to_vec()),
+    ])
 }
 
 /// A command's arguments: an array of bulk strings.

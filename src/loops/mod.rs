@@ -3,7 +3,8 @@
 //! listener. The supervisor is the loops' local bus (`bus.rs`, the part of Redis the cluster
 //! layer uses, over socketpairs): channels, presence, counts, rate shares and numbered history
 //! are shared between loops exactly as between the nodes of a Redis cluster, without a Redis.
-//! (Scaling through Redis runs one loop for now: `main.rs` says so.)
+//! With Redis configured, the supervisor is also the loops' one link to Redis
+//! (`upstream.rs`): each loop is a node of the cluster.
 //!
 //! The supervisor replaces a loop that dies, passes signals on, and speaks to systemd; it
 //! never serves a client. No process ever starts a thread.
@@ -12,6 +13,7 @@ mod bus;
 mod spawn;
 mod store;
 mod supervisor;
+mod upstream;
 
 use crate::config::Config;
 use crate::scaling::redis::BusEnds;
@@ -44,7 +46,14 @@ impl Place {
     }
 }
 
-/// The node name of loop `index` on the bus: the same for the loop that replaces it.
-fn node_id(index: usize) -> String {
-    format!("loop-{index}")
+/// The loops' names among the nodes: `loop-N` on the bus alone; through Redis the configured
+/// (or a generated) node id with the loop's number. The loop that replaces one takes its name,
+/// so the others take the newcomer's state for the dead one's.
+fn node_names(cfg: &Config, count: usize) -> Vec<String> {
+    let base = match cfg.scaling.node_id.as_str() {
+        _ if cfg.scaling.driver != "redis" => "loop".to_string(),
+        "" => crate::identity::node_id(),
+        id => id.to_string(),
+    };
+    (0..count).map(|i| format!("{base}-{i}")).collect()
 }

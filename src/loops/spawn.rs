@@ -92,7 +92,7 @@ impl Supervisor {
             index,
             count: self.slots.len(),
             bus,
-            node_id: super::node_id(index),
+            node_id: self.names.get(index).cloned().unwrap_or_default(),
             board: self.board.for_loop(index),
         };
         let server = self.loop_server(place);
@@ -106,7 +106,10 @@ impl Supervisor {
         };
         match server.run() {
             Ok(Exit::LoopRestart(Some(history))) => match write_history(&self.history, &history) {
-                Ok(()) => 0,
+                Ok(()) => {
+                    log::debug!("loop {index} handed on {} bytes of history", history.len());
+                    0
+                }
                 Err(e) => {
                     error!("restart: channel history not handed on: {e}");
                     1

@@ -5,21 +5,27 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use super::bus::Bus;
+use super::upstream::Upstream;
 use crate::config::{Config, Sources};
 use crate::fifo::Fifo;
 use crate::server::{Exit, Handoff, StartError};
+use crate::worker::{self, Workers};
 
 const SIGNALS: Token = Token(0);
 const BUS_TOKENS: usize = 1;
+/// Redis, when the loops scale through it (the bus's connections stay far below).
+const UPSTREAM: (Token, Token) = (Token(1 << 30), Token((1 << 30) + 1));
+/// The resolver of Redis's host name (a forked `ferrocast resolve`).
+const WORKER_TOKENS: usize = 1 << 40;
 /// A loop that dies this soon after it started is restarted after a growing pause, so a loop
 /// that cannot start does not make the supervisor fork without end.
 const QUICK_DEATH: Duration = Duration::from_secs(5);
@@ -53,6 +59,12 @@ pub struct Supervisor {
     pub(super) history: File,
     pub(super) slots: Vec<Slot>,
     pub(super) board: crate::board::Board,
+    /// The loops' node names in the cluster (`loop-N` on the bus alone).
+    pub(super) names: Vec<String>,
+    /// Resolves Redis's host name; also reaps the loops.
+    workers: Workers,
+    resolving: Option<worker::JobId>,
+    finished: Vec<(worker::JobId, crate::job::Outcome)>,
     phase: Phase,
     watchdog: Option<(Duration, Instant)>,
 }
@@ -84,11 +96,23 @@ impl Supervisor {
         .map_err(|e| StartError::Poll(e.into()))?;
         let count = cfg.loops.resolve();
         let board = crate::board::Board::new(count).map_err(StartError::Poll)?;
+        let names = super::node_names(&cfg, count);
+        let mut bus = Bus::new(BUS_TOKENS, &cfg.scaling.prefix);
+        if cfg.scaling.driver == "redis" {
+            bus.set_upstream(Upstream::start(
+                &cfg,
+                poll.registry(),
+                UPSTREAM,
+                names.clone(),
+            )?);
+        }
+        let mut workers = Workers::new(1, 4, WORKER_TOKENS);
+        workers.keep_strangers();
         let now = Instant::now();
         Ok(Supervisor {
             poll,
             signals: Some(signals),
-            bus: Bus::new(BUS_TOKENS),
+            bus,
             sources,
             cfg,
             listener: std::net::TcpListener::from(listener),
@@ -103,6 +127,10 @@ impl Supervisor {
                 })
                 .collect(),
             board,
+            names,
+            workers,
+            resolving: None,
+            finished: Vec::new(),
             phase: Phase::Serving,
             watchdog: crate::systemd::watchdog_interval().map(|d| (d / 2, now)),
         })
@@ -111,6 +139,10 @@ impl Supervisor {
     /// Runs the loops until SIGTERM/SIGINT (or SIGUSR2) and their drains finish.
     pub fn run(mut self) -> io::Result<Exit> {
         self.start_due();
+        // The history a restart handed on is for the first loops only: one that replaces a
+        // dead loop later starts without it (and asks the bus where each stream stands).
+        // SAFETY: this process has one thread.
+        unsafe { std::env::remove_var("FERROCAST_HISTORY_FD") };
         let addr = self.listener.local_addr()?;
         let fifo = self.fifo.as_ref().map(|f| f.path().display().to_string());
         info!(
@@ -135,6 +167,7 @@ impl Supervisor {
             for event in events.iter() {
                 self.dispatch(event.token());
             }
+            self.pump_upstream();
             for closed in self.bus.flush(self.poll.registry()) {
                 self.cut_off(closed.owner);
             }
@@ -150,8 +183,16 @@ impl Supervisor {
     fn timeout(&self) -> Duration {
         let now = Instant::now();
         let next = self.slots.iter().filter_map(|s| s.start_at).min();
-        next.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
-            .min(Duration::from_secs(1))
+        let mut timeout = next
+            .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
+            .min(Duration::from_secs(1));
+        if let Some(t) = self.bus.upstream().and_then(|u| u.poll_timeout(now)) {
+            timeout = timeout.min(t);
+        }
+        if let Some(deadline) = self.workers.next_deadline() {
+            timeout = timeout.min(deadline.saturating_duration_since(now));
+        }
+        timeout
     }
 
     fn dispatch(&mut self, token: Token) {
@@ -159,13 +200,53 @@ impl Supervisor {
             return self.handle_signals();
         }
         let registry = self.poll.registry();
+        if self.workers.owns(token) {
+            return self.workers.on_ready(registry, token, &mut self.finished);
+        }
+        if let Some(u) = self.bus.upstream_mut().filter(|u| u.owns(token)) {
+            return u.on_ready(registry, token);
+        }
         if let Some(closed) = self.bus.on_ready(registry, token, Instant::now()) {
             self.cut_off(closed.owner);
         }
     }
 
+    /// Redis's news for the loops; its host name resolved in a child (`getaddrinfo` blocks).
+    fn pump_upstream(&mut self) {
+        let registry = self.poll.registry();
+        if self.workers.running() > 0 {
+            self.workers
+                .expire(registry, Instant::now(), &mut self.finished);
+        }
+        for (id, outcome) in std::mem::take(&mut self.finished) {
+            if self.resolving == Some(id) {
+                self.resolving = None;
+                let result = crate::link::resolved_addresses(&outcome)
+                    .map_err(|why| format!("resolving: {why}"));
+                if let Some(u) = self.bus.upstream_mut() {
+                    u.resolved(registry, result);
+                }
+            }
+        }
+        let Some((host, port)) = self.bus.pump(registry) else {
+            return;
+        };
+        let job = crate::link::resolve_job(&host, port);
+        match self.workers.submit(registry, job, &mut self.finished) {
+            Ok(id) => self.resolving = Some(id),
+            Err(_) => {
+                if let Some(u) = self.bus.upstream_mut() {
+                    u.resolved(registry, Err(format!("cannot resolve {host}: busy")));
+                }
+            }
+        }
+    }
+
     /// A loop whose bus connection broke cannot share channels: it goes, and another comes.
     fn cut_off(&mut self, index: usize) {
+        if self.phase != Phase::Serving {
+            return; // a loop that ends closes its side first
+        }
         if let Some(pid) = self.slots.get(index).and_then(|s| s.pid) {
             let _ = kill(pid, Signal::SIGKILL);
         }
@@ -248,17 +329,19 @@ impl Supervisor {
 
     /// Collects every loop that ended; one that died while serving is replaced.
     fn reap(&mut self) {
-        loop {
-            let (pid, how) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, format!("exited with {code}")),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, format!("was killed by {sig}")),
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(_) => continue,
+        let registry = self.poll.registry();
+        self.workers.reap(registry, &mut self.finished);
+        for status in self.workers.take_strangers() {
+            let (pid, how) = match status {
+                WaitStatus::Exited(pid, code) => (pid, format!("exited with {code}")),
+                WaitStatus::Signaled(pid, sig, _) => (pid, format!("was killed by {sig}")),
+                _ => continue,
             };
             let Some(index) = self.slots.iter().position(|s| s.pid == Some(pid)) else {
                 continue;
             };
             self.slots[index].pid = None;
+            debug!("loop {index} (pid {pid}) {how}");
             self.board.clear(index);
             let registry = self.poll.registry();
             self.bus.drop_owner(registry, index);
@@ -273,11 +356,22 @@ impl Supervisor {
     /// The dead loop leaves the other loops' view at once: its members are announced as
     /// removed (once, by the loops that hold their channels), its counts go.
     fn forget(&mut self, index: usize) {
-        let node = super::node_id(index);
+        let Some(node) = self.names.get(index).cloned() else {
+            return;
+        };
         let prefix = &self.cfg.scaling.prefix;
-        let store = self.bus.store_mut();
-        store.remove(format!("{prefix}:node:{node}").as_bytes());
-        store.remove_member(format!("{prefix}:nodes").as_bytes(), node.as_bytes());
+        let (key, nodes) = (format!("{prefix}:node:{node}"), format!("{prefix}:nodes"));
+        match self.bus.upstream_mut() {
+            Some(u) => {
+                u.command(&[b"DEL", key.as_bytes()]);
+                u.command(&[b"SREM", nodes.as_bytes(), node.as_bytes()]);
+            }
+            None => {
+                let store = self.bus.store_mut();
+                store.remove(key.as_bytes());
+                store.remove_member(nodes.as_bytes(), node.as_bytes());
+            }
+        }
         let gone = serde_json::json!({ "node": node, "kind": "gone" }).to_string();
         let channel = format!("{prefix}#broadcast");
         self.bus.publish(channel.as_bytes(), gone.as_bytes());
@@ -325,6 +419,7 @@ impl Supervisor {
         if self.phase == Phase::Restarting {
             info!("restarting in place");
             let history = read_history(&self.history)?;
+            debug!("handing on {} bytes of history", history.len());
             return Ok(Exit::Restart(Handoff {
                 listener: self.listener.into(),
                 fifo: fifo.into_fd()?,

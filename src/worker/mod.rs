@@ -155,6 +155,10 @@ pub struct Workers {
     /// With several loops: `max_workers` is the process's, so each loop counts the others'
     /// running workers (pinned on the board) with its own.
     board: Option<crate::board::Board>,
+    /// Children reaped that were not workers (a supervisor's loops), for the caller, when it
+    /// asked for them (`keep_strangers`).
+    strangers: Vec<WaitStatus>,
+    keep_strangers: bool,
 }
 
 impl Workers {
@@ -177,7 +181,19 @@ impl Workers {
             dying: HashSet::new(),
             fastcgi: FastCgi::new(token_base.saturating_add(FASTCGI_TOKENS), max_workers),
             board: None,
+            strangers: Vec::new(),
+            keep_strangers: false,
         }
+    }
+
+    /// The caller has children of its own (a supervisor's loops): their ends are kept for it.
+    pub fn keep_strangers(&mut self) {
+        self.keep_strangers = true;
+    }
+
+    /// Children that ended and were not workers (a supervisor's loops), since the last call.
+    pub fn take_strangers(&mut self) -> Vec<WaitStatus> {
+        std::mem::take(&mut self.strangers)
     }
 
     /// One of several loops: `max_workers` bounds the workers of every loop together.
@@ -299,6 +315,9 @@ impl Workers {
                     }
                     let Some(&slot) = self.by_pid.get(&pid) else {
                         log::debug!("reaped pid {pid} that is not a worker: {status:?}");
+                        if self.keep_strangers {
+                            self.strangers.push(status);
+                        }
                         continue;
                     };
                     let Some(run) = self.slots.get_mut(slot).and_then(Option::as_mut) else {

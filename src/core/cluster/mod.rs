@@ -384,18 +384,35 @@ fn announce(st: &mut State, events: Vec<MemberEvent>) {
     }
 }
 
-/// Re-divides the app rate limits when nodes come or go.
+/// Re-divides the app rate limits when nodes come or go. The loops of a process take from one
+/// bucket on the board instead (`shared_counts.rs`), divided between the machines.
 fn share_rates(st: &mut State) {
-    // The loops of one process take from shared buckets instead (`shared_counts.rs`).
-    let Some(c) = st.cluster.as_mut().filter(|c| !c.prompt) else {
+    let Some(c) = st.cluster.as_mut() else {
         return;
     };
     let nodes = 1 + c.replica.node_count();
-    if nodes != c.rate_share {
-        c.rate_share = nodes;
-        st.apps.share_rates(nodes, st.clock.now());
-        info!("{nodes} node(s) in the cluster: each enforces 1/{nodes} of every app rate limit");
+    if nodes == c.rate_share {
+        return;
     }
+    c.rate_share = nodes;
+    if c.prompt {
+        let machines = machines(st);
+        let loops = st.board.as_ref().map_or(1, |b| b.loops());
+        info!(
+            "{machines} node(s) in the cluster, {loops} loop(s) each: this one's loops share 1/{machines} of every app rate limit"
+        );
+        return;
+    }
+    st.apps.share_rates(nodes, st.clock.now());
+    info!("{nodes} node(s) in the cluster: each enforces 1/{nodes} of every app rate limit");
+}
+
+/// The processes in the cluster, for loops on a bus: its nodes over this process's loops
+/// (every process of a cluster runs as many, as their configurations should say).
+pub fn machines(st: &State) -> usize {
+    let nodes = 1 + st.cluster.as_ref().map_or(0, |c| c.replica.node_count());
+    let loops = st.board.as_ref().map_or(1, |b| b.loops()).max(1);
+    nodes.div_ceil(loops).max(1)
 }
 
 /// Every turn: on the local bus, this loop's changes go out at once (a REST call or a

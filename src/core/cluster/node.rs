@@ -62,6 +62,11 @@ impl Cluster {
         })
     }
 
+    /// Whether a publication made here waits to be numbered.
+    pub fn numbering(&self) -> bool {
+        self.sequencer.numbering()
+    }
+
     pub fn node_id(&self) -> &str {
         &self.node_id
     }

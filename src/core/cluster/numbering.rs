@@ -127,6 +127,12 @@ impl Sequencer {
         self.next_tag
     }
 
+    /// Whether a publication waits to be numbered (a restarting loop waits for it: it must be
+    /// kept in the history it hands on).
+    pub fn numbering(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
     /// Whether as much waits for Redis as the node lets wait.
     pub fn busy(&self) -> bool {
         self.waiting.len() + self.parked.len() >= MAX_WAITING

@@ -201,7 +201,9 @@ fn note_error(st: &mut State, reply: &Reply) {
 /// itself refused the script, the other nodes never got it: it goes to them as a plain
 /// publication.
 fn alone(st: &mut State, mut p: Publication, error: &str) {
-    let origin = if error == UNAVAILABLE || error == QUEUE_FULL {
+    // The loops of one process still reach one another when Redis does not answer.
+    let on_bus = st.cluster.as_ref().is_some_and(|c| c.prompt);
+    let origin = if (error == UNAVAILABLE || error == QUEUE_FULL) && !on_bus {
         Origin::Alone
     } else {
         Origin::Unnumbered
