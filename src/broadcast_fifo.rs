@@ -54,21 +54,9 @@ impl Reader {
         }
     }
 
-    /// Stops watching the FIFO (a restarting loop leaves what comes next to its successor).
-    pub fn deregister(&mut self, registry: &Registry) {
-        if let Some(f) = self.fifo() {
-            let _ = registry.deregister(&mut SourceFd(&f.raw_fd()));
-        }
-        if let Reader::Shared(_) = self {
-            // Not read again by this loop: turns no longer retry it either.
-            *self = match std::mem::replace(self, Reader::None) {
-                Reader::Shared(f) => {
-                    drop(f.into_fd());
-                    Reader::None
-                }
-                other => other,
-            };
-        }
+    /// Whether this process reads the FIFO.
+    pub fn reads(&self) -> bool {
+        self.fifo().is_some()
     }
 
     /// The path, for the start-up line.

@@ -31,6 +31,7 @@ use crate::worker::{self, Workers};
 use crate::{identity, listener, time};
 
 mod lifecycle;
+mod siblings;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const FIFO: Token = Token(usize::MAX - 2);
@@ -51,11 +52,6 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
 /// How often a supervisor's loop pins its numbers for the others: how old a sibling's part of
 /// `/metrics` may be.
 const BOARD_EVERY: Duration = Duration::from_millis(100);
-/// The board's count of loops on the bus (`siblings_on_bus`).
-const ON_BUS_KEY: &str = "on_bus";
-/// How long a loop waits for its siblings to be on the bus before it serves anyway (one died
-/// and is not back).
-const JOIN_PATIENCE: Duration = Duration::from_secs(5);
 /// The shortest time between two pins of a busy loop.
 const BOARD_MIN: Duration = Duration::from_millis(2);
 const SCRATCH_BYTES: usize = 64 * 1024;
@@ -161,6 +157,7 @@ pub struct Server {
     started: Instant,
     /// A turn did something since the last pin.
     unpinned: bool,
+    pinned_sessions: usize,
     /// Connections and FIFO lines are taken (at once, or for a loop once it is on the bus).
     serving: bool,
     /// Half of systemd's `WatchdogSec`, when it is set, and when it was last told.
@@ -252,6 +249,7 @@ impl Server {
             pinned_at: Instant::now(),
             started: Instant::now(),
             unpinned: true,
+            pinned_sessions: 0,
             serving: false,
             watchdog: crate::systemd::watchdog_interval().map(|d| (d / 2, Instant::now())),
         })
@@ -285,24 +283,13 @@ impl Server {
             // Drained: no connection left, and no publication still out to be numbered (it
             // must reach the history handed on).
             if let Some(deadline) = self.shutdown_deadline
-                && ((self.sockets.is_empty() && !self.core.numbering())
+                && ((self.sockets.is_empty() && !self.core.numbering() && self.last_to_go())
                     || Instant::now() >= deadline)
             {
                 break;
             }
         }
         self.finish()
-    }
-
-    /// Whether every loop is on the bus (or this one waited long enough for a dead one): what
-    /// one loop publishes must reach each sibling, so none serves before all listen.
-    fn siblings_on_bus(&self) -> bool {
-        let Some(place) = &self.place else {
-            return true;
-        };
-        place.board.set_count(ON_BUS_KEY, 1);
-        let on = place.board.others_count(ON_BUS_KEY) + 1;
-        on >= place.count || self.started.elapsed() >= JOIN_PATIENCE
     }
 
     /// A loop on the bus is on it: it takes connections and FIFO lines from now on.
@@ -395,20 +382,6 @@ impl Server {
         self.apply_effects();
         self.flush();
         self.pin_board();
-    }
-
-    /// After a turn that did something (at most every BOARD_MIN), and every BOARD_EVERY: this
-    /// loop's numbers for its siblings, so a sibling's `/metrics` a moment later counts what
-    /// this loop just did, frames it compressed while flushing included. (Some 20 µs.)
-    fn pin_board(&mut self) {
-        let due = self.pinned_at.elapsed();
-        if let Some(place) = &self.place
-            && ((self.unpinned && due >= BOARD_MIN) || due >= BOARD_EVERY)
-        {
-            place.board.pin(self.core.local_metrics().as_bytes());
-            self.pinned_at = Instant::now();
-            self.unpinned = false;
-        }
     }
 
     fn poll_timeout(&self) -> Duration {

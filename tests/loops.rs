@@ -354,3 +354,80 @@ fn through_redis_a_killed_loop_leaves_the_other_machines_at_once() {
         "removed once: {again:?}"
     );
 }
+
+/// The loop process serving a client: from `ss`, the server-side socket whose peer is the
+/// client's own port.
+fn loop_serving(s: &Server, c: &Client) -> Option<u32> {
+    let port = c.ws.get_ref().local_addr().ok()?.port();
+    let out = std::process::Command::new("ss")
+        .args(["-tnpH", "state", "established"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 4
+            && f[2].ends_with(&format!(":{}", s.port()))
+            && f[3].ends_with(&format!(":{port}"))
+    })?;
+    let pid = line.split("pid=").nth(1)?.split(',').next()?;
+    pid.parse().ok()
+}
+
+#[test]
+fn a_users_fifo_reaches_its_connections_on_every_loop_and_goes_with_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let validate = dir.path().join("validate.sh");
+    let script =
+        "#!/bin/sh\ncase \"$HTTP_COOKIE\" in *sid=alice*) echo alice ;; *) exit 1 ;; esac\n";
+    std::fs::write(&validate, script).unwrap();
+    let cfg = json!({"validate": {"handler": "exec", "command": ["/bin/sh", validate]}});
+    let cfg = common::write_config(dir.path(), "c.json", &cfg);
+    let s = Server::start(&["--loops", "2", "--config", cfg.to_str().unwrap()], &[]);
+    // Alice's connections until both loops have one.
+    let mut alice: Vec<(Client, u32)> = Vec::new();
+    for _ in 0..200 {
+        let c = s.try_ws("/raw", &[("Cookie", "sid=alice")]).expect("alice");
+        let Some(pid) = loop_serving(&s, &c) else {
+            continue;
+        };
+        alice.push((c, pid));
+        let loops: HashSet<u32> = alice.iter().map(|(_, p)| *p).collect();
+        if loops.len() == 2 {
+            break;
+        }
+    }
+    let loops: HashSet<u32> = alice.iter().map(|(_, p)| *p).collect();
+    assert_eq!(loops.len(), 2, "alice's connections all on one loop");
+    let fifo = s.fifo().parent().unwrap().join("users").join("alice.fifo");
+    assert!(common::is_fifo(&fifo), "{} exists", fifo.display());
+    for i in 0..5 {
+        common::fifo_write(&fifo, format!("for alice {i}\n").as_bytes());
+    }
+    for (c, pid) in alice.iter_mut() {
+        for i in 0..5 {
+            assert_eq!(c.recv_text(WAIT), format!("for alice {i}"), "loop {pid}");
+        }
+        c.send_text("ping");
+        assert_eq!(c.recv_text(WAIT), "pong", "loop {pid}: nothing more");
+    }
+    // The FIFO stays while any loop has one of her connections, and goes with the last.
+    let last_pid = alice.last().map(|(_, p)| *p).unwrap();
+    let (first_loop, last_loop): (Vec<_>, Vec<_>) =
+        alice.into_iter().partition(|(_, p)| *p != last_pid);
+    for (c, _) in first_loop {
+        c.close();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        common::is_fifo(&fifo),
+        "alice still has a connection on loop {last_pid}"
+    );
+    for (c, _) in last_loop {
+        c.close();
+    }
+    assert!(
+        wait_until(WAIT, || !fifo.exists()),
+        "the FIFO outlived alice"
+    );
+}

@@ -46,8 +46,8 @@ suite_rust() {
     # units), util-linux + mount (`unshare --mount` and `mount --bind`: tests/hostile.rs gives the
     # server a private /etc/resolv.conf and /etc/hosts; needs root, as apt-get does), php-fpm
     # (tests/fastcgi_fpm.rs starts a private pool), postgresql and mariadb-server (tests/app_store.rs
-    # starts private servers on loopback ports).
-    apt_install redis-server redis-tools apache2 systemd php-cli php-fpm util-linux mount postgresql mariadb-server mariadb-client || { log "cannot install the test packages"; return 1; }
+    # starts private servers on loopback ports), iproute2 (`ss`: which loop serves a client, tests/loops.rs).
+    apt_install redis-server redis-tools apache2 systemd php-cli php-fpm util-linux mount postgresql mariadb-server mariadb-client iproute2 || { log "cannot install the test packages"; return 1; }
     local out="$LOGDIR/rust-$FERROCAST_TEST_LOOPS.log"
     log "building tests"
     # Build first so compile time is not counted against test deadlines.

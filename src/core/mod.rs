@@ -185,14 +185,7 @@ impl Core {
 
     /// Bytes arrived on a connection (decrypted already, when it is TLS).
     pub fn on_bytes(&mut self, key: usize, data: &mut [u8]) {
-        self.st.stats.output_pauses = self.conns.pauses();
-        let d = self.conns.deflated();
-        let stats = &mut self.st.stats;
-        (
-            stats.deflated_frames,
-            stats.deflated_bytes_in,
-            stats.deflated_bytes_out,
-        ) = (d.compressed, d.bytes_in, d.bytes_out);
+        self.refresh_stats();
         input::on_bytes(&mut self.conns, &mut self.st, key, data);
         self.settle();
     }
@@ -342,8 +335,21 @@ impl Core {
     }
 
     /// This loop's own metrics, for the board.
-    pub fn local_metrics(&self) -> String {
+    pub fn local_metrics(&mut self) -> String {
+        self.refresh_stats();
         metrics::render_local(&self.st)
+    }
+
+    /// The counters the connections keep themselves, into the stats (`/metrics` reads these).
+    fn refresh_stats(&mut self) {
+        self.st.stats.output_pauses = self.conns.pauses();
+        let d = self.conns.deflated();
+        let stats = &mut self.st.stats;
+        (
+            stats.deflated_frames,
+            stats.deflated_bytes_in,
+            stats.deflated_bytes_out,
+        ) = (d.compressed, d.bytes_in, d.bytes_out);
     }
 
     /// Channel history for the next process (`ferrocast restart`).

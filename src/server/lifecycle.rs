@@ -53,11 +53,6 @@ impl Server {
         }
         // Whatever scripts wrote before the signal is delivered before the goodbye.
         self.read_fifo(usize::MAX);
-        if signal == SIGUSR2 && self.place.is_some() {
-            // What scripts write from now on waits in the FIFO for the next process's loops
-            // (the supervisor keeps the FIFO open meanwhile).
-            self.fifo.deregister(self.poll.registry());
-        }
         self.core.shutdown(how);
         let draining = format!("draining {} connection(s)", self.core.connections());
         let _ = crate::systemd::status(&draining);
