@@ -30,6 +30,9 @@ pub struct Link {
     /// last said (a loop behind a bus without Redis hears nothing and stays up).
     notices: Vec<u8>,
     upstream_up: bool,
+    /// The loop that reads the FIFO stopped (`stop:SIGNAL`): this one stops too, after what
+    /// that one published before.
+    stop: Option<i32>,
 }
 
 impl Link {
@@ -80,7 +83,13 @@ impl Link {
             bus_lost: false,
             notices,
             upstream_up: true,
+            stop: None,
         }))
+    }
+
+    /// The signal the loop that reads the FIFO stopped on, once it said so.
+    pub fn take_stop(&mut self) -> Option<i32> {
+        self.stop.take()
     }
 
     /// Whether the link itself is up (to the bus: whatever Redis behind it does).

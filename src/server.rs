@@ -190,7 +190,7 @@ impl Server {
             place.adjust(&mut cfg);
         }
         let poll = Poll::new().map_err(StartError::Poll)?;
-        let bus = p.place.as_ref().and_then(|place| place.bus);
+        let bus = p.place.as_ref().map(|place| place.bus);
         let link = Link::start(&cfg, &poll, (REDIS_SUB, REDIS_CMD), bus)?;
         let tls = match (&cfg.tls.cert, &cfg.tls.key) {
             (Some(cert), Some(key)) => Some(crate::tls::load(cert, key)?),
@@ -740,6 +740,9 @@ impl Server {
         if link.bus_lost() {
             // Its clients reconnect to the other loops (or to the loop that replaces this one).
             std::process::exit(1);
+        }
+        if let Some(signal) = link.take_stop() {
+            return self.begin_shutdown(signal);
         }
         let Some((host, port)) = resolve else {
             if !self.serving && link.connected() && self.siblings_on_bus() {

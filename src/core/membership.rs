@@ -23,6 +23,8 @@ fn joined(st: &mut State, key: usize, conn_id: u64, app: usize, name: &str, new:
         if created {
             notify::occupied(st, app, id, name);
         }
+        // The channel's count everywhere: the other loops' (and nodes') subscribers too.
+        let count = count + super::cluster::remote_channel(st, app, name).0;
         notify::count(st, app, name, count);
     }
     if let Some(cluster) = st.cluster.as_mut() {
@@ -65,7 +67,8 @@ pub fn left(st: &mut State, conn_id: u64, left: Left) {
         if left.vacated() {
             notify::vacated(st, app, &left.channel, left.occupied_at);
         } else {
-            notify::count(st, app, &left.channel, left.count);
+            let count = left.count + super::cluster::remote_channel(st, app, &left.channel).0;
+            notify::count(st, app, &left.channel, count);
         }
     }
 }

@@ -273,6 +273,14 @@ impl Core {
         self.settle();
     }
 
+    /// A word for the other loops of this process only, after what this turn published.
+    pub fn tell_loops(&mut self, text: &str) {
+        self.st
+            .effects
+            .link
+            .push(effects::LinkOp::Loops(text.as_bytes().to_vec()));
+    }
+
     /// A message another loop of this process sent to its siblings only (console events).
     pub fn on_loops_message(&mut self, payload: &[u8]) {
         console::relayed(&mut self.st, payload);

@@ -26,7 +26,7 @@ pub struct Place {
     pub index: usize,
     pub count: usize,
     /// This loop's ends of its socketpairs to the bus.
-    pub bus: Option<BusEnds>,
+    pub bus: BusEnds,
     /// The loop's name among the nodes: the same for the loop that replaces it, so the others
     /// take the newcomer's state for the dead one's.
     pub node_id: String,
@@ -39,9 +39,7 @@ impl Place {
     /// cluster. (`max_workers` stays the process's: the loops count one another's workers on
     /// the board.)
     pub fn adjust(&self, cfg: &mut Config) {
-        if self.bus.is_some() {
-            cfg.scaling.driver = "bus".into();
-        }
+        cfg.scaling.driver = "bus".into();
         cfg.scaling.node_id = self.node_id.clone();
     }
 }

@@ -35,7 +35,7 @@ const SUPERVISOR_ONLY: [&str; 6] = [
 impl Supervisor {
     /// Forks loop `index`.
     pub(super) fn spawn(&mut self, index: usize) -> io::Result<()> {
-        let pairs = Some((UnixStream::pair()?, UnixStream::pair()?));
+        let pairs = (UnixStream::pair()?, UnixStream::pair()?);
         // Signals wait until the new process has its own handlers: the supervisor's, which
         // it inherits, would tell the supervisor.
         let mut old = SigSet::empty();
@@ -50,12 +50,11 @@ impl Supervisor {
             }
             Ok(ForkResult::Parent { child }) => {
                 sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
-                if let Some(((sub, _), (cmd, _))) = pairs {
-                    for end in [sub, cmd] {
-                        end.set_nonblocking(true)?;
-                        let end = mio::net::UnixStream::from_std(end);
-                        self.bus.add(self.poll.registry(), end, index)?;
-                    }
+                let ((sub, _), (cmd, _)) = pairs;
+                for end in [sub, cmd] {
+                    end.set_nonblocking(true)?;
+                    let end = mio::net::UnixStream::from_std(end);
+                    self.bus.add(self.poll.registry(), end, index)?;
                 }
                 self.slots[index].pid = Some(child);
                 Ok(())
@@ -71,7 +70,7 @@ impl Supervisor {
     fn become_loop(
         &mut self,
         index: usize,
-        pairs: Option<Pairs>,
+        pairs: Pairs,
         supervisor: nix::unistd::Pid,
         mask: SigSet,
     ) -> i32 {
@@ -84,10 +83,11 @@ impl Supervisor {
             return 1;
         }
         self.let_go();
-        let bus = pairs.map(|((_, sub), (_, cmd))| BusEnds {
+        let ((_, sub), (_, cmd)) = pairs;
+        let bus = BusEnds {
             sub: Some(sub.into_raw_fd()),
             cmd: Some(cmd.into_raw_fd()),
-        });
+        };
         let place = Place {
             index,
             count: self.slots.len(),

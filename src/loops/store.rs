@@ -121,30 +121,25 @@ impl Store {
         int(n)
     }
 
+    /// The live entry of a key, made with `fresh` when absent.
+    fn entry(&mut self, key: &[u8], now: Instant, fresh: fn() -> Value) -> &mut Entry {
+        self.live(key, now);
+        self.keys.entry(key.to_vec()).or_insert_with(|| Entry {
+            value: fresh(),
+            expires: None,
+        })
+    }
+
     fn hash(&mut self, key: &[u8], now: Instant) -> Result<&mut HashMap<Vec<u8>, Vec<u8>>, Reply> {
-        if self.live(key, now).is_none() {
-            let entry = Entry {
-                value: Value::Hash(HashMap::new()),
-                expires: None,
-            };
-            self.keys.insert(key.to_vec(), entry);
-        }
-        match self.keys.get_mut(key).map(|e| &mut e.value) {
-            Some(Value::Hash(h)) => Ok(h),
+        match &mut self.entry(key, now, || Value::Hash(HashMap::new())).value {
+            Value::Hash(h) => Ok(h),
             _ => Err(wrong_type()),
         }
     }
 
     fn set(&mut self, key: &[u8], now: Instant) -> Result<&mut HashSet<Vec<u8>>, Reply> {
-        if self.live(key, now).is_none() {
-            let entry = Entry {
-                value: Value::Set(HashSet::new()),
-                expires: None,
-            };
-            self.keys.insert(key.to_vec(), entry);
-        }
-        match self.keys.get_mut(key).map(|e| &mut e.value) {
-            Some(Value::Set(s)) => Ok(s),
+        match &mut self.entry(key, now, || Value::Set(HashSet::new())).value {
+            Value::Set(s) => Ok(s),
             _ => Err(wrong_type()),
         }
     }

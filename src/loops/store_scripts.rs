@@ -51,20 +51,14 @@ impl Store {
         {
             return String::from_utf8_lossy(e).into_owned();
         }
-        let n = match self.live(counter, now) {
-            Some(Entry {
-                value: Value::Counter(n),
-                ..
-            }) => {
+        let entry = self.entry(counter, now, || Value::Counter(0));
+        let n = match &mut entry.value {
+            Value::Counter(n) => {
                 *n = n.saturating_add(1);
                 *n
             }
-            _ => {
-                let entry = Entry {
-                    value: Value::Counter(1),
-                    expires: None,
-                };
-                self.keys.insert(counter.to_vec(), entry);
+            other => {
+                *other = Value::Counter(1);
                 1
             }
         };
@@ -79,14 +73,10 @@ impl Store {
     /// A stream's hash, made empty when absent (or of another kind, which only a foreign
     /// writer could have left).
     fn stream(&mut self, key: &[u8], now: Instant) -> &mut Entry {
-        self.live(key, now);
-        let fresh = || Entry {
-            value: Value::Hash(Default::default()),
-            expires: None,
-        };
-        let entry = self.keys.entry(key.to_vec()).or_insert_with(fresh);
+        let fresh = || Value::Hash(Default::default());
+        let entry = self.entry(key, now, fresh);
         if !matches!(entry.value, Value::Hash(_)) {
-            *entry = fresh();
+            entry.value = fresh();
         }
         entry
     }

@@ -30,6 +30,8 @@ const WORKER_TOKENS: usize = 1 << 40;
 /// that cannot start does not make the supervisor fork without end.
 const QUICK_DEATH: Duration = Duration::from_secs(5);
 const MAX_PAUSE: Duration = Duration::from_secs(10);
+/// How long the other loops wait for the FIFO reader's word to stop before the signal itself.
+const STOP_WORD: Duration = Duration::from_secs(2);
 
 /// One loop's process.
 pub(super) struct Slot {
@@ -65,6 +67,8 @@ pub struct Supervisor {
     workers: Workers,
     resolving: Option<worker::JobId>,
     finished: Vec<(worker::JobId, crate::job::Outcome)>,
+    /// When the signal goes to every loop, if the FIFO reader's word has not stopped them.
+    stop_all_at: Option<(Instant, Signal)>,
     phase: Phase,
     watchdog: Option<(Duration, Instant)>,
 }
@@ -131,6 +135,7 @@ impl Supervisor {
             workers,
             resolving: None,
             finished: Vec::new(),
+            stop_all_at: None,
             phase: Phase::Serving,
             watchdog: crate::systemd::watchdog_interval().map(|d| (d / 2, now)),
         })
@@ -253,6 +258,12 @@ impl Supervisor {
     }
 
     fn once_a_second(&mut self) {
+        if let Some((at, signal)) = self.stop_all_at
+            && Instant::now() >= at
+        {
+            self.stop_all_at = None;
+            self.forward(signal);
+        }
         self.bus.store_mut().sweep(Instant::now());
         self.check_fifo();
         if let Some((every, last)) = self.watchdog
@@ -318,7 +329,16 @@ impl Supervisor {
         for slot in &mut self.slots {
             slot.start_at = None;
         }
-        self.forward(forward);
+        // A stop goes to the loop that reads the FIFO: it reads what scripts wrote, and tells
+        // the others on the bus after what it published, so none closes its clients before
+        // they have it. The others get the signal too a moment later, should it not say so.
+        match self.slots.first().and_then(|s| s.pid) {
+            Some(reader) if phase == Phase::Stopping => {
+                let _ = kill(reader, forward);
+                self.stop_all_at = Some((Instant::now() + STOP_WORD, forward));
+            }
+            _ => self.forward(forward),
+        }
     }
 
     fn forward(&self, signal: Signal) {

@@ -29,7 +29,7 @@ impl Server {
         }
     }
 
-    fn begin_shutdown(&mut self, signal: i32) {
+    pub(super) fn begin_shutdown(&mut self, signal: i32) {
         if self.shutdown_deadline.is_some() {
             return;
         }
@@ -53,6 +53,10 @@ impl Server {
         }
         // Whatever scripts wrote before the signal is delivered before the goodbye.
         self.read_fifo(usize::MAX);
+        if self.place.is_some() && self.fifo.reads() && signal != SIGUSR2 {
+            // The other loops stop on this word, once they have what was just published.
+            self.core.tell_loops(&format!("stop:{signal}"));
+        }
         self.core.shutdown(how);
         let draining = format!("draining {} connection(s)", self.core.connections());
         let _ = crate::systemd::status(&draining);
