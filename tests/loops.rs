@@ -376,14 +376,7 @@ fn loop_serving(s: &Server, c: &Client) -> Option<u32> {
 
 #[test]
 fn a_users_fifo_reaches_its_connections_on_every_loop_and_goes_with_the_last() {
-    let dir = tempfile::tempdir().unwrap();
-    let validate = dir.path().join("validate.sh");
-    let script =
-        "#!/bin/sh\ncase \"$HTTP_COOKIE\" in *sid=alice*) echo alice ;; *) exit 1 ;; esac\n";
-    std::fs::write(&validate, script).unwrap();
-    let cfg = json!({"validate": {"handler": "exec", "command": ["/bin/sh", validate]}});
-    let cfg = common::write_config(dir.path(), "c.json", &cfg);
-    let s = Server::start(&["--loops", "2", "--config", cfg.to_str().unwrap()], &[]);
+    let (_dir, s) = alice_server();
     // Alice's connections until both loops have one.
     let mut alice: Vec<(Client, u32)> = Vec::new();
     for _ in 0..200 {
@@ -439,14 +432,7 @@ fn a_users_fifo_reaches_its_connections_on_every_loop_and_goes_with_the_last() {
 #[test]
 #[ignore = "known gap (issue 20): a user's FIFO read by two loops can reorder lines on a connection"]
 fn a_users_fifo_keeps_the_order_of_its_lines_on_every_loop() {
-    let dir = tempfile::tempdir().unwrap();
-    let validate = dir.path().join("validate.sh");
-    let script =
-        "#!/bin/sh\ncase \"$HTTP_COOKIE\" in *sid=alice*) echo alice ;; *) exit 1 ;; esac\n";
-    std::fs::write(&validate, script).unwrap();
-    let cfg = json!({"validate": {"handler": "exec", "command": ["/bin/sh", validate]}});
-    let cfg = common::write_config(dir.path(), "c.json", &cfg);
-    let s = Server::start(&["--loops", "2", "--config", cfg.to_str().unwrap()], &[]);
+    let (_dir, s) = alice_server();
     let mut alice: Vec<Client> = (0..8)
         .map(|_| s.try_ws("/raw", &[("Cookie", "sid=alice")]).expect("alice"))
         .collect();
@@ -460,4 +446,17 @@ fn a_users_fifo_keeps_the_order_of_its_lines_on_every_loop() {
             assert_eq!(c.recv_text(WAIT), format!("line {i}"));
         }
     }
+}
+
+/// Two loops that validate `sid=alice` as alice (a user with a FIFO).
+fn alice_server() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let validate = dir.path().join("validate.sh");
+    let script =
+        "#!/bin/sh\ncase \"$HTTP_COOKIE\" in *sid=alice*) echo alice ;; *) exit 1 ;; esac\n";
+    std::fs::write(&validate, script).unwrap();
+    let cfg = json!({"validate": {"handler": "exec", "command": ["/bin/sh", validate]}});
+    let cfg = common::write_config(dir.path(), "c.json", &cfg);
+    let s = Server::start(&["--loops", "2", "--config", cfg.to_str().unwrap()], &[]);
+    (dir, s)
 }
