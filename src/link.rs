@@ -12,6 +12,14 @@ use crate::config::Config;
 use crate::core::{Core, LinkOp, LinkStatus};
 use crate::job::{Handler, Job, Outcome};
 use crate::scaling::redis::{BusEnds, LinkError, LinkEvent, LinkOptions, RedisLink};
+use crate::scaling::resp::Reply;
+
+/// The tag of barrier commands: their replies are the link's, not the core's (the marker that
+/// matters comes on the subscriber connection).
+const BARRIER_TAG: u64 = u64::MAX;
+/// The tag of the link's own bus commands (users' FIFOs, reloads): their replies matter only
+/// when they are errors.
+const QUIET_TAG: u64 = u64::MAX - 1;
 
 /// How long a resolver child may take (the link's own connect timeout also applies).
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +38,12 @@ pub struct Link {
     /// last said (a loop behind a bus without Redis hears nothing and stays up).
     notices: Vec<u8>,
     upstream_up: bool,
+    /// On the bus: the channel its barriers' markers come on (`core/barrier.rs`).
+    barrier: Vec<u8>,
+    /// On the bus: the channel this loop hears on which users' FIFOs it reads, and the users
+    /// it heard of since the loop last asked (`loops/readers.rs`).
+    reader: Vec<u8>,
+    granted: Vec<String>,
     /// The loop that reads the FIFO stopped (`stop:SIGNAL`): this one stops too, after what
     /// that one published before.
     stop: Option<i32>,
@@ -75,6 +89,9 @@ impl Link {
         }
         redis.start(poll.registry(), Instant::now());
         Ok(Some(Link {
+            barrier: format!("{}#barrier", cfg.scaling.prefix).into_bytes(),
+            reader: format!("{}#reader", cfg.scaling.prefix).into_bytes(),
+            granted: Vec::new(),
             redis,
             channel,
             events: Vec::new(),
@@ -140,6 +157,33 @@ impl Link {
                 LinkEvent::Message { channel, payload } if channel == self.channel => {
                     core.on_node_message(&payload);
                 }
+                LinkEvent::Message { channel, payload } if self.bus && channel == self.barrier => {
+                    match std::str::from_utf8(&payload)
+                        .ok()
+                        .and_then(|t| t.parse().ok())
+                    {
+                        Some(n) => core.on_barrier(n),
+                        None => log::warn!("ignored a malformed barrier marker from the bus"),
+                    }
+                }
+                LinkEvent::Message { channel, payload } if self.bus && channel == self.reader => {
+                    self.granted
+                        .push(String::from_utf8_lossy(&payload).into_owned());
+                }
+                LinkEvent::Reply {
+                    tag: QUIET_TAG,
+                    reply: Reply::Error(e),
+                } => log::warn!("the local bus refused a command: {e}"),
+                LinkEvent::Reply { tag: QUIET_TAG, .. } => {}
+                LinkEvent::Reply {
+                    tag: BARRIER_TAG,
+                    reply,
+                } => {
+                    if let Reply::Error(e) = reply {
+                        log::warn!("the local bus refused a barrier: {e}");
+                        core.on_barrier_refused();
+                    }
+                }
                 // The supervisor's word on Redis: to this loop, its own link went up or down.
                 LinkEvent::Message { channel, payload }
                     if self.bus
@@ -188,6 +232,11 @@ impl Link {
                     self.redis.publish(&self.notices, &payload);
                 }
                 LinkOp::Loops(_) => {}
+                LinkOp::Barrier(n) if self.bus => {
+                    let n = n.to_string();
+                    self.redis.command(BARRIER_TAG, &[b"BARRIER", n.as_bytes()]);
+                }
+                LinkOp::Barrier(_) => {}
                 LinkOp::Command { tag, args } => {
                     let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
                     self.redis.command(tag, &args);
@@ -198,6 +247,30 @@ impl Link {
         if any {
             self.redis.flush(registry, &mut self.events);
         }
+    }
+
+    /// On the bus: this loop opened (`claim`) or closed a user's FIFO; the bus says which loop
+    /// reads it ([`Link::take_granted`]).
+    pub fn reader(&mut self, registry: &Registry, user: &str, claim: bool) {
+        if self.bus {
+            let op: &[u8] = if claim { b"CLAIM" } else { b"RELEASE" };
+            (self.redis).command(QUIET_TAG, &[b"READER", op, user.as_bytes()]);
+            self.redis.flush(registry, &mut self.events);
+        }
+    }
+
+    /// On the bus: this loop's reload is complete (the supervisor tells systemd once every
+    /// loop's is).
+    pub fn reloaded(&mut self, registry: &Registry) {
+        if self.bus {
+            self.redis.command(QUIET_TAG, &[b"RELOADED"]);
+            self.redis.flush(registry, &mut self.events);
+        }
+    }
+
+    /// The users whose FIFO this loop reads from now on.
+    pub fn take_granted(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.granted)
     }
 
     /// The outcome of a resolver job (or why none ran).

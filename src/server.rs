@@ -157,6 +157,8 @@ pub struct Server {
     started: Instant,
     /// A turn did something since the last pin.
     unpinned: bool,
+    /// A SIGHUP's reload is not complete yet (the app store's table is read again).
+    reload_pending: bool,
     pinned_sessions: usize,
     /// Connections and FIFO lines are taken (at once, or for a loop once it is on the bus).
     serving: bool,
@@ -249,6 +251,7 @@ impl Server {
             pinned_at: Instant::now(),
             started: Instant::now(),
             unpinned: true,
+            reload_pending: false,
             pinned_sessions: 0,
             serving: false,
             watchdog: crate::systemd::watchdog_interval().map(|d| (d / 2, Instant::now())),
@@ -382,6 +385,7 @@ impl Server {
         self.apply_effects();
         self.flush();
         self.pin_board();
+        self.report_reload();
     }
 
     fn poll_timeout(&self) -> Duration {
@@ -643,9 +647,19 @@ impl Server {
                     let cfg = self.core.cfg();
                     let path = core::jobs::user_fifo_path(cfg, &user);
                     let mode = cfg.fifo_mode_bits().unwrap_or(0o660);
-                    self.user_fifos.open(registry, &user, &path, mode);
+                    if self.user_fifos.open(registry, &user, &path, mode)
+                        && let Some(link) = self.link.as_mut()
+                    {
+                        link.reader(registry, &user, true);
+                    }
                 }
-                UserFifo::Close(user) => self.user_fifos.close(registry, &user),
+                UserFifo::Close(user) => {
+                    if self.user_fifos.close(registry, &user)
+                        && let Some(link) = self.link.as_mut()
+                    {
+                        link.reader(registry, &user, false);
+                    }
+                }
             }
         }
     }
@@ -737,6 +751,9 @@ impl Server {
         };
         let registry = self.poll.registry();
         let resolve = link.serve(registry, &mut self.core);
+        for user in link.take_granted() {
+            self.user_fifos.grant(registry, &user);
+        }
         if link.bus_lost() {
             // Its clients reconnect to the other loops (or to the loop that replaces this one).
             std::process::exit(1);

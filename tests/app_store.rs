@@ -264,14 +264,18 @@ fn serves_and_follows(db: &mut dyn Table) {
 
     // A rotated secret signs the next request (SIGHUP reads the table at once).
     db.sql("UPDATE ferrocast_apps SET secret = 'secret-2' WHERE id = '1'");
+    let mark = s.log_mark();
     s.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(s.wait_for_reload(mark, T).is_some(), "{}", s.logs_text());
     assert!(wait_until(T, || rest_status(&s, "1", "secret-1") == 401));
     assert_eq!(rest_status(&s, "1", "secret-2"), 200);
 
     // A new app is served; a disabled one has its connections closed with 4003.
     db.sql("INSERT INTO ferrocast_apps (id, app_key, secret) VALUES ('2', 'key-2', 's2')");
     db.sql("UPDATE ferrocast_apps SET enabled = FALSE WHERE id = '1'");
+    let mark = s.log_mark();
     s.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(s.wait_for_reload(mark, T).is_some(), "{}", s.logs_text());
     let notice = client.recv_json(T);
     assert_eq!(notice["event"], "pusher:error", "{notice}");
     assert_eq!(notice["data"]["code"], 4003, "{notice}");

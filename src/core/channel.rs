@@ -8,7 +8,7 @@ use super::cluster::sequence;
 use super::history::{Position, Recovery};
 use super::peer::Peer;
 use super::state::State;
-use super::{membership, routing};
+use super::{held, membership, routing};
 use crate::channel_protocol as proto;
 use crate::pusher::protocol as pp;
 
@@ -17,6 +17,11 @@ pub fn on_text(st: &mut State, peer: &mut Peer<'_>, text: &str) {
     match proto::parse_with_options(text) {
         Ok((proto::Request::Subscribe(name), options)) => {
             let positioned = options.positions || options.recover.is_some();
+            // History and a cache channel's event may come from other loops: here first.
+            let shared = positioned || pp::is_cache_channel(&name);
+            if shared && held::hold_message(st, peer, text) {
+                return;
+            }
             if positioned && sequence::park(st, peer, 0, &name, text) {
                 return;
             }

@@ -51,4 +51,7 @@ pub enum LinkOp {
     Command { tag: u64, args: Vec<Vec<u8>> },
     /// For the other loops of this process only (console events), on the bus's own channel.
     Loops(Vec<u8>),
+    /// Ask the loops' bus for barrier `n` (`barrier.rs`): its marker comes back to
+    /// `Core::on_barrier` once everything the loops wrote before is here.
+    Barrier(u64),
 }

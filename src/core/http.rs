@@ -8,7 +8,7 @@ use log::{debug, info};
 use super::answer::{Decision, respond_error};
 use super::conns::{Conn, Conns, Phase};
 use super::state::State;
-use super::{app_sync, close, console_http, metrics, rest, upgrade};
+use super::{app_sync, close, console_http, held, metrics, rest, upgrade};
 use crate::http::{self, Request};
 
 /// Handles every complete request in the connection's buffer (several when pipelined).
@@ -101,8 +101,12 @@ fn route(st: &mut State, key: usize, conn: &mut Conn, req: &Request, buf: &[u8])
             return respond_error(status, &why);
         }
     };
+    let body = &buf[req.head_len..end];
+    if after_the_others(rel) && held::hold_request(st, key, conn) {
+        return Decision::Wait;
+    }
     debug!("connection {key}: {} {}", req.method, req.target);
-    match dispatch(st, req, rel, &buf[req.head_len..end]) {
+    match dispatch(st, req, rel, body) {
         // Only a request framed exactly may be followed by another on this connection: `end`
         // covers at least the head, so the next pass starts past it.
         Decision::Respond(mut bytes) if req.keep_alive() => {
@@ -111,6 +115,13 @@ fn route(st: &mut State, key: usize, conn: &mut Conn, req: &Request, buf: &[u8])
         }
         other => other,
     }
+}
+
+/// Whether a request is handled after what the other loops did before it came (`barrier.rs`):
+/// the REST API, whose reads count what they hold and whose publications go out after theirs,
+/// and `/internal/broadcast`.
+fn after_the_others(rel: &str) -> bool {
+    rel.starts_with("/apps/") || rel.starts_with("/users/") || rel == "/internal/broadcast"
 }
 
 /// Answers a complete plain-HTTP request.

@@ -196,9 +196,15 @@ pub fn rerun(conns: &mut Conns, st: &mut State, parked: Parked) {
     if conns.get(parked.key).is_none_or(|c| c.id != parked.conn_id) {
         return;
     }
-    conns.unwait(parked.key);
+    rerun_text(conns, st, parked.key, &parked.text);
+}
+
+/// A message that waited (for Redis or a barrier of the local bus), handled now; the caller
+/// checked the connection is still the one that sent it.
+pub fn rerun_text(conns: &mut Conns, st: &mut State, key: usize, text: &str) {
+    conns.unwait(key);
     st.stats.messages_in = st.stats.messages_in.saturating_sub(1);
-    on_message(conns, st, parked.key, Inbound::Text(&parked.text));
+    on_message(conns, st, key, Inbound::Text(text));
 }
 
 /// One complete message or control frame of a session.

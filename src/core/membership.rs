@@ -64,11 +64,14 @@ pub fn left(st: &mut State, conn_id: u64, left: Left) {
         st.history.vacated(app as u16, &left.channel);
     }
     if notify::enabled(st, app) {
+        // The channel's count everywhere: other loops (and nodes) may still hold it when this
+        // one let its last subscriber go.
+        let remote = super::cluster::remote_channel(st, app, &left.channel).0;
         if left.vacated() {
             notify::vacated(st, app, &left.channel, left.occupied_at);
-        } else {
-            let count = left.count + super::cluster::remote_channel(st, app, &left.channel).0;
-            notify::count(st, app, &left.channel, count);
+        }
+        if !left.vacated() || remote > 0 {
+            notify::count(st, app, &left.channel, left.count + remote);
         }
     }
 }

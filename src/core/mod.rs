@@ -22,6 +22,7 @@
 mod answer;
 mod app_sync;
 pub mod apps;
+mod barrier;
 pub mod cache;
 mod channel;
 mod close;
@@ -33,6 +34,7 @@ pub mod consoles;
 mod count_news;
 mod deflated;
 mod effects;
+mod held;
 mod history;
 mod hooks;
 mod http;
@@ -106,9 +108,11 @@ impl Core {
         self.conns.len()
     }
 
-    /// Whether a publication made here waits for Redis (or the loops' bus) to number it.
+    /// Whether a publication made here waits for Redis (or the loops' bus) to number it, or a
+    /// publication held for the bus's barrier.
     pub fn numbering(&self) -> bool {
         self.st.cluster.as_ref().is_some_and(|c| c.numbering())
+            || self.st.barriers.holds_publications()
     }
 
     /// Open WebSocket sessions.
@@ -137,6 +141,7 @@ impl Core {
     }
 
     pub fn take_effects(&mut self) -> Effects {
+        self.st.barriers.seal();
         std::mem::take(&mut self.st.effects)
     }
 
@@ -145,6 +150,7 @@ impl Core {
     pub fn swap_effects(&mut self, into: &mut Effects) {
         debug_assert!(into.is_empty());
         std::mem::swap(&mut self.st.effects, into);
+        self.st.barriers.seal();
     }
 
     /// The connections with queued output (the list is swapped with `into`).
@@ -299,8 +305,28 @@ impl Core {
         self.settle();
     }
 
+    /// The local bus's marker for barrier `n`: the questions that waited for it go on.
+    pub fn on_barrier(&mut self, n: u64) {
+        held::passed(&mut self.conns, &mut self.st, n);
+        self.settle();
+    }
+
+    /// The loop begins to stop: FIFO lines read from now on are handled at once (and those
+    /// held for a barrier now), so they reach clients before their close frames.
+    pub fn stop_holding(&mut self) {
+        held::stop(&mut self.conns, &mut self.st);
+        self.settle();
+    }
+
+    /// The local bus refused a barrier: what waits goes on with what this loop knows.
+    pub fn on_barrier_refused(&mut self) {
+        held::give_up(&mut self.conns, &mut self.st, true);
+        self.settle();
+    }
+
     /// The Redis link went down: what waited for Redis goes on without it.
     pub fn on_link_down(&mut self) {
+        held::give_up(&mut self.conns, &mut self.st, true);
         let parked = cluster::sequence::on_link_down(&mut self.st);
         self.rerun(parked);
     }
@@ -324,6 +350,7 @@ impl Core {
     /// Timers: connection deadlines, pings, webhooks, the cluster, the console, the cache.
     pub fn tick(&mut self) {
         ticks::tick(&mut self.conns, &mut self.st);
+        held::give_up(&mut self.conns, &mut self.st, false);
         self.settle();
         let parked = cluster::sequence::sweep(&mut self.st);
         self.rerun(parked);
@@ -377,6 +404,12 @@ impl Core {
         self.conns.set_bounds(bounds);
         let compression = self.st.cfg.compression_from();
         self.conns.deflated().set_min_bytes(compression);
+    }
+
+    /// Whether the last reload is complete: the app store's table, when there is one, read
+    /// again since.
+    pub fn reload_settled(&self) -> bool {
+        self.st.cfg.app_store.driver == "file" || self.st.store_sync.settled()
     }
 
     /// Checks the invariants that span owners (for tests and fuzzing): the hub's own, every
@@ -447,7 +480,12 @@ impl Core {
                 close::apply(&mut self.conns, &mut self.st, key, closing);
             }
             for p in publications.drain(..) {
-                publish::deliver(&mut self.conns, &mut self.st, p);
+                let mut released = barrier::Released::default();
+                let now = held::hold_publication(&mut self.st, p, &mut released);
+                held::release(&mut self.conns, &mut self.st, released);
+                if let Some(p) = now {
+                    publish::deliver(&mut self.conns, &mut self.st, p);
+                }
             }
             console::deliver(&mut self.conns, &mut self.st, &mut console);
             // The lists go back (with their capacity) unless handling them queued more: then

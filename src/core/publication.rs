@@ -69,6 +69,42 @@ pub enum Publication {
 }
 
 impl Publication {
+    /// Read from the broadcast FIFO or a user's here: with several loops, it goes out after
+    /// what the other loops published before it was written (`barrier.rs`).
+    pub fn from_fifo(&self) -> bool {
+        match self {
+            Publication::Event { origin, .. }
+            | Publication::Global { origin, .. }
+            | Publication::User { origin, .. } => {
+                matches!(origin, Origin::Here("fifo" | "user_fifo"))
+            }
+            _ => false,
+        }
+    }
+
+    /// Made by this loop (not relayed from another, nor told again after Redis answered): it
+    /// goes out in the order it was made.
+    pub fn made_here(&self) -> bool {
+        match self {
+            Publication::Event { origin, .. }
+            | Publication::Global { origin, .. }
+            | Publication::User { origin, .. } => matches!(origin, Origin::Here(_)),
+            Publication::Frame { to_nodes, .. } => *to_nodes,
+            Publication::Numbered { .. } | Publication::Watch { .. } => false,
+        }
+    }
+
+    /// About how many bytes it holds (for the bound on what waits).
+    pub fn weight(&self) -> usize {
+        match self {
+            Publication::Event { data, channels, .. } => data.len() + 32 * channels.len(),
+            Publication::Numbered { data, .. } => data.len(),
+            Publication::Frame { frame, .. } | Publication::User { frame, .. } => frame.len(),
+            Publication::Global { line, .. } => line.len(),
+            Publication::Watch { user, .. } => user.len(),
+        }
+    }
+
     pub fn frame(
         app: usize,
         channel: &str,

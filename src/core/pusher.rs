@@ -10,7 +10,7 @@ use super::notify;
 use super::peer::Peer;
 use super::publication::Publication;
 use super::state::{State, Via};
-use super::{cluster, console, hooks, membership, online, resume};
+use super::{cluster, console, held, hooks, membership, online, resume};
 use crate::config::AppConfig;
 use crate::pusher::auth;
 use crate::pusher::protocol::{self as pp, ChannelKind, ClientMessage};
@@ -34,6 +34,14 @@ pub fn on_text(st: &mut State, peer: &mut Peer<'_>, text: &str) {
             // cluster: Redis gives the position first.
             let app = peer.conn.app();
             let positioned = resume.positions || resume.recover.is_some();
+            // Members, a cache channel's event and history may come from other loops: they
+            // must all be here first.
+            let shared = positioned
+                || pp::is_cache_channel(&channel)
+                || pp::channel_kind(&channel) == ChannelKind::Presence;
+            if shared && held::hold_message(st, peer, text) {
+                return;
+            }
             if positioned && sequence::park(st, peer, app, &channel, text) {
                 return;
             }
@@ -43,7 +51,11 @@ pub fn on_text(st: &mut State, peer: &mut Peer<'_>, text: &str) {
         ClientMessage::Unsubscribe { channel } => {
             membership::leave(st, peer.key, peer.conn, &channel)
         }
+        // The watchlist's users may be signed in on other loops.
+        ClientMessage::Signin { .. } if held::hold_message(st, peer, text) => {}
         ClientMessage::Signin { auth, user_data } => signin(st, peer, &auth, &user_data),
+        // After what the other loops published before it, as with one loop.
+        ClientMessage::ClientEvent { .. } if held::hold_message(st, peer, text) => {}
         ClientMessage::ClientEvent {
             event,
             channel,

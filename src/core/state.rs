@@ -278,6 +278,8 @@ pub struct State {
     pub store_sync: super::store_sync::StoreSync,
     /// The other loops' numbers, when this is one of several loops (`/metrics`, `/up`).
     pub board: Option<crate::board::Board>,
+    /// Questions waiting for the local bus's barrier, when this is one of several loops.
+    pub barriers: super::barrier::Barriers,
 }
 
 /// The inflater of clients' compressed messages and its output buffer, kept between messages.
@@ -320,6 +322,7 @@ impl State {
             store_sync: Default::default(),
             cfg,
             board: None,
+            barriers: Default::default(),
         }
     }
 

@@ -103,6 +103,11 @@ impl StoreSync {
         changed
     }
 
+    /// Whether no read asked for (by a SIGHUP) is still to run or running.
+    pub fn settled(&self) -> bool {
+        !self.asked && !self.running
+    }
+
     /// Whether the last read of the table failed (for `/up`).
     /// One of `loops` loops of a process: the lookup bounds are the machine's, divided.
     pub fn share(&mut self, loops: usize) {

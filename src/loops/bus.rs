@@ -16,6 +16,7 @@ use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
+use super::readers::Readers;
 use super::store::{Publish, Store};
 use super::upstream::{News, Upstream};
 use crate::scaling::resp::{self, Decoder, Limits, Reply};
@@ -25,6 +26,10 @@ const MAX_UNSENT: usize = 256 << 20;
 /// Bytes read from one connection per readiness event before the others get a turn.
 const READ_BUDGET: usize = 256 << 10;
 const READ_CHUNK: usize = 64 << 10;
+/// Bytes read from one connection before a barrier is set: everything there, within reason.
+const DRAIN_BUDGET: usize = 16 << 20;
+/// Times the loops are read again for barriers asked while they were read for others.
+const DRAIN_ROUNDS: usize = 4;
 
 struct BusConn {
     stream: UnixStream,
@@ -55,6 +60,18 @@ pub struct Bus {
     notices: Vec<u8>,
     broadcast: Vec<u8>,
     upstream_up: bool,
+    /// The channel barriers' markers go on, and the barriers asked for while reading:
+    /// (connection, marker).
+    barrier: Vec<u8>,
+    barriers: Vec<(usize, Vec<u8>)>,
+    /// Which loop reads each user's FIFO, and the channel a loop hears it is the one on.
+    readers: Readers,
+    reader: Vec<u8>,
+    /// Loops that said their reload is complete, since the supervisor last asked.
+    reloaded: Vec<usize>,
+    /// Connections whose read budget ran out with bytes left: read again next turn (no new
+    /// readiness event would come for them).
+    again: Vec<usize>,
 }
 
 /// Why a connection closed, for the supervisor (which loop lost its bus).
@@ -75,6 +92,12 @@ impl Bus {
             notices: format!("{prefix}#bus").into_bytes(),
             broadcast: format!("{prefix}#broadcast").into_bytes(),
             upstream_up: true,
+            barrier: format!("{prefix}#barrier").into_bytes(),
+            barriers: Vec::new(),
+            readers: Readers::default(),
+            reader: format!("{prefix}#reader").into_bytes(),
+            reloaded: Vec::new(),
+            again: Vec::new(),
         }
     }
 
@@ -165,27 +188,133 @@ impl Bus {
         &mut self.store
     }
 
-    /// A readiness event: reads and answers what the connection sent. Returns the loop whose
-    /// connection closed, if it did.
-    pub fn on_ready(&mut self, registry: &Registry, token: Token, now: Instant) -> Option<Closed> {
-        let key = token.0.checked_sub(self.token_base)?;
-        let result = self.read(key, now);
-        if let Err(why) = result {
-            let owner = self.conns.get(key)?.owner;
-            debug!("local bus: loop {owner}'s connection closed: {why}");
-            self.close(registry, key);
-            return Some(Closed { owner });
+    /// A readiness event: reads and answers what the connection sent. Returns the loops whose
+    /// connection closed.
+    pub fn on_ready(&mut self, registry: &Registry, token: Token, now: Instant) -> Vec<Closed> {
+        let mut closed = Vec::new();
+        if let Some(key) = token.0.checked_sub(self.token_base) {
+            self.read_or_close(registry, key, now, READ_BUDGET, &mut closed);
+            self.set_barriers(registry, now, &mut closed);
         }
-        self.dirty.push(key);
-        None
+        closed
     }
 
-    fn read(&mut self, key: usize, now: Instant) -> Result<(), String> {
+    /// The loops that said their reload is complete since the last call.
+    pub fn take_reloaded(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.reloaded)
+    }
+
+    /// Whether connections wait to be read again (the supervisor then polls without waiting).
+    pub fn has_backlog(&self) -> bool {
+        !self.again.is_empty()
+    }
+
+    /// Reads the connections whose budget ran out last turn.
+    pub fn read_backlog(&mut self, registry: &Registry, now: Instant) -> Vec<Closed> {
+        let mut closed = Vec::new();
+        for key in std::mem::take(&mut self.again) {
+            self.read_or_close(registry, key, now, READ_BUDGET, &mut closed);
+        }
+        self.set_barriers(registry, now, &mut closed);
+        closed
+    }
+
+    fn read_or_close(
+        &mut self,
+        registry: &Registry,
+        key: usize,
+        now: Instant,
+        budget: usize,
+        closed: &mut Vec<Closed>,
+    ) {
+        match self.read(key, now, budget) {
+            Ok(spent) => {
+                self.dirty.push(key);
+                if spent && !self.again.contains(&key) {
+                    self.again.push(key);
+                }
+            }
+            Err(why) => {
+                let Some(owner) = self.conns.get(key).map(|c| c.owner) else {
+                    return;
+                };
+                debug!("local bus: loop {owner}'s connection closed: {why}");
+                self.close(registry, key);
+                closed.push(Closed { owner });
+            }
+        }
+    }
+
+    /// Sets the barriers the loops asked for (`core/barrier.rs`): every loop's connection is
+    /// read to its end first, so what any loop wrote before the question, in particular a
+    /// change it made before answering the client who now asks, is sent before the marker.
+    fn set_barriers(&mut self, registry: &Registry, now: Instant, closed: &mut Vec<Closed>) {
+        for round in 0..=DRAIN_ROUNDS {
+            let asked = std::mem::take(&mut self.barriers);
+            if asked.is_empty() {
+                return;
+            }
+            if round < DRAIN_ROUNDS {
+                let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                for key in keys {
+                    self.read_or_close(registry, key, now, DRAIN_BUDGET, closed);
+                }
+            }
+            for (key, marker) in asked {
+                self.mark(key, &marker);
+            }
+        }
+    }
+
+    /// Puts a barrier's marker on the subscriber connection of the loop that asked, behind
+    /// every message sent it so far.
+    fn mark(&mut self, key: usize, marker: &[u8]) {
+        if let Some(owner) = self.conns.get(key).map(|c| c.owner) {
+            let channel = self.barrier.clone();
+            self.tell(owner, &channel, marker);
+        }
+    }
+
+    /// A message for one loop only, on its subscriber connection (behind every message sent it
+    /// so far).
+    fn tell(&mut self, owner: usize, channel: &[u8], payload: &[u8]) {
+        let broadcast = &self.broadcast;
+        let sub = (self.conns.iter())
+            .find(|(_, c)| c.owner == owner && c.subscribed.contains(broadcast))
+            .map(|(k, _)| k);
+        if let Some(sub) = sub {
+            self.reply(sub, &message(channel, payload));
+        }
+    }
+
+    /// `READER CLAIM|RELEASE user`: a loop opened or closed a user's FIFO (`readers.rs`); the
+    /// loop that is to read it now hears so.
+    fn reader_command(&mut self, key: usize, args: &[Vec<u8>]) -> Reply {
+        let Some(owner) = self.conns.get(key).map(|c| c.owner) else {
+            return Reply::Status(b"OK".to_vec());
+        };
+        let grant = match args {
+            [_, op, user] if op.eq_ignore_ascii_case(b"CLAIM") => self.readers.claim(user, owner),
+            [_, op, user] if op.eq_ignore_ascii_case(b"RELEASE") => {
+                self.readers.release(user, owner)
+            }
+            _ => return Reply::Error("ERR usage: READER CLAIM|RELEASE user".into()),
+        };
+        if let (Some(to), Some(user)) = (grant, args.get(2)) {
+            let channel = self.reader.clone();
+            self.tell(to, &channel, user);
+        }
+        Reply::Status(b"OK".to_vec())
+    }
+
+    /// Reads what the connection sent, up to `budget` bytes, and runs its commands. Returns
+    /// whether the budget ran out (bytes may be left).
+    fn read(&mut self, key: usize, now: Instant, budget: usize) -> Result<bool, String> {
         let mut chunk = [0u8; READ_CHUNK];
         let mut taken = 0;
-        while taken < READ_BUDGET {
+        while taken < budget {
             let Some(c) = self.conns.get_mut(key) else {
-                return Ok(());
+                return Ok(false);
             };
             match c.stream.read(&mut chunk) {
                 Ok(0) => return Err("end of stream".into()),
@@ -194,12 +323,12 @@ impl Bus {
                     c.rbuf.extend_from_slice(&chunk[..n]);
                     self.serve(key, now)?;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.to_string()),
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Runs every complete command in the connection's buffer.
@@ -234,6 +363,22 @@ impl Bus {
         let reply = match args.first().map(Vec::as_slice) {
             Some(b"PING") => self.ping(key),
             Some(b"SUBSCRIBE") => return self.subscribe(key, &args[1..]),
+            // The bus's own command (`core/barrier.rs`): the marker follows once every loop
+            // was read; with Redis behind, too, as it orders this machine's loops.
+            Some(b"READER") => self.reader_command(key, args),
+            Some(b"RELOADED") => {
+                if let Some(c) = self.conns.get(key) {
+                    self.reloaded.push(c.owner);
+                }
+                Reply::Status(b"OK".to_vec())
+            }
+            Some(b"BARRIER") => match args {
+                [_, marker] => {
+                    self.barriers.push((key, marker.clone()));
+                    Reply::Status(b"OK".to_vec())
+                }
+                _ => Reply::Error("ERR wrong number of arguments for 'barrier' command".into()),
+            },
             Some(b"PUBLISH") => match args {
                 [_, channel, payload] => Reply::Integer(self.publish(channel, payload)),
                 _ => Reply::Error("ERR wrong number of arguments for 'publish' command".into()),
@@ -400,6 +545,11 @@ impl Bus {
             u.forget(key);
         }
         let _ = registry.deregister(&mut c.stream);
+        // The loop is gone (its other connection goes too): the FIFOs it read, others read.
+        let channel = self.reader.clone();
+        for (user, to) in self.readers.forget(c.owner) {
+            self.tell(to, &channel, &user);
+        }
         for channel in c.subscribed {
             if let Some(subs) = self.channels.get_mut(&channel) {
                 subs.retain(|&k| k != key);

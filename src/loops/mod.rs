@@ -10,6 +10,7 @@
 //! never serves a client. No process ever starts a thread.
 
 mod bus;
+mod readers;
 mod spawn;
 mod store;
 mod supervisor;

@@ -69,6 +69,9 @@ pub struct Supervisor {
     finished: Vec<(worker::JobId, crate::job::Outcome)>,
     /// When the signal goes to every loop, if the FIFO reader's word has not stopped them.
     stop_all_at: Option<(Instant, Signal)>,
+    /// After a SIGHUP: the loops whose reload is not complete yet (systemd hears `READY=1`
+    /// once none is left).
+    reloading: Option<Vec<usize>>,
     phase: Phase,
     watchdog: Option<(Duration, Instant)>,
 }
@@ -136,6 +139,7 @@ impl Supervisor {
             resolving: None,
             finished: Vec::new(),
             stop_all_at: None,
+            reloading: None,
             phase: Phase::Serving,
             watchdog: crate::systemd::watchdog_interval().map(|d| (d / 2, now)),
         })
@@ -172,6 +176,10 @@ impl Supervisor {
             for event in events.iter() {
                 self.dispatch(event.token());
             }
+            for closed in self.bus.read_backlog(self.poll.registry(), Instant::now()) {
+                self.cut_off(closed.owner);
+            }
+            self.note_reloads();
             self.pump_upstream();
             for closed in self.bus.flush(self.poll.registry()) {
                 self.cut_off(closed.owner);
@@ -197,6 +205,9 @@ impl Supervisor {
         if let Some(deadline) = self.workers.next_deadline() {
             timeout = timeout.min(deadline.saturating_duration_since(now));
         }
+        if self.bus.has_backlog() {
+            timeout = Duration::ZERO;
+        }
         timeout
     }
 
@@ -211,7 +222,7 @@ impl Supervisor {
         if let Some(u) = self.bus.upstream_mut().filter(|u| u.owns(token)) {
             return u.on_ready(registry, token);
         }
-        if let Some(closed) = self.bus.on_ready(registry, token, Instant::now()) {
+        for closed in self.bus.on_ready(registry, token, Instant::now()) {
             self.cut_off(closed.owner);
         }
     }
@@ -306,11 +317,30 @@ impl Supervisor {
                     info!("received SIGHUP: the loops reload the configuration");
                     let _ = crate::systemd::reloading();
                     self.forward(Signal::SIGHUP);
-                    let _ = crate::systemd::ready("configuration reloaded");
+                    let live = (self.slots.iter().enumerate())
+                        .filter(|(_, s)| s.pid.is_some())
+                        .map(|(i, _)| i);
+                    self.reloading = Some(live.collect());
                 }
                 SIGTERM | SIGINT | SIGUSR2 => self.stop(signal),
                 _ => {}
             }
+        }
+    }
+
+    /// Loops that completed their reload (or died: a new one reads the configuration afresh);
+    /// once none is left, the reload is over for systemd.
+    fn note_reloads(&mut self) {
+        let done = self.bus.take_reloaded();
+        let Some(waiting) = self.reloading.as_mut() else {
+            return;
+        };
+        let slots = &self.slots;
+        waiting.retain(|i| !done.contains(i) && slots.get(*i).is_some_and(|s| s.pid.is_some()));
+        if waiting.is_empty() {
+            self.reloading = None;
+            info!("every loop reloaded its configuration");
+            let _ = crate::systemd::ready("configuration reloaded");
         }
     }
 

@@ -52,6 +52,7 @@ impl Server {
             }
         }
         // Whatever scripts wrote before the signal is delivered before the goodbye.
+        self.core.stop_holding();
         self.read_fifo(usize::MAX);
         if self.place.is_some() && self.fifo.reads() && signal != SIGUSR2 {
             // The other loops stop on this word, once they have what was just published.
@@ -78,7 +79,23 @@ impl Server {
                 error!("configuration reload failed, keeping the running configuration: {e}")
             }
         }
-        let _ = crate::systemd::ready("configuration reloaded");
+        self.reload_pending = true;
+    }
+
+    /// Once a reload is complete (the app store's table read again too): systemd hears
+    /// `READY=1`, or, for one of several loops, the supervisor, which tells systemd once every
+    /// loop's is.
+    pub(super) fn report_reload(&mut self) {
+        if !self.reload_pending || !self.core.reload_settled() {
+            return;
+        }
+        self.reload_pending = false;
+        match (&self.place, self.link.as_mut()) {
+            (Some(_), Some(link)) => link.reloaded(self.poll.registry()),
+            _ => {
+                let _ = crate::systemd::ready("configuration reloaded");
+            }
+        }
     }
 
     fn reload_tls(&mut self, new: &Config) {

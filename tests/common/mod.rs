@@ -431,19 +431,19 @@ impl Server {
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
         self.logs.wait_for(0, timeout, |l| l.contains(needle))
     }
-    /// Waits until every loop of the server logged `configuration reloaded` after `mark`
-    /// (one line with one loop).
+    /// Waits until the server's reload after `mark` is complete: the loop's `configuration
+    /// reloaded`, or with several loops the supervisor's word that every loop's is.
     pub fn wait_for_reload(&self, mark: usize, timeout: Duration) -> Option<String> {
-        let want = loop_count();
-        let done = wait_until(timeout, || {
-            let logs = self.logs();
-            logs.iter()
-                .skip(mark)
-                .filter(|l| l.contains("configuration reloaded"))
-                .count()
-                >= want
-        });
-        done.then(|| "configuration reloaded".to_string())
+        // Several loops: their supervisor says when every loop's reload is complete (the app
+        // store's table read again too). One loop says so itself.
+        let supervised = self.logs().iter().any(|l| l.contains(" supervising "));
+        let needle = if supervised {
+            "every loop reloaded its configuration"
+        } else {
+            "configuration reloaded"
+        };
+        self.wait_for_log_since(mark, needle, timeout)
+            .map(|_| needle.to_string())
     }
 
     pub fn wait_for_log_since(

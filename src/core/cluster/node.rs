@@ -62,6 +62,11 @@ impl Cluster {
         })
     }
 
+    /// Whether this is one of several loops of a process, on their local bus.
+    pub fn on_bus(&self) -> bool {
+        self.prompt
+    }
+
     /// Whether a publication made here waits to be numbered.
     pub fn numbering(&self) -> bool {
         self.sequencer.numbering()
