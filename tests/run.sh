@@ -57,16 +57,7 @@ suite_rust() {
         return 1
     fi
     log "running cargo test (2 threads per test binary)"
-    # With several loops (issue 20, left open) the Rust black-box suites still show timing gaps:
-    # a change made on one loop (a publication, a subscription, an app read from the table)
-    # reaches the others a moment later, and tests that look at once from another loop fail
-    # now and then. Until that is closed, the two-loop pass runs tests/loops.rs (written for
-    # several loops, placements checked) and the JS and Python suites; the one-loop pass runs all.
-    local targets=(--all-targets)
-    if [ "$FERROCAST_TEST_LOOPS" != 1 ]; then
-        targets=(--test loops)
-    fi
-    timeout --kill-after=30 1800 cargo test "${targets[@]}" --no-fail-fast -- --test-threads=2 2>&1 | tee "$out"
+    timeout --kill-after=30 1800 cargo test --all-targets --no-fail-fast -- --test-threads=2 2>&1 | tee "$out"
     local rc=${PIPESTATUS[0]}
     count_cargo "$out"
     return "$rc"

@@ -338,10 +338,7 @@ describe('webhook events', () => {
     b.disconnect();
   });
 
-  // Known gap with several loops (issue 20, open): the loop a subscriber leaves may have held the
-  // channel's last local subscriber, and then sends no count for the others' subscribers.
-  const severalLoops = Number(process.env.FERROCAST_TEST_LOOPS || 1) > 1;
-  test('subscription_count follows the number of subscribers', { skip: severalLoops && 'known gap with several loops (issue 20)' }, async () => {
+  test('subscription_count follows the number of subscribers', async () => {
     const name = h.uniq('count-');
     const clients = [h.pusherClient(server, auth), h.pusherClient(server, auth), h.pusherClient(server, auth)];
     const counts = () => rx.events('/all', named('subscription_count', name)).map((e) => e.subscription_count);

@@ -5,7 +5,6 @@ what the server reports, not just the HTTP status.
 """
 
 import json
-import os
 
 import pytest
 from pusher.errors import PusherBadRequest, PusherBadAuth, PusherError
@@ -108,12 +107,6 @@ def test_channels_info_empty_is_object(server):
     assert server.sdk().channels_info(prefix_filter="nothing-here-") == {"channels": {}}
 
 
-# Known gap with several loops (issue 20, open): a REST count right after a subscription made on
-# another loop may not include it yet (the change reaches the other loops a moment later).
-@pytest.mark.skipif(
-    os.environ.get("FERROCAST_TEST_LOOPS", "1") != "1",
-    reason="known gap with several loops (issue 20): counts of another loop lag a moment",
-)
 def test_channel_info_subscription_count(server, sdk, clients, uniq):
     ch = uniq("py-count-")
     assert sdk.channel_info(ch, ["subscription_count"]) == {"occupied": False, "subscription_count": 0}
