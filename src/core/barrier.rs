@@ -46,6 +46,9 @@ pub struct Barriers {
     held_bytes: usize,
     /// The loop is stopping: what it reads from now on goes out at once, before its goodbye.
     off: bool,
+    /// The connection (key, id) whose question passed its barrier and is being handled again:
+    /// it goes through without another (kept here, not on every connection).
+    passing: Option<(usize, u64)>,
 }
 
 /// A question waiting for its barrier: a WebSocket message (handled again from its text) or
@@ -75,6 +78,20 @@ impl Barriers {
     /// Whether publications wait to go out (a stopping loop sends them first).
     pub fn holds_publications(&self) -> bool {
         !self.held.is_empty()
+    }
+
+    /// The question of this connection is handled again now, past its barrier.
+    pub fn set_passing(&mut self, conn: Option<(usize, u64)>) {
+        self.passing = conn;
+    }
+
+    /// Whether this connection's question is the one passing its barrier (once).
+    pub fn take_passing(&mut self, conn: (usize, u64)) -> bool {
+        let passing = self.passing == Some(conn);
+        if passing {
+            self.passing = None;
+        }
+        passing
     }
 
     /// Whether the loop stopped holding anything (it is stopping).

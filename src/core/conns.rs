@@ -100,9 +100,6 @@ pub struct Conn {
     /// A request of its waits for Redis (a subscription parked by `cluster/sequence.rs`): its
     /// later input waits behind it, in order.
     waiting: bool,
-    /// It waited for a barrier of the local bus (`barrier.rs`) that has passed: the request it
-    /// waited with is handled now, without another.
-    synced: bool,
     /// The peer shut its side (EOF): once its queue is out, the connection ends.
     pub peer_done: bool,
     /// The stamp of the last publication this connection received a bare payload of, so a
@@ -134,7 +131,6 @@ impl Conn {
             dirty: false,
             paused: false,
             waiting: false,
-            synced: false,
             peer_done: false,
             publish_stamp: 0,
             pusher: None,
@@ -177,15 +173,6 @@ impl Conn {
 
     pub fn is_waiting(&self) -> bool {
         self.waiting
-    }
-
-    pub fn set_synced(&mut self) {
-        self.synced = true;
-    }
-
-    /// Whether the request being handled passed its barrier (once).
-    pub fn take_synced(&mut self) -> bool {
-        std::mem::take(&mut self.synced)
     }
 
     pub fn overflowed(&self) -> bool {

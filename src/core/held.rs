@@ -32,7 +32,7 @@ pub fn hold_request(st: &mut State, key: usize, conn: &mut Conn) -> bool {
 }
 
 fn hold(st: &mut State, key: usize, conn: &mut Conn, text: Option<&str>) -> bool {
-    if conn.take_synced() || !wanted(st) {
+    if st.barriers.take_passing((key, conn.id)) || !wanted(st) {
         return false;
     }
     let now = st.clock.now();
@@ -87,10 +87,10 @@ pub fn release(conns: &mut Conns, st: &mut State, released: Released) {
         publish::deliver(conns, st, p);
     }
     for w in released.waiters {
-        let Some(conn) = conns.get_mut(w.key).filter(|c| c.id == w.conn_id) else {
+        if conns.get(w.key).is_none_or(|c| c.id != w.conn_id) {
             continue;
-        };
-        conn.set_synced();
+        }
+        st.barriers.set_passing(Some((w.key, w.conn_id)));
         match w.text {
             Some(text) => input::rerun_text(conns, st, w.key, &text),
             None => {
@@ -98,5 +98,6 @@ pub fn release(conns: &mut Conns, st: &mut State, released: Released) {
                 input::handle_buffered(conns, st, w.key);
             }
         }
+        st.barriers.set_passing(None);
     }
 }

@@ -43,6 +43,9 @@ struct Entry {
 struct Stream {
     epoch: Box<str>,
     last: u64,
+    /// Its position came from the cluster (Redis or the loops' bus), whatever the epoch's
+    /// form: a stream seeded from a restarted process keeps that process's epoch there.
+    clustered: bool,
     size: usize,
     ttl: Duration,
     entries: VecDeque<Entry>,
@@ -139,7 +142,7 @@ impl History {
         if self
             .streams
             .get(&key)
-            .is_some_and(|s| is_cluster_epoch(&s.epoch))
+            .is_some_and(|s| s.clustered || is_cluster_epoch(&s.epoch))
         {
             let epoch = self.new_epoch();
             self.restart(&key, epoch, 0);
@@ -196,7 +199,7 @@ impl History {
             Some(_) => self.restart(&key, at.epoch.as_str().into(), before),
         }
         let s = self.streams.get_mut(&key).expect("made above");
-        (s.size, s.ttl) = (rule.0.max(1), rule.1);
+        (s.size, s.ttl, s.clustered) = (rule.0.max(1), rule.1, true);
         true
     }
 
@@ -212,7 +215,7 @@ impl History {
             Some(_) => self.restart(&key, at.epoch.as_str().into(), at.offset),
         }
         if let Some(s) = self.streams.get_mut(&key) {
-            (s.size, s.ttl) = (rule.0.max(1), rule.1);
+            (s.size, s.ttl, s.clustered) = (rule.0.max(1), rule.1, true);
         }
     }
 
@@ -225,6 +228,7 @@ impl History {
         let stream = Stream {
             epoch,
             last,
+            clustered: false,
             size: 1,
             ttl: Duration::ZERO,
             entries: VecDeque::new(),
@@ -243,6 +247,7 @@ impl History {
         }
         s.epoch = epoch;
         s.last = last;
+        s.clustered = false;
     }
 
     /// Keeps a publication (at the offset [`History::next_position`] gave). `occupied` says
@@ -426,6 +431,14 @@ impl History {
             };
             (*app, &**channel, at, s.ttl)
         })
+    }
+
+    /// The cluster was told every stream's position (a loop seeds its bus): from now on it
+    /// numbers in these epochs too, so this node numbering alone starts epochs of its own.
+    pub fn shared_all(&mut self) {
+        for s in self.streams.values_mut() {
+            s.clustered = true;
+        }
     }
 
     pub fn sizes(&self) -> (usize, usize) {

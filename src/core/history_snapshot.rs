@@ -138,9 +138,11 @@ fn read_stream(r: &mut Reader<'_>, now: Instant) -> Result<((u16, Box<str>), Str
         let at = now.checked_sub(age).unwrap_or(now);
         entries.push_back(Entry { kept, at, seq: 0 });
     }
+    // Numbering goes on in its epoch after a restart (the loops seed the bus with it).
     let stream = Stream {
         epoch,
         last,
+        clustered: false,
         size,
         ttl,
         entries,

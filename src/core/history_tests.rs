@@ -195,3 +195,24 @@ fn a_position_read_from_redis_is_adopted_unless_the_node_follows_that_epoch_or_a
     h.adopt(1, "d", &cluster_at("1.1", 4), (10, TTL));
     assert_eq!(h.position(1, "d"), Some(cluster_at("1.1", 4)));
 }
+
+#[test]
+fn an_epoch_the_cluster_numbers_in_is_never_continued_alone_whatever_its_form() {
+    let t = Instant::now();
+    let mut h = History::new(1 << 20, 7);
+    // A loop's own epoch, seeded to its bus after a restart, comes back numbered.
+    let own = publish(&mut h, "c", 10, t);
+    assert!(!is_cluster_epoch(&own.epoch));
+    assert!(place(&mut h, &cluster_at(&own.epoch, own.offset + 1), t));
+    let alone = h.next_position(0, "c", 10, TTL);
+    assert_ne!(
+        alone.epoch, own.epoch,
+        "the cluster numbers in that epoch now"
+    );
+    assert_eq!(alone.offset, 1);
+    // Seeding alone is enough: the bus may number in every seeded epoch.
+    let other = publish(&mut h, "d", 10, t);
+    h.shared_all();
+    let p = h.next_position(0, "d", 10, TTL);
+    assert_ne!(p.epoch, other.epoch);
+}

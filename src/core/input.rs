@@ -203,6 +203,10 @@ pub fn rerun(conns: &mut Conns, st: &mut State, parked: Parked) {
 /// checked the connection is still the one that sent it.
 pub fn rerun_text(conns: &mut Conns, st: &mut State, key: usize, text: &str) {
     conns.unwait(key);
+    // A connection that began to close meanwhile handles nothing more.
+    if conns.get(key).is_none_or(|c| c.phase != Phase::Open) {
+        return;
+    }
     st.stats.messages_in = st.stats.messages_in.saturating_sub(1);
     on_message(conns, st, key, Inbound::Text(text));
 }

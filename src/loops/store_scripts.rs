@@ -160,8 +160,21 @@ impl Store {
         let ([stream, ..], [epoch, offset, ms, ..]) = (keys, argv) else {
             return arity("eval");
         };
-        if self.live(stream, now).is_some() {
-            return Reply::Integer(0);
+        if let Some(Entry {
+            value: Value::Hash(h),
+            ..
+        }) = self.live(stream, now)
+        {
+            let number = |v: Option<&Vec<u8>>| {
+                let text = v.and_then(|v| std::str::from_utf8(v).ok());
+                text.and_then(|t| t.parse::<u64>().ok())
+            };
+            let behind = h.get(b"epoch".as_slice()) == Some(epoch)
+                && number(h.get(b"offset".as_slice())).unwrap_or(0)
+                    < number(Some(offset)).unwrap_or(0);
+            if !behind {
+                return Reply::Integer(0);
+            }
         }
         let entry = self.stream(stream, now);
         if let Value::Hash(h) = &mut entry.value {

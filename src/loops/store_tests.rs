@@ -96,4 +96,15 @@ fn the_numbering_scripts_run_natively_with_the_lua_ones_output() {
     let position = run(&mut s, t0, &["EVAL", POSITION, "2", "ep", "st:5", "60000"]).0;
     let want = Reply::Array(vec![Reply::Bulk(b"old.7".to_vec()), Reply::Integer(41)]);
     assert_eq!(position, want);
+    // In the same epoch a later offset moves the stream on (a loop numbered alone meanwhile);
+    // an earlier one, or another epoch, does not.
+    let seed_at = |s: &mut Store, epoch: &str, offset: &str| {
+        run(s, t0, &["EVAL", SEED, "1", "st:5", epoch, offset, "60000"]).0
+    };
+    assert_eq!(seed_at(&mut s, "old.7", "40"), Reply::Integer(0));
+    assert_eq!(seed_at(&mut s, "other.1", "90"), Reply::Integer(0));
+    assert_eq!(seed_at(&mut s, "old.7", "45"), Reply::Integer(1));
+    let position = run(&mut s, t0, &["EVAL", POSITION, "2", "ep", "st:5", "60000"]).0;
+    let want = Reply::Array(vec![Reply::Bulk(b"old.7".to_vec()), Reply::Integer(45)]);
+    assert_eq!(position, want);
 }

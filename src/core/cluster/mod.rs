@@ -504,6 +504,7 @@ fn seed_streams(st: &mut State) {
         }
     }
     st.effects.link.extend(ops);
+    st.history.shared_all();
 }
 
 /// A reply to a heartbeat-key command.

@@ -42,11 +42,14 @@ redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return {epoch, tonumber(redis.call('HGET', KEYS[2], 'offset') or '0')}
 "#;
 
-/// Sets a stream's position when Redis holds none: the streams a restarted process took over
-/// go on where they were. KEYS[1]: the stream; ARGV: epoch, offset, how long an idle stream is
-/// kept (ms).
+/// Sets a stream's position when Redis holds none, or holds an earlier one in the same epoch:
+/// the streams a restarted process took over go on where they were, and a node that numbered
+/// alone in an epoch Redis had taken from it (while Redis was away) is not numbered over.
+/// KEYS[1]: the stream; ARGV: epoch, offset, how long an idle stream is kept (ms).
 pub const SEED: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0') or 0
+if not epoch or (epoch == ARGV[1] and offset < tonumber(ARGV[2])) then
   redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'offset', ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return 1
