@@ -18,20 +18,33 @@ fn input(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-#[test]
-fn random_interleavings_keep_every_invariant() {
+/// `FERROCAST_SIM_RUNS` (1 500 by default) random inputs through `run`; the first that breaks
+/// an invariant is named by its seed.
+fn random_runs(run: fn(&[u8]), what: &str) {
     let runs: u64 = std::env::var("FERROCAST_SIM_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1500);
     for seed in 0..runs {
         let data = input(seed, 256 + (seed as usize % 7) * 512);
-        let result = std::panic::catch_unwind(|| sim::Sim::run(&data));
+        let result = std::panic::catch_unwind(|| run(&data));
         assert!(
             result.is_ok(),
-            "seed {seed} broke an invariant (see the panic above)"
+            "seed {seed} broke an invariant{what} (see the panic above)"
         );
     }
+}
+
+#[test]
+fn random_interleavings_keep_every_invariant() {
+    random_runs(sim::Sim::run, "");
+}
+
+/// The same for one loop of several on their bus: questions, REST calls and FIFO lines wait
+/// for the bus's barriers, set at any point of the run.
+#[test]
+fn random_interleavings_keep_every_invariant_on_the_loops_bus() {
+    random_runs(sim::Sim::run_on_bus, " on the bus");
 }
 
 /// The fuzz target's seed inputs and every input it ever found a bug with, replayed.

@@ -350,10 +350,13 @@ impl Core {
     /// Timers: connection deadlines, pings, webhooks, the cluster, the console, the cache.
     pub fn tick(&mut self) {
         ticks::tick(&mut self.conns, &mut self.st);
-        held::give_up(&mut self.conns, &mut self.st, false);
         self.settle();
         let parked = cluster::sequence::sweep(&mut self.st);
         self.rerun(parked);
+        // What waited too long for a barrier goes on last: what waited for numbering went
+        // out first, to the subscribers it was meant for.
+        held::give_up(&mut self.conns, &mut self.st, false);
+        self.settle();
     }
 
     /// Closes every connection for a shutdown (close frames for sessions, the rest at once).

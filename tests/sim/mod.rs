@@ -22,6 +22,8 @@ thread_local! {
 use ferrocast::core::{Core, IoStatus, JobId, LinkStatus, Mode, Phase};
 use ferrocast::scaling::resp::Reply;
 
+#[path = "bus.rs"]
+mod bus;
 #[path = "redis.rs"]
 mod redis;
 use ferrocast::job::Outcome;
@@ -108,9 +110,11 @@ pub struct Sim {
     seq: u64,
     jobs: Vec<JobId>,
     redis: redis::Redis,
+    /// One loop of several: the barriers of its bus, and what it holds for them.
+    bus: bus::Bus,
 }
 
-fn config() -> Config {
+fn config(driver: &str) -> Config {
     let app = AppConfig {
         enable_client_messages: true,
         webhooks: vec![WebhookConfig {
@@ -156,16 +160,21 @@ fn config() -> Config {
         max_history_bytes: 2048,
         ..Config::default()
     };
-    cfg.scaling.driver = "redis".into();
+    cfg.scaling.driver = driver.into();
     cfg.scaling.node_id = "me".into();
     cfg
 }
 
 impl Sim {
     pub fn new() -> Sim {
+        Sim::with_driver("redis")
+    }
+
+    /// A node scaling through Redis (`redis`), or one loop of several on their bus (`bus`).
+    fn with_driver(driver: &str) -> Sim {
         let now = Instant::now();
         Sim {
-            core: Core::new(config(), 42, now, 1_700_000_000_000),
+            core: Core::new(config(driver), 42, now, 1_700_000_000_000),
             now,
             wall: 1_700_000_000_000,
             clients: HashMap::new(),
@@ -174,12 +183,22 @@ impl Sim {
             seq: 0,
             jobs: Vec::new(),
             redis: redis::Redis::new(),
+            bus: bus::Bus::new(driver == "bus"),
         }
     }
 
     /// Runs the whole input, checking after every step; panics on a broken invariant.
     pub fn run(data: &[u8]) {
-        let mut sim = Sim::new();
+        Sim::run_with(Sim::new(), data);
+    }
+
+    /// The same, for one loop of several: its questions, REST calls and FIFO lines wait for
+    /// the barriers of the bus, which the input sets when it says.
+    pub fn run_on_bus(data: &[u8]) {
+        Sim::run_with(Sim::with_driver("bus"), data);
+    }
+
+    fn run_with(mut sim: Sim, data: &[u8]) {
         let mut input = Input::new(data);
         let mut steps = 0;
         while !input.is_empty() && steps < 2000 {
@@ -215,7 +234,7 @@ impl Sim {
     }
 
     fn step(&mut self, input: &mut Input<'_>) {
-        let op = input.below(27);
+        let op = input.below(if self.bus.on { 28 } else { 27 });
         if std::env::var_os("FERROCAST_SIM_TRACE").is_some() {
             eprintln!("op {op}");
         }
@@ -233,6 +252,7 @@ impl Sim {
             21 => self.answer_job(input),
             24 => self.redis_link(),
             25 | 26 => self.redis_answers(input),
+            27 => self.set_barrier(),
             _ => self.node_publishes(input),
         }
     }
@@ -503,22 +523,57 @@ impl Sim {
         let data = self.payload('P', input);
         let line = serde_json::json!({"channels": channels, "data": data});
         self.expect_here(self.seq, &channels);
+        if self.holds() {
+            self.bus.hold(self.seq, Some(channels), self.now);
+        }
         self.core.on_fifo_line(line.to_string().as_bytes());
     }
 
     fn publish_global(&mut self, input: &mut Input<'_>) {
         self.seq += 1;
         let line = self.payload('G', input);
+        if self.holds() {
+            self.bus.hold(self.seq, None, self.now);
+        } else {
+            self.expect_global(self.seq);
+        }
+        self.core.on_fifo_line(line.as_bytes());
+    }
+
+    /// A global line goes out now: the channel-protocol and raw clients of this moment get it.
+    fn expect_global(&mut self, seq: u64) {
         for (&key, client) in self.clients.iter_mut() {
             let open = self.core.phase(key) == Some(Phase::Open);
             if !client.gone
                 && open
                 && matches!(self.core.mode(key), Some(Mode::Channel | Mode::Raw))
             {
-                client.expected.push((self.seq, "*".into()));
+                client.expected.push((seq, "*".into()));
             }
         }
-        self.core.on_fifo_line(line.as_bytes());
+    }
+
+    /// Whether the loop holds what it reads from the FIFO for a barrier: one of several, its
+    /// bus up.
+    fn holds(&self) -> bool {
+        self.bus.on && self.redis.up
+    }
+
+    /// FIFO publications the loop let go: global lines reach this moment's clients; events go
+    /// to the bus to be numbered (expected when it answers).
+    fn expect_released(&mut self, released: Vec<bus::Held>) {
+        for h in released.into_iter().filter(|h| h.channels.is_none()) {
+            self.expect_global(h.seq);
+        }
+    }
+
+    /// The bus sets the loop's next barrier: what waited for it goes on.
+    fn set_barrier(&mut self) {
+        if let Some((n, released)) = self.bus.set_next() {
+            self.expect_released(released);
+            self.core.on_barrier(n);
+            self.apply_effects();
+        }
     }
 
     /// A REST trigger, through an HTTP connection of its own that reads its answer.
@@ -539,6 +594,11 @@ impl Sim {
         )
         .into_bytes();
         self.core.on_bytes(key, &mut req);
+        self.apply_effects();
+        // One of several loops answers once the bus set its barrier.
+        while self.bus.asked() && self.core.queued_bytes(key) == 0 {
+            self.set_barrier();
+        }
         let answer = self.take(key, usize::MAX);
         assert!(
             answer.starts_with(b"HTTP/1.1 200"),
@@ -630,10 +690,13 @@ impl Sim {
         self.now += Duration::from_millis(secs * 1000 + input.byte() as u64);
         self.wall += secs * 1000;
         self.core.set_time(self.now, self.wall);
-        // What waited 10 s for Redis is delivered here alone at this tick.
+        // What waited 10 s for Redis is delivered here alone at this tick, then what waited
+        // 2 s for a barrier goes on (the loop does both in that order).
         for n in self.redis.forget(self.now, Duration::from_secs(10)) {
             self.expect_numbered(&n.envelope);
         }
+        let late = self.bus.late(self.now);
+        self.expect_released(late);
         self.core.tick();
         self.apply_effects();
     }
@@ -693,7 +756,9 @@ impl Sim {
         }
         self.jobs.extend(fx.jobs.into_iter().map(|(id, _)| id));
         for op in fx.link {
-            self.redis.take(op, self.now);
+            if let Some(op) = self.bus.take(op) {
+                self.redis.take(op, self.now);
+            }
         }
     }
 
@@ -701,6 +766,10 @@ impl Sim {
 
     /// The link to Redis goes down (what waited for it is delivered here alone) or comes up.
     fn redis_link(&mut self) {
+        // A loop's bus does not come and go: a loop that loses it ends (another starts).
+        if self.bus.on && self.redis.up {
+            return;
+        }
         self.redis.up = !self.redis.up;
         let link = Some(LinkStatus {
             up: self.redis.up,
@@ -731,7 +800,8 @@ impl Sim {
             self.expect_numbered(&n.envelope);
         }
         let fail = ["redis unavailable", "ERR scripting is disabled"];
-        if input.below(8) == 0 {
+        // The loops' bus runs the scripts itself and never refuses one.
+        if !self.bus.on && input.below(8) == 0 {
             let why = fail[input.below(2)].to_string();
             if let Some(tag) = self.redis.skip() {
                 self.core.on_link_reply(tag, Reply::Error(why));
@@ -757,9 +827,15 @@ impl Sim {
 
     /// Redis answers everything still waiting (the end of a run).
     fn answer_all(&mut self) {
-        while self.redis.up && self.redis.waiting() {
-            let mut ok = Input::new(&[1]);
-            self.redis_answers(&mut ok);
+        loop {
+            if self.bus.asked() {
+                self.set_barrier();
+            } else if self.redis.up && self.redis.waiting() {
+                let mut ok = Input::new(&[1]);
+                self.redis_answers(&mut ok);
+            } else {
+                return;
+            }
         }
     }
 

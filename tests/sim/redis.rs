@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use ferrocast::core::LinkOp;
+use ferrocast::core::cluster::numbering::SEED;
 use ferrocast::scaling::resp::Reply;
 
 pub struct Redis {
@@ -82,6 +83,22 @@ impl Redis {
     /// Runs the next command as Redis would.
     pub fn answer(&mut self) -> Option<Answer> {
         let (tag, args, _) = self.queue.pop_front()?;
+        // A loop on the bus seeds the positions it holds: taken when the bus holds none, or an
+        // earlier one in that epoch.
+        if args.get(1).is_some_and(|s| s == SEED.as_bytes()) {
+            let (key, epoch, offset) = (args.get(3)?, args.get(4)?, args.get(5)?);
+            let epoch = String::from_utf8_lossy(epoch).into_owned();
+            let offset: u64 = std::str::from_utf8(offset).ok()?.parse().ok()?;
+            let taken = match self.streams.get(key) {
+                None => true,
+                Some((e, o)) => *e == epoch && *o < offset,
+            };
+            if taken {
+                self.streams.insert(key.clone(), (epoch, offset));
+            }
+            let reply = Reply::Integer(i64::from(taken));
+            return Some(Answer::Position { tag, reply });
+        }
         let nkeys: usize = std::str::from_utf8(&args[2]).ok()?.parse().ok()?;
         let keys = &args[4..3 + nkeys];
         if args[1].windows(7).any(|w| w == b"PUBLISH") {
