@@ -159,6 +159,8 @@ pub struct Server {
     unpinned: bool,
     /// A SIGHUP's reload is not complete yet (the app store's table is read again).
     reload_pending: bool,
+    /// The FIFO waits to be read: the publications held for barriers were at their bound.
+    fifo_held: bool,
     pinned_sessions: usize,
     /// Connections and FIFO lines are taken (at once, or for a loop once it is on the bus).
     serving: bool,
@@ -252,6 +254,7 @@ impl Server {
             started: Instant::now(),
             unpinned: true,
             reload_pending: false,
+            fifo_held: false,
             pinned_sessions: 0,
             serving: false,
             watchdog: crate::systemd::watchdog_interval().map(|d| (d / 2, Instant::now())),
@@ -376,6 +379,7 @@ impl Server {
         self.once_a_second();
         self.core.tick();
         self.serve_link();
+        self.resume_fifo();
         self.apply_effects();
         self.flush();
         let mut resumed = std::mem::take(&mut self.turn.read_again);
@@ -679,6 +683,11 @@ impl Server {
     /// Reads and publishes FIFO lines, up to `budget` bytes: the rest waits for the next turn,
     /// so a flood of lines delays a client's reply by one budget's worth of work at most.
     fn read_fifo(&mut self, budget: usize) {
+        if !self.core.fifo_room() {
+            // Read again once the bus's barriers let some go (not at once: no busy turns).
+            (self.fifo_held, self.turn.fifo_again) = (true, false);
+            return;
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         let read = self.fifo.read(&mut self.core, &mut scratch, budget);
         self.scratch = scratch;

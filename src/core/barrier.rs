@@ -29,9 +29,11 @@ use super::publication::Publication;
 /// stuck, and the supervisor replaces this loop soon).
 const PATIENCE: Duration = Duration::from_secs(2);
 
-/// Bytes of publications held for barriers at most; past this, they go out as they come (in
-/// their order still) rather than wait without bound.
-const MAX_HELD_BYTES: usize = 8 << 20;
+/// Bytes of publications held for barriers at most: the loop stops reading the broadcast FIFO
+/// past this (`Barriers::has_room`), and what still comes (a user's FIFO) lets all that waited
+/// go out at once, in order, rather than wait without bound. About eight turns of FIFO reads,
+/// so a flood never has more than that to send in one turn.
+const MAX_HELD_BYTES: usize = 1 << 20;
 
 #[derive(Default)]
 pub struct Barriers {
@@ -73,6 +75,16 @@ impl Barriers {
     /// The link took this turn's operations: a question from now on needs a new barrier.
     pub fn seal(&mut self) {
         self.open = false;
+    }
+
+    /// Whether the loop may read more FIFO lines to hold (see [`MAX_HELD_BYTES`]).
+    pub fn has_room(&self) -> bool {
+        self.held_bytes < MAX_HELD_BYTES
+    }
+
+    /// Publications waiting for a barrier (`/metrics`).
+    pub fn held(&self) -> usize {
+        self.held.len()
     }
 
     /// Whether publications wait to go out (a stopping loop sends them first).

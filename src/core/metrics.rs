@@ -223,7 +223,7 @@ fn work(server: &State) -> [Family; 14] {
     ]
 }
 
-fn gauges(server: &State) -> [Family; 8] {
+fn gauges(server: &State) -> [Family; 9] {
     let channels = server.hub.len();
     let (watching, watched) = server.watchers.sizes();
     let (kept, kept_bytes) = server.history.sizes();
@@ -263,6 +263,11 @@ fn gauges(server: &State) -> [Family; 8] {
             "history_bytes",
             "Memory held by channel history (bound: max_history_bytes).",
             kept_bytes as u64,
+        ),
+        (
+            "barrier_held_publications",
+            "FIFO publications waiting for the local bus's barrier (several loops).",
+            server.barriers.held() as u64,
         ),
     ]
 }

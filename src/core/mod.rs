@@ -409,6 +409,12 @@ impl Core {
         self.conns.deflated().set_min_bytes(compression);
     }
 
+    /// Whether the loop may read the broadcast FIFO now: not while the publications it holds
+    /// for the bus's barriers are at their bound (it reads again once they went out).
+    pub fn fifo_room(&self) -> bool {
+        self.st.barriers.has_room()
+    }
+
     /// Whether the last reload is complete: the app store's table, when there is one, read
     /// again since.
     pub fn reload_settled(&self) -> bool {

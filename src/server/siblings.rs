@@ -55,4 +55,12 @@ impl Server {
             true
         }
     }
+
+    /// The FIFO that waited for held publications to go out is read again once they did.
+    pub(super) fn resume_fifo(&mut self) {
+        if self.fifo_held && self.core.fifo_room() {
+            self.fifo_held = false;
+            self.turn.fifo_again = true;
+        }
+    }
 }
