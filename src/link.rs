@@ -174,16 +174,17 @@ impl Link {
                     tag: QUIET_TAG,
                     reply: Reply::Error(e),
                 } => log::warn!("the local bus refused a command: {e}"),
-                LinkEvent::Reply { tag: QUIET_TAG, .. } => {}
                 LinkEvent::Reply {
                     tag: BARRIER_TAG,
-                    reply,
+                    reply: Reply::Error(e),
                 } => {
-                    if let Reply::Error(e) = reply {
-                        log::warn!("the local bus refused a barrier: {e}");
-                        core.on_barrier_refused();
-                    }
+                    log::warn!("the local bus refused a barrier: {e}");
+                    core.on_barrier_refused();
                 }
+                LinkEvent::Reply {
+                    tag: QUIET_TAG | BARRIER_TAG,
+                    ..
+                } => {}
                 // The supervisor's word on Redis: to this loop, its own link went up or down.
                 LinkEvent::Message { channel, payload }
                     if self.bus
@@ -252,18 +253,20 @@ impl Link {
     /// On the bus: this loop opened (`claim`) or closed a user's FIFO; the bus says which loop
     /// reads it ([`Link::take_granted`]).
     pub fn reader(&mut self, registry: &Registry, user: &str, claim: bool) {
-        if self.bus {
-            let op: &[u8] = if claim { b"CLAIM" } else { b"RELEASE" };
-            (self.redis).command(QUIET_TAG, &[b"READER", op, user.as_bytes()]);
-            self.redis.flush(registry, &mut self.events);
-        }
+        let op: &[u8] = if claim { b"CLAIM" } else { b"RELEASE" };
+        self.tell_bus(registry, &[b"READER", op, user.as_bytes()]);
     }
 
     /// On the bus: this loop's reload is complete (the supervisor tells systemd once every
     /// loop's is).
     pub fn reloaded(&mut self, registry: &Registry) {
+        self.tell_bus(registry, &[b"RELOADED"]);
+    }
+
+    /// A command of the bus's own, written at once; its reply matters only when it is an error.
+    fn tell_bus(&mut self, registry: &Registry, args: &[&[u8]]) {
         if self.bus {
-            self.redis.command(QUIET_TAG, &[b"RELOADED"]);
+            self.redis.command(QUIET_TAG, args);
             self.redis.flush(registry, &mut self.events);
         }
     }

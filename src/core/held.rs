@@ -41,18 +41,17 @@ fn hold(st: &mut State, key: usize, conn: &mut Conn, text: Option<&str>) -> bool
     true
 }
 
-/// A publication about to go out: returned when it goes now, else held (`barrier.rs`).
-/// What it lets go first (past the bound) is in `released`.
-pub fn hold_publication(
-    st: &mut State,
-    p: Publication,
-    released: &mut Released,
-) -> Option<Publication> {
+/// A publication about to go out: returned when it goes now, else held (`barrier.rs`). Past
+/// the bound, what waited before it goes out first, here.
+pub fn hold_publication(conns: &mut Conns, st: &mut State, p: Publication) -> Option<Publication> {
     if !wanted(st) {
         return Some(p);
     }
     let now = st.clock.now();
-    (st.barriers).hold_publication(p, now, &mut st.effects.link, released)
+    let mut released = Released::default();
+    let p = (st.barriers).hold_publication(p, now, &mut st.effects.link, &mut released);
+    release(conns, st, released);
+    p
 }
 
 /// The bus's marker for barrier `n` arrived.

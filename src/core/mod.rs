@@ -489,10 +489,7 @@ impl Core {
                 close::apply(&mut self.conns, &mut self.st, key, closing);
             }
             for p in publications.drain(..) {
-                let mut released = barrier::Released::default();
-                let now = held::hold_publication(&mut self.st, p, &mut released);
-                held::release(&mut self.conns, &mut self.st, released);
-                if let Some(p) = now {
+                if let Some(p) = held::hold_publication(&mut self.conns, &mut self.st, p) {
                     publish::deliver(&mut self.conns, &mut self.st, p);
                 }
             }
